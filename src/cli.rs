@@ -1,0 +1,165 @@
+//! The command line: the only file that knows clap.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "homelab-autopilot",
+    version,
+    about = "Backups, updates with rollback, monitoring and restore tests for a homelab",
+    long_about = "Runs a homelab's chores from one YAML file. Workflows are Rhai scripts \
+                  (shipped defaults, overridable from the user scripts directory)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args, Clone, Default)]
+pub struct GlobalArgs {
+    /// Configuration file (default: $HOMELAB_AUTOPILOT_CONFIG, the user config dir, /etc)
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// State directory (state.db; also logs and locks unless set elsewhere)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Log directory
+    #[arg(long, global = true, value_name = "DIR")]
+    pub log_dir: Option<PathBuf>,
+    /// User scripts directory (overrides of the shipped workflows)
+    #[arg(long, global = true, value_name = "DIR")]
+    pub scripts_dir: Option<PathBuf>,
+    /// Lock directory
+    #[arg(long, global = true, value_name = "DIR")]
+    pub lock_dir: Option<PathBuf>,
+    /// More output (-v: debug, -vv: trace)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only warnings and errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print one JSON document on stdout
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Log format on stderr
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Accept secret and config files readable by group or others
+    #[arg(long, global = true)]
+    pub insecure_permissions: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a workflow (backup, or any shipped or user-written workflow)
+    Run(RunArgs),
+    /// Workflows
+    #[command(subcommand)]
+    Workflows(WorkflowsCommand),
+    /// Configured services
+    #[command(subcommand)]
+    Services(ServicesCommand),
+    /// Validate or show the configuration
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Inspect, export and check the Rhai scripts
+    #[command(subcommand)]
+    Scripts(ScriptsCommand),
+    /// The backup catalog
+    #[command(subcommand)]
+    Backups(BackupsCommand),
+    /// Restore a backup (catalog ID or archive path) into a new directory
+    Restore(RestoreArgs),
+    /// Last runs, last backups, catalog health
+    Status,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Workflow name (backup, ...; see `workflows list`)
+    pub workflow: String,
+    /// Limit the run to these services (repeatable)
+    #[arg(long = "service", value_name = "NAME")]
+    pub services: Vec<String>,
+    /// Log exactly what would be done, and do nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// List the workflows and where each comes from
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ServicesCommand {
+    /// List the configured services
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Check the configuration; every error at once (exit 78)
+    Validate,
+    /// Print the effective configuration, defaults filled in, secrets redacted
+    Show,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScriptsCommand {
+    /// Which file each workflow, step and library module comes from
+    List,
+    /// Copy the shipped scripts and library out for editing
+    Export {
+        dir: PathBuf,
+        /// Overwrite files that already exist
+        #[arg(long)]
+        force: bool,
+    },
+    /// Compile every script (shipped and user) and report errors
+    Check,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupsCommand {
+    /// List catalogued backups
+    List {
+        #[arg(long = "service", value_name = "NAME")]
+        service: Option<String>,
+    },
+    /// Fully verify backups (decode + checksum): by service, catalog ID or archive path
+    Verify {
+        #[arg(long = "service", value_name = "NAME", conflicts_with = "target")]
+        service: Option<String>,
+        /// Catalog ID or archive path
+        target: Option<String>,
+    },
+    /// Rebuild the catalog from a backup root (after losing the state DB)
+    Import { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Catalog ID or archive path
+    pub target: String,
+    /// Directory to restore into (must not exist, or be empty)
+    #[arg(long, value_name = "DIR")]
+    pub to: PathBuf,
+    /// Refuse archives that would expand past this many bytes
+    #[arg(long, value_name = "BYTES")]
+    pub max_bytes: Option<u64>,
+    /// Only print what would be restored
+    #[arg(long)]
+    pub dry_run: bool,
+}

@@ -1,0 +1,61 @@
+//! `status`: the last run of each workflow, the newest backup of each service.
+
+use super::{human_bytes, local_time, Env, Report};
+use crate::error::Result;
+use serde_json::json;
+
+pub fn run(env: &Env) -> Result<Report> {
+    let cfg = env.load_config()?;
+    let paths = env.paths(&cfg);
+    let Some(store) = env.existing_store(&paths)? else {
+        return Ok(Report::ok(json!({"runs": [], "services": []}), format!("no state yet ({} does not exist)\n", paths.state_db.display())));
+    };
+    let runs = store.last_runs()?;
+    let mut text = String::from("Last runs\n");
+    for r in &runs {
+        text.push_str(&format!(
+            "  {:<16} {:<9} {}  {}\n",
+            r.workflow,
+            format!("{:?}", r.status).to_lowercase(),
+            local_time(r.started_at),
+            r.summary
+        ));
+    }
+    if runs.is_empty() {
+        text.push_str("  (none)\n");
+    }
+    text.push_str("\nServices\n");
+    let now = chrono::Utc::now().timestamp();
+    let mut services = Vec::new();
+    for s in &cfg.services {
+        let backups = store.backups(Some(&s.name), false)?;
+        let newest = backups.iter().find(|b| b.kind == "archive" || !b.kind.starts_with("archive"));
+        let verified = backups.iter().filter(|b| b.verified_at.is_some() && b.status == "complete").count();
+        let line = match newest {
+            Some(b) => format!(
+                "last backup {} ({} ago, {}), {} backup(s), {verified} verified",
+                local_time(b.created_at),
+                ago(now - b.created_at),
+                human_bytes(b.size),
+                backups.len()
+            ),
+            None if s.backup => "never backed up".into(),
+            None => "backup disabled".into(),
+        };
+        text.push_str(&format!("  {:<24} {line}\n", s.name));
+        services.push(json!({
+            "name": s.name, "type": s.service_type.as_str(), "enabled": s.enabled,
+            "last_backup": newest, "backups": backups.len(), "verified": verified,
+        }));
+    }
+    Ok(Report::ok(json!({"runs": runs, "services": services}), text))
+}
+
+fn ago(secs: i64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}

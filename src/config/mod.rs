@@ -1,0 +1,638 @@
+//! Configuration: the typed schema (serde structs), loading of the main file
+//! plus `services.d/*.yaml`, validation that reports every error at once with
+//! `file:line:column: dotted.path: message`, secret references, and path
+//! resolution (FHS as root, XDG otherwise).
+//!
+//! Raw YAML becomes a validated [`Config`] before any work starts: engines and
+//! scripts never see raw strings.
+//!
+//! Loading: marked-yaml parses each file into a tree that keeps positions,
+//! `spanned` deserializes it into the schema (collecting every error), the
+//! relative paths are resolved against the declaring file's directory, then
+//! `validate` checks values and cross-references. Only a configuration
+//! without errors goes on to the permission checks (exit 77) and is
+//! returned.
+
+mod checks;
+mod ids;
+mod monitoring;
+mod notifications;
+pub mod paths;
+pub mod schema;
+mod secrets;
+mod spanned;
+mod url;
+mod validate;
+
+pub use checks::{HealthCheckConfig, HealthCheckType};
+pub use monitoring::{MaintenanceWindowConfig, MonitoringConfig, ResourcesConfig, UpdatesConfig};
+pub use notifications::{
+    ChannelConfig, ChannelType, EventType, NotificationsConfig, Severity, SmtpSecurity,
+    PING_WORKFLOWS,
+};
+pub use paths::{PathOverrides, Paths};
+pub use schema::*;
+pub use secrets::{CommandSpec, Secret, SecretSource, SECRET_COMMAND_TIMEOUT};
+pub use url::{redact_url, SecretUrl};
+
+use crate::error::{Error, Result};
+use crate::schedule::CronSchedule;
+use serde::Deserialize;
+use spanned::{Diagnostics, Pos};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use validate::{At, ServiceOrigin};
+
+/// Options that change how a configuration is loaded.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Accept secret files and configs holding inline secrets that are
+    /// readable by group/others (`--insecure-permissions`).
+    pub insecure_permissions: bool,
+}
+
+/// The environment variable naming the configuration file.
+pub const CONFIG_ENV: &str = "HOMELAB_AUTOPILOT_CONFIG";
+
+/// The configuration file's name in the config directories.
+pub const CONFIG_FILE_NAME: &str = "homelab-autopilot.yaml";
+
+/// The system-wide configuration file.
+pub const SYSTEM_CONFIG: &str = "/etc/homelab-autopilot/homelab-autopilot.yaml";
+
+/// Find the configuration file: `--config` > `$HOMELAB_AUTOPILOT_CONFIG` >
+/// user config dir (when not root) > /etc (CONVENTIONS.md). Nothing found is
+/// `Error::Config` (exit 78) naming every path tried.
+pub fn locate(cli: Option<&Path>) -> Result<PathBuf> {
+    let not_found = |p: &Path, how: &str| {
+        Error::Config(vec![format!(
+            "{}: configuration file not found (given {how})",
+            p.display()
+        )])
+    };
+    if let Some(p) = cli {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(not_found(p, "with --config"))
+        };
+    }
+    if let Some(p) = std::env::var_os(CONFIG_ENV).filter(|v| !v.is_empty()) {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(not_found(&p, &format!("in ${CONFIG_ENV}")))
+        };
+    }
+    let mut tried = Vec::new();
+    if !paths::is_root() {
+        if let Some(dir) = dirs::config_dir() {
+            tried.push(dir.join("homelab-autopilot").join(CONFIG_FILE_NAME));
+        }
+    }
+    tried.push(PathBuf::from(SYSTEM_CONFIG));
+    if let Some(p) = tried.iter().find(|p| p.is_file()) {
+        return Ok(p.clone());
+    }
+    let list: Vec<String> = tried.iter().map(|p| p.display().to_string()).collect();
+    Err(Error::Config(vec![format!(
+        "no configuration file found (tried {}); use --config PATH or set ${CONFIG_ENV}",
+        list.join(", ")
+    )]))
+}
+
+/// A `services.d/*.yaml` file: only a `services:` list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ServicesFile {
+    services: Vec<ServiceConfig>,
+}
+
+/// Load, merge (`services.d/*.yaml` beside the main file) and validate.
+/// Errors: `Error::Config` with every problem found (exit 78; also for a
+/// main file that cannot be read), `Error::InsecurePermissions` (exit 77).
+pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
+    let path = absolute_config_path(path);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        Error::Config(vec![format!(
+            "{}: cannot read configuration file: {e}",
+            path.display()
+        )])
+    })?;
+    let mut diag = Diagnostics::default();
+    let main = diag.add_file(path.clone());
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
+
+    let extra = services_d_files(&dir.join("services.d"), &diag)?;
+    let extra_ids: Vec<usize> = extra.iter().map(|p| diag.add_file(p.clone())).collect();
+    let main_node = parse_file(main, &text, &diag);
+    let mut cfg: Config = main_node
+        .as_ref()
+        .and_then(|n| spanned::from_node(n, &diag))
+        .unwrap_or_default();
+
+    let mut origins: Vec<ServiceOrigin> = (0..cfg.services.len())
+        .map(|i| ServiceOrigin {
+            file: main,
+            index: diag.yaml_index(main, "services", i),
+        })
+        .collect();
+    for (file, p) in extra_ids.into_iter().zip(&extra) {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                diag.error(
+                    Pos {
+                        file,
+                        line: 1,
+                        column: 1,
+                    },
+                    "",
+                    format!("cannot read: {e}"),
+                );
+                continue;
+            }
+        };
+        let Some(node) = parse_file(file, &text, &diag) else {
+            continue;
+        };
+        let Some(sf) = spanned::from_node::<ServicesFile>(&node, &diag) else {
+            continue;
+        };
+        for (i, svc) in sf.services.into_iter().enumerate() {
+            origins.push(ServiceOrigin {
+                file,
+                index: diag.yaml_index(file, "services", i),
+            });
+            cfg.services.push(svc);
+        }
+    }
+    check_duplicate_services(&cfg, &origins, &diag);
+
+    let file_dirs: Vec<PathBuf> = diag
+        .files()
+        .iter()
+        .map(|f| {
+            f.parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_else(|| PathBuf::from("/"))
+        })
+        .collect();
+    resolve_relative_paths(&mut cfg, &origins, &file_dirs);
+    for c in &mut cfg.notifications.channels {
+        c.channel_type = c.kind();
+    }
+    if main_node.is_some() {
+        validate::validate(&cfg, &origins, &diag);
+    }
+    let slots = secret_slots(&cfg, &diag);
+    for slot in &slots {
+        if let SecretSource::File(f) = &slot.source {
+            if !f.is_file() {
+                diag.error_at(
+                    slot.at.file,
+                    &slot.at.path,
+                    format!("secret file {} does not exist", f.display()),
+                );
+            }
+        }
+    }
+    if !diag.is_empty() {
+        return Err(Error::Config(diag.render()));
+    }
+    check_permissions(&slots, diag.files(), opts)?;
+    register_secrets(&cfg, &slots);
+    cfg.source = path;
+    cfg.files = diag.files().to_vec();
+    Ok(cfg)
+}
+
+/// The config path made absolute, with its directory canonicalized (so
+/// `../x.yaml` from another cwd reads well in messages) but the file name
+/// kept (a symlinked config still finds `services.d/` beside the link).
+fn absolute_config_path(path: &Path) -> PathBuf {
+    let abs = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match (abs.parent(), abs.file_name()) {
+        (Some(dir), Some(name)) => match dir.canonicalize() {
+            Ok(dir) => dir.join(name),
+            Err(_) => abs,
+        },
+        _ => abs,
+    }
+}
+
+/// `services.d/*.yaml` (and `*.yml`) in name order; none if the directory
+/// does not exist.
+fn services_d_files(dir: &Path, _diag: &Diagnostics) -> Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(Error::Config(vec![format!(
+                "{}: cannot read directory: {e}",
+                dir.display()
+            )]))
+        }
+    };
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            !name.starts_with('.')
+                && (name.ends_with(".yaml") || name.ends_with(".yml"))
+                && p.is_file()
+        })
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// Parse one file, recording a syntax error with its position.
+fn parse_file(file: usize, text: &str, diag: &Diagnostics) -> Option<marked_yaml::Node> {
+    if let Some(line) = second_document(text) {
+        diag.error(
+            Pos {
+                file,
+                line,
+                column: 1,
+            },
+            "yaml",
+            "only one YAML document per file is supported",
+        );
+        return None;
+    }
+    match spanned::parse(file, text) {
+        Ok(node) => Some(node),
+        Err(e) => {
+            use marked_yaml::LoadError as L;
+            let at = |m: &marked_yaml::Marker| Pos {
+                file,
+                line: m.line(),
+                column: m.column(),
+            };
+            let (pos, msg) = match &e {
+                L::TopLevelMustBeMapping(m) | L::TopLevelMustBeSequence(m) => (
+                    at(m),
+                    "the top level must be a mapping (key: value)".to_string(),
+                ),
+                L::UnexpectedAnchor(m) => {
+                    (at(m), "YAML anchors and aliases are not supported".into())
+                }
+                L::UnexpectedTag(m) => (at(m), "YAML tags (!tag) are not supported".into()),
+                L::MappingKeyMustBeScalar(m) => {
+                    (at(m), "mapping keys must be plain strings".into())
+                }
+                L::ScanError(m, _) => {
+                    let full = e.to_string();
+                    let msg = full
+                        .split_once(": ")
+                        .map_or(full.as_str(), |(_, r)| r)
+                        .to_string();
+                    (at(m), msg)
+                }
+                L::DuplicateKey(d) => {
+                    let first = d
+                        .prev_key
+                        .span()
+                        .start()
+                        .map(|m| format!("{}:{}", m.line(), m.column()));
+                    let pos = d.key.span().start().map(at).unwrap_or(Pos {
+                        file,
+                        line: 1,
+                        column: 1,
+                    });
+                    (
+                        pos,
+                        format!(
+                            "duplicate key '{}' (first at line {})",
+                            d.key.as_str(),
+                            first.unwrap_or_default()
+                        ),
+                    )
+                }
+            };
+            diag.error(pos, "yaml", msg);
+            None
+        }
+    }
+}
+
+/// The line of a second `---` document marker, if any (marked-yaml would
+/// silently ignore everything after it).
+fn second_document(text: &str) -> Option<usize> {
+    let mut content = false;
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim_end();
+        if t == "---" || t.starts_with("--- ") {
+            if content {
+                return Some(i + 1);
+            }
+            content = true;
+        } else if !t.is_empty() && !t.starts_with('#') && !t.starts_with('%') {
+            content = true;
+        }
+    }
+    None
+}
+
+/// A service name defined twice is an error at the second definition.
+fn check_duplicate_services(cfg: &Config, origins: &[ServiceOrigin], diag: &Diagnostics) {
+    let mut first: HashMap<&str, At> = HashMap::new();
+    for (svc, origin) in cfg.services.iter().zip(origins) {
+        if svc.name.is_empty() {
+            continue;
+        }
+        let at = origin.at().key("name");
+        match first.get(svc.name.as_str()) {
+            Some(prev) => {
+                let p = diag.pos(prev.file, &prev.path);
+                let file = diag
+                    .files()
+                    .get(p.file)
+                    .map(|f| f.display().to_string())
+                    .unwrap_or_default();
+                diag.error_at(
+                    at.file,
+                    &at.path,
+                    format!(
+                        "duplicate service name '{}' (first defined at {file}:{}:{})",
+                        svc.name, p.line, p.column
+                    ),
+                );
+            }
+            None => {
+                first.insert(&svc.name, at);
+            }
+        }
+    }
+}
+
+/// `~/x` is under the home directory; other relative paths are under the
+/// directory of the file that declared them.
+fn resolve_path(base: &Path, p: &mut PathBuf) {
+    if p.as_os_str().is_empty() || p.is_absolute() {
+        return;
+    }
+    if let Ok(rest) = p.strip_prefix("~") {
+        if let Some(home) = dirs::home_dir() {
+            *p = home.join(rest);
+            return;
+        }
+    }
+    *p = base.join(&*p);
+}
+
+fn resolve_opt(base: &Path, p: &mut Option<PathBuf>) {
+    if let Some(p) = p {
+        resolve_path(base, p);
+    }
+}
+
+fn resolve_relative_paths(cfg: &mut Config, origins: &[ServiceOrigin], dirs: &[PathBuf]) {
+    let main = &dirs[0];
+    let g = &mut cfg.global;
+    for p in [
+        &mut g.paths.state_dir,
+        &mut g.paths.log_dir,
+        &mut g.paths.scripts_dir,
+        &mut g.paths.lock_dir,
+    ] {
+        resolve_opt(main, p);
+    }
+    if let Some(px) = &mut g.proxmox {
+        for p in [
+            &mut px.ca_file,
+            &mut px.token_secret_file,
+            &mut px.password_file,
+        ] {
+            resolve_opt(main, p);
+        }
+    }
+    let b = &mut g.backup;
+    resolve_opt(main, &mut b.root);
+    for d in &mut b.destinations {
+        resolve_path(main, &mut d.path);
+    }
+    if let Some(pbs) = &mut b.proxmox_backup_server {
+        resolve_opt(main, &mut pbs.password_file);
+    }
+    if let Some(ds) = &mut b.direct_storage {
+        resolve_opt(main, &mut ds.path);
+    }
+    for c in &mut cfg.notifications.channels {
+        resolve_opt(main, &mut c.password_file);
+        resolve_opt(main, &mut c.secret_file);
+    }
+    for (svc, origin) in cfg.services.iter_mut().zip(origins) {
+        let base = &dirs[origin.file];
+        svc.backup_paths
+            .iter_mut()
+            .for_each(|p| resolve_path(base, p));
+        resolve_opt(base, &mut svc.compose_file);
+        let rt_checks = svc
+            .restore_testing
+            .iter_mut()
+            .flat_map(|r| r.health_checks.iter_mut());
+        for c in svc.health_checks.iter_mut().chain(rt_checks) {
+            resolve_opt(base, &mut c.pid_file);
+            resolve_opt(base, &mut c.script);
+        }
+    }
+}
+
+/// One secret in the configuration and where it was written.
+struct SecretSlot {
+    at: At,
+    source: SecretSource,
+}
+
+/// The secret set by the sibling keys `base`, `base_file`, `base_command`
+/// under `at`, positioned at the key actually used.
+fn slot(
+    out: &mut Vec<SecretSlot>,
+    at: &At,
+    base: &str,
+    keys: (Option<&Secret>, Option<&PathBuf>, Option<&CommandSpec>),
+) {
+    let key = match keys {
+        (Some(_), _, _) => base.to_string(),
+        (None, Some(_), _) => format!("{base}_file"),
+        (None, None, Some(_)) => format!("{base}_command"),
+        (None, None, None) => return,
+    };
+    if let Some(source) = SecretSource::from_keys(keys.0, keys.1, keys.2) {
+        out.push(SecretSlot {
+            at: at.key(&key),
+            source,
+        });
+    }
+}
+
+fn secret_slots(cfg: &Config, diag: &Diagnostics) -> Vec<SecretSlot> {
+    let mut out = Vec::new();
+    let global = At::new(0, "global");
+    if let Some(p) = &cfg.global.proxmox {
+        let at = global.key("proxmox");
+        let token = (
+            p.token_secret.as_ref(),
+            p.token_secret_file.as_ref(),
+            p.token_secret_command.as_ref(),
+        );
+        slot(&mut out, &at, "token_secret", token);
+        let pw = (
+            p.password.as_ref(),
+            p.password_file.as_ref(),
+            p.password_command.as_ref(),
+        );
+        slot(&mut out, &at, "password", pw);
+    }
+    if let Some(p) = &cfg.global.backup.proxmox_backup_server {
+        let at = global.key("backup").key("proxmox_backup_server");
+        let pw = (
+            p.password.as_ref(),
+            p.password_file.as_ref(),
+            p.password_command.as_ref(),
+        );
+        slot(&mut out, &at, "password", pw);
+    }
+    let chans = At::new(0, "notifications.channels");
+    for (i, c) in cfg.notifications.channels.iter().enumerate() {
+        let at = chans.item(diag, i);
+        let pw = (
+            c.password.as_ref(),
+            c.password_file.as_ref(),
+            c.password_command.as_ref(),
+        );
+        slot(&mut out, &at, "password", pw);
+        let s = (
+            c.secret.as_ref(),
+            c.secret_file.as_ref(),
+            c.secret_command.as_ref(),
+        );
+        slot(&mut out, &at, "secret", s);
+    }
+    out
+}
+
+/// Refuse (exit 77) secret files, and config files holding inline secrets,
+/// that group or others can read; `--insecure-permissions` only warns.
+fn check_permissions(slots: &[SecretSlot], files: &[PathBuf], opts: &LoadOptions) -> Result<()> {
+    let mut checked: Vec<PathBuf> = Vec::new();
+    for slot in slots {
+        let (path, what) = match &slot.source {
+            SecretSource::File(f) => (f.clone(), "secret file"),
+            SecretSource::Inline(_) => match files.get(slot.at.file) {
+                Some(f) => (f.clone(), "configuration file holding an inline secret"),
+                None => continue,
+            },
+            _ => continue,
+        };
+        if checked.contains(&path) {
+            continue;
+        }
+        checked.push(path.clone());
+        let problem = secrets::insecure_mode(&path).map_err(|e| Error::io(&path, e))?;
+        if let Some(message) = problem {
+            let message = format!("{what} ({}): {message}", slot.at.path);
+            if opts.insecure_permissions {
+                tracing::warn!(path = %path.display(), "insecure permissions accepted: {message}");
+            } else {
+                return Err(Error::InsecurePermissions { path, message });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Register every secret known at load with the redactor: inline values and
+/// notification URLs (file and command secrets are registered when resolved).
+fn register_secrets(cfg: &Config, slots: &[SecretSlot]) {
+    for slot in slots {
+        if let SecretSource::Inline(s) = &slot.source {
+            crate::redact::register(s.expose());
+        }
+    }
+    for c in &cfg.notifications.channels {
+        if let Some(u) = &c.url {
+            url::register_url_secrets(u.expose());
+        }
+    }
+}
+
+impl Config {
+    /// Every secret the configuration refers to, labelled with its dotted
+    /// path (`global.proxmox.token_secret_file`).
+    pub fn secret_sources(&self) -> Vec<(String, SecretSource)> {
+        let diag = Diagnostics::default();
+        secret_slots(self, &diag)
+            .into_iter()
+            .map(|s| (s.at.path, s.source))
+            .collect()
+    }
+
+    /// The configuration as YAML (`config show`): secrets print as `***`,
+    /// notification URLs redacted, and any registered secret scrubbed.
+    pub fn to_redacted_yaml(&self) -> String {
+        // Scrub the values, not the text: a masked value must stay quoted.
+        let out = yaml_serde::to_value(self).and_then(|mut v| {
+            scrub_yaml(&mut v);
+            yaml_serde::to_string(&v)
+        });
+        match out {
+            Ok(s) => s,
+            Err(e) => format!("# cannot serialise the configuration: {e}\n"),
+        }
+    }
+
+    /// The configuration as JSON, redacted like [`Config::to_redacted_yaml`];
+    /// this is also what scripts see through `config::get`.
+    pub fn to_redacted_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
+        crate::redact::scrub_json(&mut v);
+        v
+    }
+
+    /// Every cron schedule in the configuration with its dotted path.
+    pub fn schedules(&self) -> Vec<(String, CronSchedule)> {
+        let mut out = Vec::new();
+        if let Some(s) = self.global.backup.cron_schedule() {
+            out.push(("global.backup.schedule".to_string(), s));
+        }
+        if let Some(rt) = &self.global.backup.restore_testing {
+            out.push((
+                "global.backup.restore_testing.schedule".into(),
+                rt.schedule.clone(),
+            ));
+        }
+        out.push((
+            "monitoring.schedule".into(),
+            self.monitoring.schedule.clone(),
+        ));
+        if let Some(s) = &self.updates.schedule {
+            out.push(("updates.schedule".into(), s.clone()));
+        }
+        out
+    }
+}
+
+fn scrub_yaml(v: &mut yaml_serde::Value) {
+    use yaml_serde::Value;
+    match v {
+        Value::String(s) => {
+            if let std::borrow::Cow::Owned(o) = crate::redact::scrub(s) {
+                *s = o;
+            }
+        }
+        Value::Sequence(items) => items.iter_mut().for_each(scrub_yaml),
+        Value::Mapping(m) => m.values_mut().for_each(scrub_yaml),
+        Value::Tagged(t) => scrub_yaml(&mut t.value),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,457 @@
+//! `notifications:` — channels (email, chat webhooks, ntfy, dead-man pings,
+//! a command), their event subscriptions and severities. A channel's `type`
+//! may be left out when its `url` says it (raw Discord/Slack webhook URLs
+//! and shoutrrr schemes, the dialect Watchtower users already have).
+
+use super::secrets::{CommandSpec, Secret, SecretSource};
+use super::url::{split_url, SecretUrl};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationsConfig {
+    pub enabled: bool,
+    /// Minimum minutes between two alerts of the same kind for the same
+    /// subject.
+    pub cooldown_minutes: u64,
+    pub channels: Vec<ChannelConfig>,
+}
+
+impl Default for NotificationsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            cooldown_minutes: 60,
+            channels: Vec::new(),
+        }
+    }
+}
+
+impl NotificationsConfig {
+    pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.name == name)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChannelType {
+    Email,
+    Slack,
+    Discord,
+    Ntfy,
+    Gotify,
+    Telegram,
+    Pushover,
+    Webhook,
+    Command,
+    Healthchecks,
+    UptimeKuma,
+}
+
+impl ChannelType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ChannelType::Email => "email",
+            ChannelType::Slack => "slack",
+            ChannelType::Discord => "discord",
+            ChannelType::Ntfy => "ntfy",
+            ChannelType::Gotify => "gotify",
+            ChannelType::Telegram => "telegram",
+            ChannelType::Pushover => "pushover",
+            ChannelType::Webhook => "webhook",
+            ChannelType::Command => "command",
+            ChannelType::Healthchecks => "healthchecks",
+            ChannelType::UptimeKuma => "uptime_kuma",
+        }
+    }
+
+    /// URL schemes a channel of this type accepts (empty: no `url`).
+    pub(crate) fn schemes(&self) -> &'static [&'static str] {
+        match self {
+            ChannelType::Email => &["smtp"],
+            ChannelType::Slack => &["https", "slack"],
+            ChannelType::Discord => &["https", "discord"],
+            ChannelType::Ntfy => &["http", "https", "ntfy"],
+            ChannelType::Gotify => &["http", "https", "gotify"],
+            ChannelType::Telegram => &["https", "telegram"],
+            ChannelType::Pushover => &["https", "pushover"],
+            ChannelType::Webhook => &["http", "https", "generic", "generic+http", "generic+https"],
+            ChannelType::Command => &[],
+            ChannelType::Healthchecks | ChannelType::UptimeKuma => &["http", "https"],
+        }
+    }
+
+    /// The type-specific keys a channel of this type accepts.
+    pub(crate) fn keys(&self) -> &'static [&'static str] {
+        const PW: [&str; 3] = ["password", "password_file", "password_command"];
+        match self {
+            ChannelType::Email => &[
+                "url",
+                "smtp_server",
+                "smtp_port",
+                "security",
+                "username",
+                PW[0],
+                PW[1],
+                PW[2],
+                "from",
+                "to",
+                "html",
+            ],
+            ChannelType::Ntfy => &["url", "priority", "tags", "username", PW[0], PW[1], PW[2]],
+            ChannelType::Gotify | ChannelType::Pushover => &["url", "priority"],
+            ChannelType::Slack | ChannelType::Discord | ChannelType::Telegram => &["url"],
+            ChannelType::Webhook => &["url", "secret", "secret_file", "secret_command", "headers"],
+            ChannelType::Command => &["command"],
+            ChannelType::Healthchecks | ChannelType::UptimeKuma => &["url", "workflows"],
+        }
+    }
+
+    /// Whether `url` is required (else optional or not accepted).
+    pub(crate) fn needs_url(&self) -> bool {
+        !matches!(self, ChannelType::Email | ChannelType::Command)
+    }
+
+    /// Dead-man ping channels get pings per workflow run, not events.
+    pub fn is_ping(&self) -> bool {
+        matches!(self, ChannelType::Healthchecks | ChannelType::UptimeKuma)
+    }
+
+    /// The type a URL implies: raw Discord/Slack/healthchecks.io/Uptime Kuma
+    /// URLs and shoutrrr schemes.
+    pub fn infer_from_url(url: &str) -> Option<ChannelType> {
+        let p = split_url(url).ok()?;
+        let scheme = p.scheme.to_ascii_lowercase();
+        let host = p.host.to_ascii_lowercase();
+        Some(match scheme.as_str() {
+            "ntfy" => ChannelType::Ntfy,
+            "gotify" => ChannelType::Gotify,
+            "telegram" => ChannelType::Telegram,
+            "pushover" => ChannelType::Pushover,
+            "smtp" => ChannelType::Email,
+            "discord" => ChannelType::Discord,
+            "slack" => ChannelType::Slack,
+            "generic" | "generic+http" | "generic+https" => ChannelType::Webhook,
+            "http" | "https" => {
+                let discord_host = [
+                    "discord.com",
+                    "discordapp.com",
+                    "ptb.discord.com",
+                    "canary.discord.com",
+                ];
+                if discord_host.contains(&host.as_str()) && p.path.starts_with("/api/webhooks/") {
+                    ChannelType::Discord
+                } else if host == "hooks.slack.com" {
+                    ChannelType::Slack
+                } else if host == "hc-ping.com" || host.ends_with(".hc-ping.com") {
+                    ChannelType::Healthchecks
+                } else if p.path.starts_with("/api/push/") {
+                    ChannelType::UptimeKuma
+                } else if host == "ntfy.sh" {
+                    ChannelType::Ntfy
+                } else {
+                    return None;
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// The events a channel can subscribe to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventType {
+    BackupSuccess,
+    BackupFailed,
+    UpdateSuccess,
+    UpdateFailed,
+    ServiceDown,
+    ServiceRecovered,
+    ExternalAccessFailed,
+    RollbackExecuted,
+    DiskSpaceWarning,
+    RestoreTestSuccess,
+    RestoreTestFailed,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 11] = [
+        EventType::BackupSuccess,
+        EventType::BackupFailed,
+        EventType::UpdateSuccess,
+        EventType::UpdateFailed,
+        EventType::ServiceDown,
+        EventType::ServiceRecovered,
+        EventType::ExternalAccessFailed,
+        EventType::RollbackExecuted,
+        EventType::DiskSpaceWarning,
+        EventType::RestoreTestSuccess,
+        EventType::RestoreTestFailed,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EventType::BackupSuccess => "backup_success",
+            EventType::BackupFailed => "backup_failed",
+            EventType::UpdateSuccess => "update_success",
+            EventType::UpdateFailed => "update_failed",
+            EventType::ServiceDown => "service_down",
+            EventType::ServiceRecovered => "service_recovered",
+            EventType::ExternalAccessFailed => "external_access_failed",
+            EventType::RollbackExecuted => "rollback_executed",
+            EventType::DiskSpaceWarning => "disk_space_warning",
+            EventType::RestoreTestSuccess => "restore_test_success",
+            EventType::RestoreTestFailed => "restore_test_failed",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|e| e.as_str() == name)
+    }
+
+    /// The severity an event is sent with.
+    pub fn severity(&self) -> Severity {
+        match self {
+            EventType::BackupSuccess
+            | EventType::UpdateSuccess
+            | EventType::ServiceRecovered
+            | EventType::RestoreTestSuccess => Severity::Info,
+            EventType::DiskSpaceWarning | EventType::RollbackExecuted => Severity::Warning,
+            EventType::BackupFailed
+            | EventType::UpdateFailed
+            | EventType::ServiceDown
+            | EventType::ExternalAccessFailed
+            | EventType::RestoreTestFailed => Severity::Critical,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    #[default]
+    Info,
+    Warning,
+    Critical,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SmtpSecurity {
+    None,
+    /// STARTTLS on the submission port (587), the default.
+    #[default]
+    Starttls,
+    /// Implicit TLS (465).
+    Tls,
+}
+
+/// The workflows a dead-man ping channel can watch.
+pub const PING_WORKFLOWS: &[&str] = &["backup", "update", "monitor", "restore_test"];
+
+/// One notification channel. A flat struct for every type; validation says
+/// which keys each type needs and accepts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ChannelConfig {
+    /// Required, unique.
+    pub name: String,
+    /// Inferred from `url` when left out; always `Some` after loading.
+    #[serde(rename = "type")]
+    pub channel_type: Option<ChannelType>,
+    pub enabled: bool,
+    /// Events this channel receives (empty: all).
+    pub events: Vec<EventType>,
+    /// Events below this severity are not sent.
+    pub min_severity: Severity,
+    /// Channel to use when this one fails.
+    pub fallback: Option<String>,
+    pub url: Option<SecretUrl>,
+    // email
+    pub smtp_server: Option<String>,
+    pub smtp_port: Option<u16>,
+    pub security: Option<SmtpSecurity>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    pub password_command: Option<CommandSpec>,
+    pub from: Option<String>,
+    pub to: Vec<String>,
+    pub html: bool,
+    // webhook
+    /// HMAC-SHA256 key for the signature header.
+    pub secret: Option<Secret>,
+    pub secret_file: Option<PathBuf>,
+    pub secret_command: Option<CommandSpec>,
+    pub headers: BTreeMap<String, String>,
+    // ntfy / gotify / pushover
+    pub priority: Option<String>,
+    pub tags: Vec<String>,
+    // healthchecks / uptime_kuma
+    /// Workflows that ping this channel (empty: all).
+    pub workflows: Vec<String>,
+    // command
+    /// argv; the event JSON arrives on stdin.
+    pub command: Vec<String>,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            channel_type: None,
+            enabled: true,
+            events: Vec::new(),
+            min_severity: Severity::Info,
+            fallback: None,
+            url: None,
+            smtp_server: None,
+            smtp_port: None,
+            security: None,
+            username: None,
+            password: None,
+            password_file: None,
+            password_command: None,
+            from: None,
+            to: Vec::new(),
+            html: false,
+            secret: None,
+            secret_file: None,
+            secret_command: None,
+            headers: BTreeMap::new(),
+            priority: None,
+            tags: Vec::new(),
+            workflows: Vec::new(),
+            command: Vec::new(),
+        }
+    }
+}
+
+impl ChannelConfig {
+    /// The channel's type (set or inferred at load).
+    pub fn kind(&self) -> Option<ChannelType> {
+        self.channel_type.or_else(|| {
+            self.url
+                .as_ref()
+                .and_then(|u| ChannelType::infer_from_url(u.expose()))
+        })
+    }
+
+    /// Whether this channel wants `event` (subscription and severity).
+    pub fn wants(&self, event: EventType) -> bool {
+        self.enabled
+            && (self.events.is_empty() || self.events.contains(&event))
+            && event.severity() >= self.min_severity
+    }
+
+    pub fn password_source(&self) -> Option<SecretSource> {
+        SecretSource::from_keys(
+            self.password.as_ref(),
+            self.password_file.as_ref(),
+            self.password_command.as_ref(),
+        )
+    }
+
+    /// The type-specific keys given a non-default value (validation
+    /// rejects those the channel's type does not use).
+    pub(crate) fn set_keys(&self) -> Vec<&'static str> {
+        let set = [
+            ("url", self.url.is_some()),
+            ("smtp_server", self.smtp_server.is_some()),
+            ("smtp_port", self.smtp_port.is_some()),
+            ("security", self.security.is_some()),
+            ("username", self.username.is_some()),
+            ("password", self.password.is_some()),
+            ("password_file", self.password_file.is_some()),
+            ("password_command", self.password_command.is_some()),
+            ("from", self.from.is_some()),
+            ("to", !self.to.is_empty()),
+            ("html", self.html),
+            ("secret", self.secret.is_some()),
+            ("secret_file", self.secret_file.is_some()),
+            ("secret_command", self.secret_command.is_some()),
+            ("headers", !self.headers.is_empty()),
+            ("priority", self.priority.is_some()),
+            ("tags", !self.tags.is_empty()),
+            ("workflows", !self.workflows.is_empty()),
+            ("command", !self.command.is_empty()),
+        ];
+        set.into_iter()
+            .filter(|(_, on)| *on)
+            .map(|(k, _)| k)
+            .collect()
+    }
+
+    /// The webhook HMAC key.
+    pub fn secret_source(&self) -> Option<SecretSource> {
+        SecretSource::from_keys(
+            self.secret.as_ref(),
+            self.secret_file.as_ref(),
+            self.secret_command.as_ref(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_type_is_inferred_from_the_url_dialect() {
+        let cases = [
+            (
+                "https://discord.com/api/webhooks/1/abc",
+                Some(ChannelType::Discord),
+            ),
+            (
+                "https://discordapp.com/api/webhooks/1/abc",
+                Some(ChannelType::Discord),
+            ),
+            (
+                "https://hooks.slack.com/services/T/B/X",
+                Some(ChannelType::Slack),
+            ),
+            ("ntfy://ntfy.sh/topic", Some(ChannelType::Ntfy)),
+            ("gotify://host/token", Some(ChannelType::Gotify)),
+            (
+                "telegram://token@telegram?chats=@c",
+                Some(ChannelType::Telegram),
+            ),
+            ("pushover://shoutrrr:tok@user/", Some(ChannelType::Pushover)),
+            ("smtp://u:p@mail:587/?to=a@b", Some(ChannelType::Email)),
+            ("generic://example.org/hook", Some(ChannelType::Webhook)),
+            (
+                "generic+https://example.org/hook",
+                Some(ChannelType::Webhook),
+            ),
+            ("https://hc-ping.com/uuid", Some(ChannelType::Healthchecks)),
+            (
+                "https://kuma.lan/api/push/tok",
+                Some(ChannelType::UptimeKuma),
+            ),
+            ("https://example.org/hook", None),
+            ("ftp://x/", None),
+        ];
+        for (url, want) in cases {
+            assert_eq!(ChannelType::infer_from_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn subscriptions_filter_by_event_and_severity() {
+        let mut c = ChannelConfig {
+            events: vec![EventType::BackupFailed],
+            ..Default::default()
+        };
+        assert!(c.wants(EventType::BackupFailed));
+        assert!(!c.wants(EventType::ServiceDown));
+        c.events.clear();
+        c.min_severity = Severity::Critical;
+        assert!(c.wants(EventType::ServiceDown));
+        assert!(!c.wants(EventType::BackupSuccess));
+    }
+}

@@ -1,0 +1,130 @@
+//! The crate's one error type and its mapping to the exit codes in
+//! CONVENTIONS.md. Variants carry their context (path, program, file/line) so
+//! that a message says where and why; `source` chains are kept.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit codes (CONVENTIONS.md).
+pub mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const WARNINGS: u8 = 3;
+    pub const DATA: u8 = 65;
+    pub const UNAVAILABLE: u8 = 69;
+    pub const IO: u8 = 74;
+    pub const LOCKED: u8 = 75;
+    pub const PERMISSIONS: u8 = 77;
+    pub const CONFIG: u8 = 78;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Every configuration error found, already formatted
+    /// `file:line:column: dotted.path: message`.
+    #[error("{}", .0.join("\n"))]
+    Config(Vec<String>),
+
+    #[error("{path}: insecure permissions: {message} (use --insecure-permissions to override)")]
+    InsecurePermissions { path: PathBuf, message: String },
+
+    #[error("workflow '{workflow}' is already running ({holder})")]
+    Locked { workflow: String, holder: String },
+
+    #[error("{path}: unsafe or malformed archive: {message}")]
+    UnsafeArchive { path: PathBuf, message: String },
+
+    #[error("{path}: checksum mismatch: expected {expected}, got {actual}")]
+    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("state database {path}: {source}")]
+    State {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    #[error("command {program}: {message}")]
+    Command { program: String, message: String },
+
+    #[error("{what} timed out after {}s", .after.as_secs())]
+    Timeout { what: String, after: Duration },
+
+    /// A script failed: compile error, runtime error, deadline.
+    #[error("{file}:{line}: {message}")]
+    Script { file: String, line: usize, message: String },
+
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{0}")]
+    Unreachable(String),
+
+    /// A workflow ran and reported failure (one or more services failed).
+    #[error("{0}")]
+    WorkflowFailed(String),
+
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    /// The process exit code for this error (CONVENTIONS.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_) => exit::CONFIG,
+            Error::InsecurePermissions { .. } => exit::PERMISSIONS,
+            Error::Locked { .. } => exit::LOCKED,
+            Error::UnsafeArchive { .. } | Error::ChecksumMismatch { .. } => exit::DATA,
+            Error::Io { .. } | Error::State { .. } => exit::IO,
+            Error::Usage(_) => exit::USAGE,
+            Error::Unreachable(_) => exit::UNAVAILABLE,
+            Error::Command { .. }
+            | Error::Timeout { .. }
+            | Error::Script { .. }
+            | Error::WorkflowFailed(_)
+            | Error::Other(_) => exit::FAILED,
+        }
+    }
+
+    /// A short machine-readable kind, used in JSON output and in the maps
+    /// thrown to scripts (`e.kind`).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Config(_) => "config",
+            Error::InsecurePermissions { .. } => "permissions",
+            Error::Locked { .. } => "locked",
+            Error::UnsafeArchive { .. } => "unsafe_archive",
+            Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::Io { .. } => "io",
+            Error::State { .. } => "state",
+            Error::Command { .. } => "command",
+            Error::Timeout { .. } => "timeout",
+            Error::Script { .. } => "script",
+            Error::Usage(_) => "usage",
+            Error::Unreachable(_) => "unreachable",
+            Error::WorkflowFailed(_) => "workflow_failed",
+            Error::Other(_) => "error",
+        }
+    }
+
+    /// Transient failures worth retrying (timeouts, lock contention, remote
+    /// unreachable); everything else is permanent.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Timeout { .. } | Error::Locked { .. } | Error::Unreachable(_))
+    }
+}

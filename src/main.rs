@@ -1,0 +1,7 @@
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = homelab_autopilot::cli::Cli::parse();
+    ExitCode::from(homelab_autopilot::run(cli))
+}

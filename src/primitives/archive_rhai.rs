@@ -1,0 +1,128 @@
+//! The Rhai adapter of [`super::archive`]: `archive::create`, `verify`,
+//! `verify_checksum`, `list`, `extract`.
+
+use super::archive::{self, CreateRequest, ExtractOptions, ManifestMeta};
+use super::{dry_run, from_map, service_of, strings, to_dyn, to_rhai, RhaiResult};
+use crate::script::Host;
+use rhai::{Array, Dynamic, FuncRegistration, Map, Module, NativeCallContext};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateArgs {
+    sources: Vec<PathBuf>,
+    service: Option<String>,
+    dest_dir: Option<PathBuf>,
+    file_name: Option<String>,
+    level: Option<i32>,
+    threads: Option<u32>,
+    #[serde(default)]
+    exclude: Vec<String>,
+    kind: Option<String>,
+}
+
+fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
+    let args: CreateArgs = from_map(opts, "archive::create options")?;
+    let service = args.service.or_else(|| service_of(ctx)).unwrap_or_else(|| "archive".into());
+    let now = chrono::Utc::now().timestamp();
+    let dest_dir = args.dest_dir.unwrap_or_else(|| h.backup_dir(&service));
+    let file_name = args.file_name.unwrap_or_else(|| format!("{service}_{}.tar.zst", super::time::stamp(now)));
+    let path = dest_dir.join(&file_name);
+    let backup = &h.config.global.backup;
+    let shown: Vec<String> = args.sources.iter().map(|p| p.display().to_string()).collect();
+    if dry_run(h, ctx, &format!("create archive {} from [{}]", path.display(), shown.join(", "))) {
+        for s in &args.sources {
+            if s.symlink_metadata().is_err() {
+                h.event(tracing::Level::WARN, Some(&service), &format!("{}: does not exist; it would be skipped", s.display()));
+            }
+        }
+        let mut m = Map::new();
+        m.insert("dry_run".into(), true.into());
+        m.insert("path".into(), path.display().to_string().into());
+        m.insert("service".into(), service.into());
+        m.insert("created_at".into(), Dynamic::from(now));
+        return Ok(Dynamic::from_map(m));
+    }
+    let req = CreateRequest {
+        sources: &args.sources,
+        dest_dir: &dest_dir,
+        file_name: &file_name,
+        level: args.level.unwrap_or(backup.compression_level),
+        threads: args.threads.unwrap_or(backup.threads),
+        exclude: &args.exclude,
+        meta: ManifestMeta {
+            service: service.clone(),
+            kind: args.kind.unwrap_or_else(|| "archive".into()),
+            created_at: now,
+            hostname: h.hostname.clone(),
+        },
+        cancel: Some(&h.watch.cancel),
+    };
+    let info = archive::create(&req).map_err(|e| to_rhai(e, ctx))?;
+    for w in &info.warnings {
+        h.event(tracing::Level::WARN, Some(&service), w);
+    }
+    h.event(
+        tracing::Level::INFO,
+        Some(&service),
+        &format!("archive {} written: {} entries, {} bytes in, {} bytes out", info.path.display(), info.entries, info.bytes_in, info.size),
+    );
+    let mut v = serde_json::to_value(&info.manifest).unwrap_or_default();
+    if let serde_json::Value::Object(m) = &mut v {
+        m.insert("path".into(), info.path.display().to_string().into());
+        m.insert("warnings".into(), serde_json::json!(info.warnings));
+    }
+    to_dyn(&v)
+}
+
+fn verify_map(info: &archive::VerifyInfo) -> Map {
+    let mut m = Map::new();
+    m.insert("path".into(), info.path.display().to_string().into());
+    m.insert("sha256".into(), info.sha256.clone().into());
+    m.insert("size".into(), Dynamic::from(info.size as i64));
+    m.insert("entries".into(), Dynamic::from(info.entries as i64));
+    m.insert("bytes_out".into(), Dynamic::from(info.bytes_out as i64));
+    m.insert("verified_at".into(), Dynamic::from(chrono::Utc::now().timestamp()));
+    m
+}
+
+pub(super) fn module(host: &Arc<Host>) -> Module {
+    let mut m = Module::new();
+    let v = |name: &str| FuncRegistration::new(name).with_volatility(true);
+    let h = host.clone();
+    v("create").set_into_module(&mut m, move |ctx: NativeCallContext, opts: Map| create(&h, &ctx, opts));
+    v("verify").set_into_module(&mut m, |ctx: NativeCallContext, path: &str| -> RhaiResult<Map> {
+        archive::verify(Path::new(path), None).map(|i| verify_map(&i)).map_err(|e| to_rhai(e, &ctx))
+    });
+    v("verify").set_into_module(&mut m, |ctx: NativeCallContext, path: &str, sha256: &str| -> RhaiResult<Map> {
+        archive::verify(Path::new(path), Some(sha256)).map(|i| verify_map(&i)).map_err(|e| to_rhai(e, &ctx))
+    });
+    v("verify_checksum").set_into_module(&mut m, |ctx: NativeCallContext, path: &str| -> RhaiResult<Map> {
+        archive::verify_checksum(Path::new(path), None).map(|i| verify_map(&i)).map_err(|e| to_rhai(e, &ctx))
+    });
+    v("list").set_into_module(&mut m, |ctx: NativeCallContext, path: &str| -> RhaiResult<Array> {
+        let entries = archive::list(Path::new(path)).map_err(|e| to_rhai(e, &ctx))?;
+        entries
+            .iter()
+            .map(|e| {
+                to_dyn(&serde_json::json!({"path": e.path, "kind": e.kind, "size": e.size, "mode": e.mode, "mtime": e.mtime, "link_target": e.link_target}))
+            })
+            .collect()
+    });
+    let h = host.clone();
+    v("extract").set_into_module(&mut m, move |ctx: NativeCallContext, path: &str, target: &str| -> RhaiResult<Map> {
+        let mut out = Map::new();
+        out.insert("target".into(), target.into());
+        if dry_run(&h, &ctx, &format!("extract {path} into {target}")) {
+            return Ok(out);
+        }
+        let info = archive::extract(Path::new(path), Path::new(target), &ExtractOptions::default()).map_err(|e| to_rhai(e, &ctx))?;
+        out.insert("entries".into(), Dynamic::from(info.entries as i64));
+        out.insert("bytes".into(), Dynamic::from(info.bytes as i64));
+        Ok(out)
+    });
+    let _ = strings;
+    m
+}

@@ -1,0 +1,22 @@
+//! Typed Rust primitives, one file per domain, each registered into Rhai as a
+//! static namespaced module (`archive::create`, `proc::run`, ...). A script
+//! function cannot shadow a namespaced native by accident.
+//!
+//! Every mutating primitive honours `--dry-run`: it logs exactly what it
+//! would do and does nothing, so user scripts get dry-run for free.
+
+pub mod archive;
+mod archive_rhai;
+mod catalog;
+mod config_rhai;
+mod dest;
+pub mod fs;
+mod kv;
+mod log;
+mod notify;
+pub mod proc;
+mod time;
+mod workflow;
+mod glue;
+pub use glue::register_all;
+pub(crate) use glue::*;

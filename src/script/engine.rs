@@ -1,0 +1,104 @@
+//! The engine factory: the only place that calls `Engine::new()`. Every limit
+//! is set explicitly (debug and release builds of Rhai default differently),
+//! strict variables are on, `eval` is disabled, `print`/`debug` go to the log,
+//! and a wall-clock deadline stops a runaway script. The stop is a system
+//! exception, which `try`/`catch` cannot swallow.
+//!
+//! Rhai rewrites the position of a system exception to the call site each time
+//! it leaves a script function, so the place where a runaway loop was stopped
+//! would be lost. The debugger hook records the source and position of the
+//! last statement evaluated; the host reads it back when a run is stopped.
+
+use super::resolver::ModuleResolver;
+use super::sources::Scripts;
+use rhai::{Dynamic, Engine, Position};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Limits for one run.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub deadline: Duration,
+    pub max_operations: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { deadline: Duration::from_secs(6 * 3600), max_operations: 50_000_000 }
+    }
+}
+
+/// Where the script last was: file label and position.
+#[derive(Debug, Clone, Default)]
+pub struct Location {
+    pub source: Option<String>,
+    pub pos: Position,
+}
+
+/// Shared between the engine's callbacks and the host.
+#[derive(Debug, Default)]
+pub struct Watch {
+    pub last: Mutex<Location>,
+    pub cancel: AtomicBool,
+}
+
+/// The token returned by `on_progress` when a run is stopped.
+pub const DEADLINE_TOKEN: &str = "deadline";
+pub const CANCEL_TOKEN: &str = "cancelled";
+
+pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engine {
+    let mut engine = Engine::new();
+    engine.set_max_operations(limits.max_operations);
+    engine.set_max_call_levels(64);
+    engine.set_max_expr_depths(128, 64);
+    engine.set_max_string_size(16 * 1024 * 1024);
+    engine.set_max_array_size(1_000_000);
+    engine.set_max_map_size(100_000);
+    engine.set_max_modules(200);
+    engine.set_max_variables(10_000);
+    engine.set_max_functions(10_000);
+    engine.set_strict_variables(true);
+    engine.set_fail_on_invalid_map_property(true);
+    engine.disable_symbol("eval");
+    engine.set_module_resolver(ModuleResolver::new(scripts.clone()));
+
+    engine.on_print(|s| tracing::info!(target: "script", "{}", crate::redact::scrub(s)));
+    engine.on_debug(|s, src, pos| {
+        tracing::debug!(target: "script", "{}:{}: {}", src.unwrap_or("script"), pos.line().unwrap_or(0), crate::redact::scrub(s))
+    });
+
+    let started = Instant::now();
+    let deadline = limits.deadline;
+    let w = watch.clone();
+    engine.on_progress(move |ops| {
+        if ops % 256 != 0 {
+            return None;
+        }
+        if w.cancel.load(Ordering::Relaxed) {
+            return Some(Dynamic::from(CANCEL_TOKEN));
+        }
+        if started.elapsed() > deadline {
+            return Some(Dynamic::from(DEADLINE_TOKEN));
+        }
+        None
+    });
+
+    let w = watch;
+    // Marked deprecated only as "volatile" by Rhai; see docs/decisions.md.
+    #[allow(deprecated)]
+    engine.register_debugger(
+        |_, d| d,
+        move |_ctx, _event, _node, source, pos| {
+            if !pos.is_none() {
+                let mut last = w.last.lock().unwrap_or_else(|e| e.into_inner());
+                if last.source.as_deref() != source {
+                    last.source = source.map(str::to_string);
+                }
+                last.pos = pos;
+            }
+            Ok(rhai::debugger::DebuggerCommand::StepInto)
+        },
+    );
+    engine
+}

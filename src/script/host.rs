@@ -1,0 +1,319 @@
+//! The per-run host: what primitives reach (config, paths, state store,
+//! dry-run flag, run id) and the driver that runs a workflow's `run(ctx)`.
+//!
+//! Scripts run on the calling (blocking) thread. Per-call data (the service a
+//! step runs for) travels in the call tag, not in the Scope.
+
+use super::engine::{self, Limits, Watch};
+use super::sources::Scripts;
+use super::workflow::Program;
+use crate::config::{Config, Paths, ServiceConfig};
+use crate::error::{Error, Result};
+use crate::state::Store;
+use rhai::{Array, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope};
+use serde::Serialize;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// What happened to one service in a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceOutcome {
+    pub service: String,
+    pub ok: bool,
+    pub skipped: bool,
+    pub error: Option<String>,
+    pub result: serde_json::Value,
+}
+
+/// The result of a whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunOutcome {
+    pub ok: bool,
+    pub error: Option<String>,
+    pub services: Vec<ServiceOutcome>,
+    pub warnings: usize,
+    pub notifications: Vec<serde_json::Value>,
+    pub value: serde_json::Value,
+}
+
+pub struct Host {
+    pub config: Arc<Config>,
+    pub paths: Paths,
+    /// None in a dry run when no state DB exists yet (a dry run creates nothing).
+    pub store: Option<Arc<Store>>,
+    pub dry_run: bool,
+    pub run_id: Option<i64>,
+    pub workflow: String,
+    pub scripts: Scripts,
+    pub hostname: String,
+    pub watch: Arc<Watch>,
+    pub program: OnceLock<Program>,
+    pub outcomes: Mutex<Vec<ServiceOutcome>>,
+    pub notifications: Mutex<Vec<serde_json::Value>>,
+    pub warnings: AtomicUsize,
+    pub limits: Limits,
+}
+
+/// The local host name (for manifests and run rows).
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
+    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+}
+
+pub fn dynamic_to_json(d: &Dynamic) -> serde_json::Value {
+    // from_dynamic rejects shared values: flatten first.
+    let flat = d.clone().flatten();
+    rhai::serde::from_dynamic::<serde_json::Value>(&flat).unwrap_or(serde_json::Value::Null)
+}
+
+impl Host {
+    pub fn new(
+        config: Arc<Config>,
+        paths: Paths,
+        store: Option<Arc<Store>>,
+        dry_run: bool,
+        run_id: Option<i64>,
+        workflow: &str,
+    ) -> Host {
+        let limits = Limits {
+            deadline: std::time::Duration::from_secs(config.global.scripts.timeout_seconds),
+            max_operations: config.global.scripts.max_operations,
+        };
+        Host {
+            scripts: Scripts::new(paths.scripts_dir.clone()),
+            config,
+            paths,
+            store,
+            dry_run,
+            run_id,
+            workflow: workflow.to_string(),
+            hostname: hostname(),
+            watch: Arc::new(Watch::default()),
+            program: OnceLock::new(),
+            outcomes: Mutex::new(Vec::new()),
+            notifications: Mutex::new(Vec::new()),
+            warnings: AtomicUsize::new(0),
+            limits,
+        }
+    }
+
+    /// Log a run event: to the log and to the run's event tail in the state DB.
+    pub fn event(&self, level: tracing::Level, service: Option<&str>, message: &str) {
+        let message = crate::redact::scrub(message);
+        let prefix = service.map(|s| format!("[{s}] ")).unwrap_or_default();
+        match level {
+            tracing::Level::ERROR => tracing::error!("{prefix}{message}"),
+            tracing::Level::WARN => {
+                self.warnings.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!("{prefix}{message}")
+            }
+            tracing::Level::INFO => tracing::info!("{prefix}{message}"),
+            _ => tracing::debug!("{prefix}{message}"),
+        }
+        if let (Some(store), Some(run_id), false) = (&self.store, self.run_id, self.dry_run) {
+            if level <= tracing::Level::INFO {
+                if let Err(e) = store.add_event(run_id, &level.to_string().to_lowercase(), service, &message) {
+                    tracing::warn!("could not record run event: {e}");
+                }
+            }
+        }
+    }
+
+    /// The directory a service's archives live in.
+    pub fn backup_dir(&self, service: &str) -> std::path::PathBuf {
+        self.paths.backup_root.join(service)
+    }
+
+    /// A service as scripts see it: its configuration (secrets redacted)
+    /// plus resolved values (`backup_dir`, effective `retention`,
+    /// `destinations` as `{name, path}` maps).
+    pub fn service_map(&self, svc: &ServiceConfig) -> Dynamic {
+        let mut v = serde_json::to_value(svc).unwrap_or_default();
+        crate::redact::scrub_json(&mut v);
+        if let serde_json::Value::Object(m) = &mut v {
+            m.insert("type".into(), svc.service_type.as_str().into());
+            m.insert("backup_dir".into(), self.backup_dir(&svc.name).display().to_string().into());
+            let retention = svc.retention.clone().unwrap_or_else(|| self.config.global.backup.retention.clone());
+            m.insert("retention".into(), serde_json::to_value(retention).unwrap_or_default());
+            let dests: Vec<serde_json::Value> = self
+                .config
+                .global
+                .backup
+                .destinations
+                .iter()
+                .filter(|d| svc.destinations.as_ref().is_none_or(|names| names.contains(&d.name)))
+                .map(|d| serde_json::json!({"name": d.name, "path": d.path.display().to_string()}))
+                .collect();
+            m.insert("destinations".into(), dests.into());
+        }
+        json_to_dynamic(&v)
+    }
+
+    /// The `ctx` map handed to `run(ctx)` and to every step.
+    pub fn ctx_map(&self, services: &[&ServiceConfig]) -> Map {
+        let mut ctx = Map::new();
+        ctx.insert("workflow".into(), self.workflow.clone().into());
+        ctx.insert("run_id".into(), Dynamic::from(self.run_id.unwrap_or(-1)));
+        ctx.insert("dry_run".into(), self.dry_run.into());
+        ctx.insert("hostname".into(), self.hostname.clone().into());
+        ctx.insert("started_at".into(), Dynamic::from(chrono::Utc::now().timestamp()));
+        ctx.insert("backup_root".into(), self.paths.backup_root.display().to_string().into());
+        let svcs: Array = services.iter().map(|s| self.service_map(s)).collect();
+        ctx.insert("services".into(), svcs.into());
+        ctx
+    }
+
+    /// The service the current native call runs for (from the call tag).
+    pub fn tag_service(tag: Option<&Dynamic>) -> Option<String> {
+        tag.and_then(|t| t.clone().into_string().ok()).filter(|s| !s.is_empty())
+    }
+
+    /// Run one step function for one service in that service's program.
+    /// Catchable script errors become a failed outcome; a deadline or
+    /// cancellation is passed through so nothing can swallow it.
+    pub fn call_for_service(
+        &self,
+        engine: &Engine,
+        service: &str,
+        fn_name: &str,
+        svc: Dynamic,
+        ctx: Dynamic,
+    ) -> Result<ServiceOutcome, Box<EvalAltResult>> {
+        let program = self.program.get().expect("program loaded before run");
+        let ast = program.ast_for(service);
+        let options = CallFnOptions::new().with_tag(Dynamic::from(service.to_string())).eval_ast(true);
+        let started = std::time::Instant::now();
+        let res = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, fn_name, (svc, ctx));
+        let outcome = match res {
+            Ok(v) => {
+                let skipped = v.read_lock::<Map>().and_then(|m| m.get("skipped").and_then(|s| s.as_bool().ok())).unwrap_or(false);
+                ServiceOutcome { service: service.into(), ok: true, skipped, error: None, result: dynamic_to_json(&v) }
+            }
+            Err(e) if e.is_catchable() && !e.unwrap_inner().is_system_exception() => {
+                let msg = self.describe_error(&e);
+                self.event(tracing::Level::ERROR, Some(service), &format!("failed: {msg}"));
+                ServiceOutcome { service: service.into(), ok: false, skipped: false, error: Some(msg), result: serde_json::Value::Null }
+            }
+            Err(e) => return Err(e),
+        };
+        tracing::debug!("[{service}] {fn_name} finished in {:?}", started.elapsed());
+        self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome.clone());
+        Ok(outcome)
+    }
+
+    /// A script error as `file:line: message`, naming the file the failing
+    /// function came from.
+    pub fn describe_error(&self, err: &EvalAltResult) -> String {
+        let (file, line, message) = self.locate_error(err);
+        match (file, line) {
+            (Some(f), Some(l)) => format!("{f}:{l}: {message}"),
+            (Some(f), None) => format!("{f}: {message}"),
+            _ => message,
+        }
+    }
+
+    fn locate_error(&self, err: &EvalAltResult) -> (Option<String>, Option<usize>, String) {
+        let mut cur = err;
+        let mut source: Option<String> = None;
+        loop {
+            match cur {
+                EvalAltResult::ErrorInFunctionCall(_name, src, inner, _) => {
+                    if !src.is_empty() {
+                        source = Some(src.clone());
+                    }
+                    cur = inner;
+                }
+                EvalAltResult::ErrorInModule(path, inner, _) => {
+                    source = Some(format!("module {path}"));
+                    cur = inner;
+                }
+                _ => break,
+            }
+        }
+        let message = error_message(cur);
+        if cur.is_system_exception() {
+            // The position was rewritten on the way out; use the last
+            // statement the debugger hook saw.
+            let last = self.watch.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            return (last.source.or(source), last.pos.line(), message);
+        }
+        (source, cur.position().line(), message)
+    }
+}
+
+/// The message of an error without Rhai's position suffix; a map thrown by a
+/// primitive (`#{kind, message}`) gives its `message`.
+pub fn error_message(err: &EvalAltResult) -> String {
+    match err {
+        EvalAltResult::ErrorRuntime(v, _) => {
+            if let Some(m) = v.read_lock::<Map>() {
+                if let Some(msg) = m.get("message") {
+                    return msg.to_string();
+                }
+            }
+            v.to_string()
+        }
+        EvalAltResult::ErrorTerminated(token, _) => {
+            if token.to_string() == engine::CANCEL_TOKEN {
+                "script stopped: the run was cancelled".into()
+            } else {
+                "script stopped: the run's deadline (global.scripts.timeout_seconds) passed".into()
+            }
+        }
+        EvalAltResult::ErrorTooManyOperations(_) => {
+            "script stopped: too many operations (global.scripts.max_operations)".into()
+        }
+        other => {
+            // Rhai appends " (line N, position M)"; the caller names the place.
+            let text = other.to_string();
+            match text.rfind(" (line ") {
+                Some(i) if text.ends_with(')') => text[..i].to_string(),
+                _ => text,
+            }
+        }
+    }
+}
+
+/// Run `run(ctx)` of the loaded program and collect the outcome.
+pub fn run_program(host: &Arc<Host>, engine: &Engine, services: &[&ServiceConfig]) -> Result<RunOutcome> {
+    let program = host.program.get().expect("program loaded");
+    if !program.has_fn("run", 1) {
+        return Err(Error::Script {
+            file: program.name.clone(),
+            line: 0,
+            message: "the workflow defines no `fn run(ctx)`".into(),
+        });
+    }
+    let ctx = host.ctx_map(services);
+    let options = CallFnOptions::new().with_tag(Dynamic::from(String::new())).eval_ast(true);
+    let res = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &program.base, "run", (Dynamic::from_map(ctx),));
+    let outcomes = host.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let notifications = host.notifications.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let warnings = host.warnings.load(Ordering::Relaxed);
+    match res {
+        Ok(v) => {
+            let value = dynamic_to_json(&v);
+            let script_failed = value.get("ok").and_then(|o| o.as_bool()) == Some(false);
+            let ok = !script_failed && outcomes.iter().all(|o| o.ok);
+            Ok(RunOutcome { ok, error: None, services: outcomes, warnings, notifications, value })
+        }
+        Err(e) => {
+            let msg = host.describe_error(&e);
+            Ok(RunOutcome { ok: false, error: Some(msg), services: outcomes, warnings, notifications, value: serde_json::Value::Null })
+        }
+    }
+}
+
+/// Build the engine for a host, with every primitive registered.
+pub fn build_engine(host: &Arc<Host>) -> Engine {
+    let mut engine = engine::new_engine(&host.limits, &host.scripts, host.watch.clone());
+    crate::primitives::register_all(&mut engine, host);
+    engine
+}

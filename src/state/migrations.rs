@@ -1,0 +1,138 @@
+//! Schema migrations: an ordered list of SQL batches keyed on
+//! `PRAGMA user_version`. Migration N (1-based) takes the schema from
+//! version N-1 to N; each one runs in its own `BEGIN IMMEDIATE` transaction
+//! together with the `user_version` bump, so a crash (or an error) in the
+//! middle leaves the database at the previous version. Never edit a
+//! released migration: append a new one.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+/// Version 1: runs, run events, the backup catalog, key/value state with
+/// history, notifications.
+const V1: &str = r#"
+CREATE TABLE runs (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow    TEXT    NOT NULL,
+    services    TEXT    NOT NULL DEFAULT '[]',            -- JSON array of service names
+    dry_run     INTEGER NOT NULL DEFAULT 0 CHECK (dry_run IN (0, 1)),
+    started_at  INTEGER NOT NULL,                         -- unix seconds
+    finished_at INTEGER,
+    status      TEXT    NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'success', 'warning', 'failed', 'aborted')),
+    summary     TEXT    NOT NULL DEFAULT '',
+    pid         INTEGER,
+    hostname    TEXT,
+    event_seq   INTEGER NOT NULL DEFAULT 0                -- last run_events.seq of this run
+);
+CREATE INDEX runs_workflow_id ON runs (workflow, id);
+CREATE INDEX runs_running ON runs (workflow) WHERE status = 'running';
+
+CREATE TABLE run_events (
+    id      INTEGER PRIMARY KEY,
+    run_id  INTEGER NOT NULL REFERENCES runs (id) ON DELETE CASCADE,
+    seq     INTEGER NOT NULL,                             -- 1, 2, 3 ... within the run
+    ts      INTEGER NOT NULL,
+    level   TEXT    NOT NULL,
+    service TEXT,
+    message TEXT    NOT NULL,
+    UNIQUE (run_id, seq)
+);
+
+CREATE TABLE backups (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    service     TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    location    TEXT    NOT NULL UNIQUE,
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    sha256      TEXT,
+    created_at  INTEGER NOT NULL,
+    verified_at INTEGER,
+    status      TEXT    NOT NULL DEFAULT 'complete'
+                CHECK (status IN ('complete', 'failed_verify', 'deleted')),
+    run_id      INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+    deleted_at  INTEGER
+);
+CREATE INDEX backups_service_created ON backups (service, created_at);
+CREATE INDEX backups_created ON backups (created_at);
+CREATE INDEX backups_run ON backups (run_id) WHERE run_id IS NOT NULL;
+
+CREATE TABLE kv (
+    key        TEXT    PRIMARY KEY NOT NULL,
+    value      TEXT    NOT NULL,                          -- JSON
+    updated_at INTEGER NOT NULL,
+    run_id     INTEGER REFERENCES runs (id) ON DELETE SET NULL
+) WITHOUT ROWID;
+CREATE INDEX kv_run ON kv (run_id) WHERE run_id IS NOT NULL;
+
+CREATE TABLE kv_history (
+    id     INTEGER PRIMARY KEY,
+    key    TEXT    NOT NULL,
+    value  TEXT    NOT NULL,                              -- JSON
+    ts     INTEGER NOT NULL,
+    run_id INTEGER REFERENCES runs (id) ON DELETE SET NULL
+);
+CREATE INDEX kv_history_key ON kv_history (key, id);
+CREATE INDEX kv_history_run ON kv_history (run_id) WHERE run_id IS NOT NULL;
+
+CREATE TABLE notifications (
+    id       INTEGER PRIMARY KEY,
+    run_id   INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+    channel  TEXT    NOT NULL,
+    event    TEXT    NOT NULL,
+    severity TEXT    NOT NULL,
+    status   TEXT    NOT NULL CHECK (status IN ('sent', 'failed', 'suppressed')),
+    error    TEXT,
+    ts       INTEGER NOT NULL
+);
+CREATE INDEX notifications_channel_ts ON notifications (channel, ts);
+CREATE INDEX notifications_run ON notifications (run_id) WHERE run_id IS NOT NULL;
+"#;
+
+/// All migrations, in order. The schema version is their count.
+pub(super) const MIGRATIONS: &[&str] = &[V1];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+fn user_version(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.pragma_query_value(None, "user_version", |r| r.get(0))
+}
+
+/// Bring the database up to `migrations.len()`.
+pub(super) fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::Result<()> {
+    let latest = migrations.len() as i64;
+    let check = |v: i64| {
+        if v < 0 {
+            Err(super::failure(format!(
+                "invalid schema version {v} (PRAGMA user_version)"
+            )))
+        } else if v > latest {
+            Err(super::failure(format!(
+                "schema version {v} is newer than this build of homelab-autopilot understands \
+                 ({latest}); it was written by a newer version: upgrade homelab-autopilot (or \
+                 restore an older state database)"
+            )))
+        } else {
+            Ok(())
+        }
+    };
+    // Fast path: nothing to do, no write lock taken.
+    let v = user_version(conn)?;
+    check(v)?;
+    if v == latest {
+        return Ok(());
+    }
+    loop {
+        // IMMEDIATE: take the write lock first, then re-read the version, so
+        // two processes opening a fresh database do not both migrate.
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let v = user_version(&tx)?;
+        check(v)?;
+        if v == latest {
+            return Ok(()); // dropping `tx` rolls back the empty transaction
+        }
+        tx.execute_batch(migrations[v as usize])?;
+        tx.pragma_update(None, "user_version", v + 1)?;
+        tx.commit()?;
+    }
+}

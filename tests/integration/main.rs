@@ -1,0 +1,9 @@
+//! Integration tests: the real binary in temp roots (one test binary,
+//! compiled once).
+
+mod harness;
+
+mod backup;
+mod config_errors;
+mod restore_safety;
+mod scripts;
