@@ -127,7 +127,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
         .map(Path::to_path_buf)
         .unwrap_or_else(|| PathBuf::from("/"));
 
-    let extra = services_d_files(&dir.join("services.d"), &diag)?;
+    let extra = services_d_files(&dir.join("services.d"))?;
     let extra_ids: Vec<usize> = extra.iter().map(|p| diag.add_file(p.clone())).collect();
     let main_node = parse_file(main, &text, &diag);
     let mut cfg: Config = main_node
@@ -141,36 +141,12 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
             index: diag.yaml_index(main, "services", i),
         })
         .collect();
-    for (file, p) in extra_ids.into_iter().zip(&extra) {
-        let text = match std::fs::read_to_string(p) {
-            Ok(t) => t,
-            Err(e) => {
-                diag.error(
-                    Pos {
-                        file,
-                        line: 1,
-                        column: 1,
-                    },
-                    "",
-                    format!("cannot read: {e}"),
-                );
-                continue;
-            }
-        };
-        let Some(node) = parse_file(file, &text, &diag) else {
-            continue;
-        };
-        let Some(sf) = spanned::from_node::<ServicesFile>(&node, &diag) else {
-            continue;
-        };
-        for (i, svc) in sf.services.into_iter().enumerate() {
-            origins.push(ServiceOrigin {
-                file,
-                index: diag.yaml_index(file, "services", i),
-            });
-            cfg.services.push(svc);
-        }
-    }
+    merge_services_d(
+        &mut cfg,
+        &mut origins,
+        extra_ids.into_iter().zip(&extra),
+        &diag,
+    );
     check_duplicate_services(&cfg, &origins, &diag);
 
     let file_dirs: Vec<PathBuf> = diag
@@ -225,9 +201,49 @@ fn absolute_config_path(path: &Path) -> PathBuf {
     }
 }
 
+/// Append the services of each `services.d` file, recording where each came
+/// from.
+fn merge_services_d<'a>(
+    cfg: &mut Config,
+    origins: &mut Vec<ServiceOrigin>,
+    files: impl Iterator<Item = (usize, &'a PathBuf)>,
+    diag: &Diagnostics,
+) {
+    for (file, p) in files {
+        let text = match std::fs::read_to_string(p) {
+            Ok(t) => t,
+            Err(e) => {
+                diag.error(
+                    Pos {
+                        file,
+                        line: 1,
+                        column: 1,
+                    },
+                    "",
+                    format!("cannot read: {e}"),
+                );
+                continue;
+            }
+        };
+        let Some(node) = parse_file(file, &text, diag) else {
+            continue;
+        };
+        let Some(sf) = spanned::from_node::<ServicesFile>(&node, diag) else {
+            continue;
+        };
+        for (i, svc) in sf.services.into_iter().enumerate() {
+            origins.push(ServiceOrigin {
+                file,
+                index: diag.yaml_index(file, "services", i),
+            });
+            cfg.services.push(svc);
+        }
+    }
+}
+
 /// `services.d/*.yaml` (and `*.yml`) in name order; none if the directory
 /// does not exist.
-fn services_d_files(dir: &Path, _diag: &Diagnostics) -> Result<Vec<PathBuf>> {
+fn services_d_files(dir: &Path) -> Result<Vec<PathBuf>> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),

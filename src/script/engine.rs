@@ -41,6 +41,9 @@ pub struct Location {
 pub struct Watch {
     pub last: Mutex<Location>,
     pub cancel: AtomicBool,
+    /// Set when the run is stopped: the location stays where the stop hit,
+    /// not where the error unwinds to.
+    pub stopped: AtomicBool,
 }
 
 /// The token returned by `on_progress` when a run is stopped.
@@ -76,9 +79,11 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
             return None;
         }
         if w.cancel.load(Ordering::Relaxed) {
+            w.stopped.store(true, Ordering::Relaxed);
             return Some(Dynamic::from(CANCEL_TOKEN));
         }
         if started.elapsed() > deadline {
+            w.stopped.store(true, Ordering::Relaxed);
             return Some(Dynamic::from(DEADLINE_TOKEN));
         }
         None
@@ -90,7 +95,7 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
     engine.register_debugger(
         |_, d| d,
         move |_ctx, _event, _node, source, pos| {
-            if !pos.is_none() {
+            if !pos.is_none() && !w.stopped.load(Ordering::Relaxed) {
                 let mut last = w.last.lock().unwrap_or_else(|e| e.into_inner());
                 if last.source.as_deref() != source {
                     last.source = source.map(str::to_string);

@@ -135,7 +135,10 @@ pub fn walk(dir: &Path, f: &mut dyn FnMut(&Path)) {
     }
 }
 
-/// A snapshot of a tree: path, kind, size, mtime and content hash of files.
+/// A snapshot of a tree: path, mode, size, mtime and content hash of files.
+/// Directory mtimes are left out: opening an existing SQLite DB (its
+/// transient -wal/-shm files) and a restore's sibling staging dir touch them
+/// without leaving anything behind.
 pub fn snapshot(dir: &Path) -> Vec<String> {
     use sha2::Digest;
     use std::os::unix::fs::MetadataExt;
@@ -143,7 +146,8 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
     walk(dir, &mut |p| {
         let m = p.symlink_metadata().unwrap();
         let hash = if m.is_file() { format!("{:x}", sha2::Sha256::digest(std::fs::read(p).unwrap_or_default())) } else { String::new() };
-        out.push(format!("{} {:o} {} {} {}", p.display(), m.mode(), m.len(), m.mtime(), hash));
+        let mtime = if m.is_dir() { 0 } else { m.mtime() };
+        out.push(format!("{} {:o} {} {} {}", p.display(), m.mode(), m.len(), mtime, hash));
     });
     out.sort();
     out

@@ -26,6 +26,8 @@ fn header(path: &str, kind: tar::EntryType, size: u64, mode: u32) -> tar::Header
     h.set_size(size);
     h.set_mode(mode);
     h.set_mtime(1_700_000_000);
+    h.set_uid(0);
+    h.set_gid(0);
     h
 }
 
