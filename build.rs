@@ -13,7 +13,10 @@ fn collect(dir: &Path, prefix: &str, out: &mut Vec<(String, String)>) {
         if p.is_dir() {
             collect(&p, &format!("{prefix}{name}/"), out);
         } else if name.ends_with(".rhai") {
-            out.push((format!("{prefix}{name}"), p.canonicalize().unwrap().display().to_string()));
+            out.push((
+                format!("{prefix}{name}"),
+                p.canonicalize().unwrap().display().to_string(),
+            ));
         }
     }
 }

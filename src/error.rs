@@ -36,7 +36,11 @@ pub enum Error {
     UnsafeArchive { path: PathBuf, message: String },
 
     #[error("{path}: checksum mismatch: expected {expected}, got {actual}")]
-    ChecksumMismatch { path: PathBuf, expected: String, actual: String },
+    ChecksumMismatch {
+        path: PathBuf,
+        expected: String,
+        actual: String,
+    },
 
     #[error("{path}: {source}")]
     Io {
@@ -60,7 +64,11 @@ pub enum Error {
 
     /// A script failed: compile error, runtime error, deadline.
     #[error("{file}:{line}: {message}")]
-    Script { file: String, line: usize, message: String },
+    Script {
+        file: String,
+        line: usize,
+        message: String,
+    },
 
     #[error("{0}")]
     Usage(String),
@@ -80,7 +88,10 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// The process exit code for this error (CONVENTIONS.md).
@@ -125,6 +136,9 @@ impl Error {
     /// Transient failures worth retrying (timeouts, lock contention, remote
     /// unreachable); everything else is permanent.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Timeout { .. } | Error::Locked { .. } | Error::Unreachable(_))
+        matches!(
+            self,
+            Error::Timeout { .. } | Error::Locked { .. } | Error::Unreachable(_)
+        )
     }
 }

@@ -32,7 +32,9 @@ pub fn run(cli: cli::Cli) -> u8 {
         Ok(report) => {
             if json {
                 let mut doc = serde_json::json!({"schema_version": JSON_SCHEMA_VERSION, "ok": report.exit == 0});
-                if let (serde_json::Value::Object(d), serde_json::Value::Object(r)) = (&mut doc, report.json) {
+                if let (serde_json::Value::Object(d), serde_json::Value::Object(r)) =
+                    (&mut doc, report.json)
+                {
                     d.extend(r);
                 }
                 redact::scrub_json(&mut doc);

@@ -35,7 +35,11 @@ impl Write for SinkWriter {
         match self.0 {
             Sink::Stderr => io::stderr().write_all(clean.as_bytes())?,
             Sink::Main | Sink::Workflow => {
-                let slot = if matches!(self.0, Sink::Main) { &MAIN_LOG } else { &WORKFLOW_LOG };
+                let slot = if matches!(self.0, Sink::Main) {
+                    &MAIN_LOG
+                } else {
+                    &WORKFLOW_LOG
+                };
                 let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(f) = guard.as_mut() {
                     // A full disk must not kill the run; stderr still has it.
@@ -94,7 +98,11 @@ pub fn init(args: &GlobalArgs) {
             .with_filter(level)
             .boxed(),
     };
-    let file_level = if args.verbose > 0 { level } else { LevelFilter::INFO };
+    let file_level = if args.verbose > 0 {
+        level
+    } else {
+        LevelFilter::INFO
+    };
     let main_layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_target(false)
@@ -114,7 +122,11 @@ pub fn init(args: &GlobalArgs) {
 
 fn open_append(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    OpenOptions::new().create(true).append(true).mode(0o640).open(path)
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o640)
+        .open(path)
 }
 
 /// Start writing `main.log` in `dir` (created if missing).

@@ -14,7 +14,9 @@ use std::path::{Path, PathBuf};
 pub fn run(env: &Env, cmd: &BackupsCommand) -> Result<Report> {
     match cmd {
         BackupsCommand::List { service } => list(env, service.as_deref()),
-        BackupsCommand::Verify { service, target } => verify(env, service.as_deref(), target.as_deref()),
+        BackupsCommand::Verify { service, target } => {
+            verify(env, service.as_deref(), target.as_deref())
+        }
         BackupsCommand::Import { dir } => import(env, dir),
     }
 }
@@ -26,12 +28,25 @@ fn list(env: &Env, service: Option<&str>) -> Result<Report> {
         Some(store) => store.backups(service, false)?,
         None => Vec::new(),
     };
-    let mut text = format!("{:>5}  {:<20} {:<12} {:<19} {:>10}  {:<13} {}\n", "ID", "SERVICE", "KIND", "CREATED", "SIZE", "STATUS", "LOCATION");
+    let mut text = format!(
+        "{:>5}  {:<20} {:<12} {:<19} {:>10}  {:<13} {}\n",
+        "ID", "SERVICE", "KIND", "CREATED", "SIZE", "STATUS", "LOCATION"
+    );
     for b in &rows {
-        let status = if b.status == "complete" && b.verified_at.is_none() { "unverified".to_string() } else { b.status.clone() };
+        let status = if b.status == "complete" && b.verified_at.is_none() {
+            "unverified".to_string()
+        } else {
+            b.status.clone()
+        };
         text.push_str(&format!(
             "{:>5}  {:<20} {:<12} {:<19} {:>10}  {:<13} {}\n",
-            b.id, b.service, b.kind, local_time(b.created_at), human_bytes(b.size), status, b.location
+            b.id,
+            b.service,
+            b.kind,
+            local_time(b.created_at),
+            human_bytes(b.size),
+            status,
+            b.location
         ));
     }
     if rows.is_empty() {
@@ -46,7 +61,12 @@ fn verify_one(path: &Path, expected: Option<&str>) -> (bool, serde_json::Value, 
         Ok(i) => (
             true,
             json!({"path": path, "ok": true, "sha256": i.sha256, "size": i.size, "entries": i.entries}),
-            format!("ok      {} ({} entries, {})", path.display(), i.entries, human_bytes(i.size)),
+            format!(
+                "ok      {} ({} entries, {})",
+                path.display(),
+                i.entries,
+                human_bytes(i.size)
+            ),
         ),
         Err(e) => (
             false,
@@ -60,29 +80,49 @@ fn verify(env: &Env, service: Option<&str>, target: Option<&str>) -> Result<Repo
     // By path: no config, no state needed.
     if let Some(Target::Path(p)) = target.map(parse_target) {
         if !p.exists() {
-            return Err(Error::Usage(format!("{}: no such archive (and not a catalog ID)", p.display())));
+            return Err(Error::Usage(format!(
+                "{}: no such archive (and not a catalog ID)",
+                p.display()
+            )));
         }
         let (ok, doc, line) = verify_one(&p, None);
         let catalogued = env
             .load_config()
             .ok()
             .and_then(|cfg| env.existing_store(&env.paths(&cfg)).ok().flatten())
-            .and_then(|s| s.backup_by_location(&p.display().to_string()).ok().flatten().map(|b| (s, b)));
+            .and_then(|s| {
+                s.backup_by_location(&p.display().to_string())
+                    .ok()
+                    .flatten()
+                    .map(|b| (s, b))
+            });
         if let Some((store, b)) = catalogued {
             store.set_verified(b.id, ok, chrono::Utc::now().timestamp())?;
         }
-        return Ok(Report { json: json!({"results": [doc]}), text: line + "\n", exit: if ok { 0 } else { exit::DATA } });
+        return Ok(Report {
+            json: json!({"results": [doc]}),
+            text: line + "\n",
+            exit: if ok { 0 } else { exit::DATA },
+        });
     }
     let cfg = env.load_config()?;
     let paths = env.paths(&cfg);
-    let store = env
-        .existing_store(&paths)?
-        .ok_or_else(|| Error::Usage(format!("no state DB at {}: nothing catalogued to verify", paths.state_db.display())))?;
+    let store = env.existing_store(&paths)?.ok_or_else(|| {
+        Error::Usage(format!(
+            "no state DB at {}: nothing catalogued to verify",
+            paths.state_db.display()
+        ))
+    })?;
     let rows: Vec<BackupRecord> = match target.map(parse_target) {
-        Some(Target::Id(id)) => vec![store.backup(id)?.ok_or_else(|| Error::Usage(format!("no backup with ID {id}")))?],
+        Some(Target::Id(id)) => vec![store
+            .backup(id)?
+            .ok_or_else(|| Error::Usage(format!("no backup with ID {id}")))?],
         _ => store.backups(service, false)?,
     };
-    let rows: Vec<BackupRecord> = rows.into_iter().filter(|b| b.kind.starts_with("archive")).collect();
+    let rows: Vec<BackupRecord> = rows
+        .into_iter()
+        .filter(|b| b.kind.starts_with("archive"))
+        .collect();
     let mut results = Vec::new();
     let mut text = String::new();
     let mut all_ok = true;
@@ -96,7 +136,11 @@ fn verify(env: &Env, service: Option<&str>, target: Option<&str>) -> Result<Repo
     if rows.is_empty() {
         text.push_str("no archives to verify\n");
     }
-    Ok(Report { json: json!({"results": results}), text, exit: if all_ok { 0 } else { exit::DATA } })
+    Ok(Report {
+        json: json!({"results": results}),
+        text,
+        exit: if all_ok { 0 } else { exit::DATA },
+    })
 }
 
 fn find_archives(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
@@ -139,7 +183,9 @@ fn import(env: &Env, dir: &Path) -> Result<Report> {
             Err(e) => (false, (), format!("FAILED  {}: {e}", p.display())),
         };
         let now = chrono::Utc::now().timestamp();
-        let size = std::fs::metadata(&p).map(|m| m.len()).unwrap_or(manifest.size);
+        let size = std::fs::metadata(&p)
+            .map(|m| m.len())
+            .unwrap_or(manifest.size);
         let b = NewBackup {
             service: manifest.service.clone(),
             kind: "archive".into(),
@@ -153,13 +199,24 @@ fn import(env: &Env, dir: &Path) -> Result<Report> {
         let id = store.record_backup(&b)?;
         store.set_verified(id, ok, now)?;
         if ok {
-            text.push_str(&format!("imported {} (service {}, ID {id})\n", p.display(), manifest.service));
+            text.push_str(&format!(
+                "imported {} (service {}, ID {id})\n",
+                p.display(),
+                manifest.service
+            ));
         } else {
             failed += 1;
             text.push_str(&format!("{line} (catalogued as failed_verify, ID {id})\n"));
         }
         imported.push(json!({"id": id, "path": p, "service": manifest.service, "ok": ok}));
     }
-    text.push_str(&format!("{} archive(s) catalogued, {failed} problem(s)\n", imported.len()));
-    Ok(Report { json: json!({"imported": imported, "problems": failed}), text, exit: if failed == 0 { 0 } else { exit::DATA } })
+    text.push_str(&format!(
+        "{} archive(s) catalogued, {failed} problem(s)\n",
+        imported.len()
+    ));
+    Ok(Report {
+        json: json!({"imported": imported, "problems": failed}),
+        text,
+        exit: if failed == 0 { 0 } else { exit::DATA },
+    })
 }

@@ -15,7 +15,10 @@ pub fn run(env: &Env, cmd: &ConfigCommand) -> Result<Report> {
                 cfg.services.len(),
                 files.join(", ")
             );
-            Ok(Report::ok(json!({"valid": true, "files": files, "services": cfg.services.len()}), text))
+            Ok(Report::ok(
+                json!({"valid": true, "files": files, "services": cfg.services.len()}),
+                text,
+            ))
         }
         ConfigCommand::Show => {
             let paths = env.paths(&cfg);

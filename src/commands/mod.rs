@@ -24,7 +24,11 @@ pub struct Report {
 
 impl Report {
     pub fn ok(json: serde_json::Value, text: impl Into<String>) -> Report {
-        Report { json, text: text.into(), exit: 0 }
+        Report {
+            json,
+            text: text.into(),
+            exit: 0,
+        }
     }
 }
 
@@ -36,7 +40,12 @@ pub struct Env<'a> {
 impl Env<'_> {
     pub fn load_config(&self) -> Result<Config> {
         let path = config::locate(self.args.config.as_deref())?;
-        config::load(&path, &LoadOptions { insecure_permissions: self.args.insecure_permissions })
+        config::load(
+            &path,
+            &LoadOptions {
+                insecure_permissions: self.args.insecure_permissions,
+            },
+        )
     }
 
     pub fn overrides(&self) -> PathOverrides {
@@ -84,10 +93,19 @@ pub fn dispatch(cli: &Cli) -> Result<Report> {
 
 fn services_list(env: &Env) -> Result<Report> {
     let cfg = env.load_config()?;
-    let mut text = format!("{:<24} {:<15} {:<8} {:<7}\n", "NAME", "TYPE", "ENABLED", "BACKUP");
+    let mut text = format!(
+        "{:<24} {:<15} {:<8} {:<7}\n",
+        "NAME", "TYPE", "ENABLED", "BACKUP"
+    );
     let mut rows = Vec::new();
     for s in &cfg.services {
-        text.push_str(&format!("{:<24} {:<15} {:<8} {:<7}\n", s.name, s.service_type.as_str(), s.enabled, s.backup));
+        text.push_str(&format!(
+            "{:<24} {:<15} {:<8} {:<7}\n",
+            s.name,
+            s.service_type.as_str(),
+            s.enabled,
+            s.backup
+        ));
         rows.push(json!({"name": s.name, "type": s.service_type.as_str(), "enabled": s.enabled, "backup": s.backup}));
     }
     Ok(Report::ok(json!({"services": rows}), text))
@@ -102,13 +120,21 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         i += 1;
     }
-    if i == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[i]) }
+    if i == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[i])
+    }
 }
 
 /// A unix timestamp as local `YYYY-MM-DD HH:MM:SS`.
 pub fn local_time(ts: i64) -> String {
     use chrono::TimeZone;
-    chrono::Local.timestamp_opt(ts, 0).single().map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()
+    chrono::Local
+        .timestamp_opt(ts, 0)
+        .single()
+        .map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_default()
 }
 
 /// Resolve `ID|PATH` for commands that take either.

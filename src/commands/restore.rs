@@ -13,12 +13,20 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<Report> {
         Target::Id(id) => {
             let cfg = env.load_config()?;
             let paths = env.paths(&cfg);
-            let store = env
-                .existing_store(&paths)?
-                .ok_or_else(|| Error::Usage(format!("no state DB at {}; restore by archive path instead", paths.state_db.display())))?;
-            let b = store.backup(id)?.ok_or_else(|| Error::Usage(format!("no backup with ID {id}")))?;
+            let store = env.existing_store(&paths)?.ok_or_else(|| {
+                Error::Usage(format!(
+                    "no state DB at {}; restore by archive path instead",
+                    paths.state_db.display()
+                ))
+            })?;
+            let b = store
+                .backup(id)?
+                .ok_or_else(|| Error::Usage(format!("no backup with ID {id}")))?;
             if !b.kind.starts_with("archive") {
-                return Err(Error::Usage(format!("backup {id} is a {} backup; restore it with its own tool", b.kind)));
+                return Err(Error::Usage(format!(
+                    "backup {id} is a {} backup; restore it with its own tool",
+                    b.kind
+                )));
             }
             (b.location.clone().into(), b.sha256.clone())
         }
@@ -28,14 +36,35 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<Report> {
     }
     if args.dry_run {
         let entries = archive::list(&path)?;
-        let text = format!("[dry-run] would restore {} entries from {} into {}\n", entries.len(), path.display(), args.to.display());
-        return Ok(Report::ok(json!({"dry_run": true, "archive": path, "target": args.to, "entries": entries.len()}), text));
+        let text = format!(
+            "[dry-run] would restore {} entries from {} into {}\n",
+            entries.len(),
+            path.display(),
+            args.to.display()
+        );
+        return Ok(Report::ok(
+            json!({"dry_run": true, "archive": path, "target": args.to, "entries": entries.len()}),
+            text,
+        ));
     }
-    let opts = ExtractOptions { max_bytes: args.max_bytes, expected_sha256: expected, ..Default::default() };
+    let opts = ExtractOptions {
+        max_bytes: args.max_bytes,
+        expected_sha256: expected,
+        ..Default::default()
+    };
     let info = archive::extract(&path, &args.to, &opts)?;
     for w in &info.warnings {
         tracing::warn!("{w}");
     }
-    let text = format!("restored {} entries ({} bytes) from {} into {}\n", info.entries, info.bytes, path.display(), info.target.display());
-    Ok(Report::ok(json!({"archive": path, "target": info.target, "entries": info.entries, "bytes": info.bytes}), text))
+    let text = format!(
+        "restored {} entries ({} bytes) from {} into {}\n",
+        info.entries,
+        info.bytes,
+        path.display(),
+        info.target.display()
+    );
+    Ok(Report::ok(
+        json!({"archive": path, "target": info.target, "entries": info.entries, "bytes": info.bytes}),
+        text,
+    ))
 }

@@ -50,7 +50,14 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         (Some(s), false) => Some(s.begin_run(&args.workflow, &names, false)?),
         _ => None,
     };
-    let host = Arc::new(Host::new(cfg.clone(), paths, store.clone(), args.dry_run, run_id, &args.workflow));
+    let host = Arc::new(Host::new(
+        cfg.clone(),
+        paths,
+        store.clone(),
+        args.dry_run,
+        run_id,
+        &args.workflow,
+    ));
     let engine = build_engine(&host);
     let program = match Program::load(&engine, &host.scripts, &args.workflow, &names) {
         Ok(p) => p,
@@ -71,7 +78,12 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
     );
     let outcome = run_program(&host, &engine, &services)?;
 
-    let failed: Vec<&str> = outcome.services.iter().filter(|o| !o.ok).map(|o| o.service.as_str()).collect();
+    let failed: Vec<&str> = outcome
+        .services
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| o.service.as_str())
+        .collect();
     let status = if !outcome.ok {
         RunStatus::Failed
     } else if outcome.warnings > 0 {
@@ -81,8 +93,17 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
     };
     let summary = match (&outcome.error, failed.is_empty()) {
         (Some(e), _) => format!("workflow failed: {e}"),
-        (None, false) => format!("{} of {} service(s) failed: {}", failed.len(), outcome.services.len(), failed.join(", ")),
-        (None, true) => format!("{} service(s) done, {} warning(s)", outcome.services.len(), outcome.warnings),
+        (None, false) => format!(
+            "{} of {} service(s) failed: {}",
+            failed.len(),
+            outcome.services.len(),
+            failed.join(", ")
+        ),
+        (None, true) => format!(
+            "{} service(s) done, {} warning(s)",
+            outcome.services.len(),
+            outcome.warnings
+        ),
     };
     if let (Some(s), Some(id)) = (&store, run_id) {
         s.finish_run(id, status, &summary)?;
@@ -90,14 +111,27 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
 
     let mut text = String::new();
     for o in &outcome.services {
-        let mark = if !o.ok { "FAILED" } else if o.skipped { "skipped" } else { "ok" };
-        let detail = o.error.clone().unwrap_or_else(|| describe_result(&o.result));
+        let mark = if !o.ok {
+            "FAILED"
+        } else if o.skipped {
+            "skipped"
+        } else {
+            "ok"
+        };
+        let detail = o
+            .error
+            .clone()
+            .unwrap_or_else(|| describe_result(&o.result));
         text.push_str(&format!("{mark:<7} {:<24} {detail}\n", o.service));
     }
     if let Some(e) = &outcome.error {
         text.push_str(&format!("error: {e}\n"));
     }
-    text.push_str(&format!("{}{}: {summary}\n", if args.dry_run { "[dry-run] " } else { "" }, args.workflow));
+    text.push_str(&format!(
+        "{}{}: {summary}\n",
+        if args.dry_run { "[dry-run] " } else { "" },
+        args.workflow
+    ));
     if !outcome.ok {
         tracing::error!("{summary}");
     }
@@ -113,22 +147,40 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         "notifications": outcome.notifications,
     });
     crate::redact::scrub_json(&mut doc);
-    Ok(Report { json: doc, text, exit: if outcome.ok { 0 } else { crate::error::exit::FAILED } })
+    Ok(Report {
+        json: doc,
+        text,
+        exit: if outcome.ok {
+            0
+        } else {
+            crate::error::exit::FAILED
+        },
+    })
 }
 
 fn describe_result(v: &serde_json::Value) -> String {
     if let Some(r) = v.get("reason").and_then(|r| r.as_str()) {
         return r.to_string();
     }
-    match (v.get("path").and_then(|p| p.as_str()), v.get("size").and_then(|s| s.as_u64())) {
+    match (
+        v.get("path").and_then(|p| p.as_str()),
+        v.get("size").and_then(|s| s.as_u64()),
+    ) {
         (Some(p), Some(size)) => format!("{p} ({})", super::human_bytes(size)),
         (Some(p), None) => p.to_string(),
-        _ => v.get("summary").and_then(|s| s.as_str()).unwrap_or("").to_string(),
+        _ => v
+            .get("summary")
+            .and_then(|s| s.as_str())
+            .unwrap_or("")
+            .to_string(),
     }
 }
 
 /// `--service` names must exist; without them, every enabled service.
-fn select_services<'a>(all: &'a [ServiceConfig], wanted: &[String]) -> Result<Vec<&'a ServiceConfig>> {
+fn select_services<'a>(
+    all: &'a [ServiceConfig],
+    wanted: &[String],
+) -> Result<Vec<&'a ServiceConfig>> {
     if wanted.is_empty() {
         return Ok(all.iter().filter(|s| s.enabled).collect());
     }
@@ -137,7 +189,10 @@ fn select_services<'a>(all: &'a [ServiceConfig], wanted: &[String]) -> Result<Ve
         .map(|w| {
             all.iter().find(|s| &s.name == w).ok_or_else(|| {
                 let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
-                Error::Usage(format!("no service named '{w}' (configured: {})", known.join(", ")))
+                Error::Usage(format!(
+                    "no service named '{w}' (configured: {})",
+                    known.join(", ")
+                ))
             })
         })
         .collect()
@@ -149,7 +204,10 @@ fn apply_priority(backup: &crate::config::BackupConfig) {
     if let Some(n) = backup.nice {
         // SAFETY: plain syscall on our own process.
         if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
-            tracing::warn!("could not set nice {n}: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                "could not set nice {n}: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
     let class = match backup.ionice.as_deref() {

@@ -28,7 +28,11 @@ pub fn workflows_list(env: &Env) -> Result<Report> {
     let mut rows = Vec::new();
     let mut text = String::new();
     for name in scripts.workflow_names() {
-        let layers: Vec<String> = scripts.workflow_layers(&name)?.into_iter().map(|l| l.label).collect();
+        let layers: Vec<String> = scripts
+            .workflow_layers(&name)?
+            .into_iter()
+            .map(|l| l.label)
+            .collect();
         text.push_str(&format!("{name:<20} {}\n", layers.join(" + ")));
         rows.push(json!({"name": name, "sources": layers}));
     }
@@ -67,13 +71,22 @@ fn list(env: &Env) -> Result<Report> {
     text.push_str("\nlibrary modules\n");
     let mut libs = Vec::new();
     for name in scripts.lib_names() {
-        let src = scripts.lib_module(&name)?.map(|s| s.label).unwrap_or_default();
+        let src = scripts
+            .lib_module(&name)?
+            .map(|s| s.label)
+            .unwrap_or_default();
         text.push_str(&format!("  {name:<28} {src}\n"));
         libs.push(json!({"name": name, "source": src}));
     }
-    let orphans: Vec<String> = scripts.service_overrides().into_iter().filter(|s| !services.contains(s)).collect();
+    let orphans: Vec<String> = scripts
+        .service_overrides()
+        .into_iter()
+        .filter(|s| !services.contains(s))
+        .collect();
     for o in &orphans {
-        text.push_str(&format!("\nwarning: services/{o}.rhai matches no configured service\n"));
+        text.push_str(&format!(
+            "\nwarning: services/{o}.rhai matches no configured service\n"
+        ));
     }
     Ok(Report::ok(
         json!({"scripts_dir": scripts.user_dir, "workflows": workflows, "modules": libs, "orphan_overrides": orphans}),
@@ -86,11 +99,18 @@ fn export(dir: &Path, force: bool) -> Result<Report> {
     let files = shipped_scripts()
         .iter()
         .map(|(n, c)| (dir.join(n), *c))
-        .chain(shipped_stdlib().iter().map(|(n, c)| (dir.join("lib").join(n), *c)));
+        .chain(
+            shipped_stdlib()
+                .iter()
+                .map(|(n, c)| (dir.join("lib").join(n), *c)),
+        );
     let files: Vec<_> = files.collect();
     if !force {
         if let Some((p, _)) = files.iter().find(|(p, _)| p.exists()) {
-            return Err(Error::Usage(format!("{} exists; use --force to overwrite", p.display())));
+            return Err(Error::Usage(format!(
+                "{} exists; use --force to overwrite",
+                p.display()
+            )));
         }
     }
     for (path, code) in files {
@@ -118,7 +138,10 @@ fn check(env: &Env) -> Result<Report> {
         }
     };
     for name in scripts.workflow_names() {
-        scripts.workflow_layers(&name)?.into_iter().for_each(&mut check_one);
+        scripts
+            .workflow_layers(&name)?
+            .into_iter()
+            .for_each(&mut check_one);
     }
     for name in scripts.lib_names() {
         if let Some(src) = scripts.lib_module(&name)? {

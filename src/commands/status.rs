@@ -8,7 +8,13 @@ pub fn run(env: &Env) -> Result<Report> {
     let cfg = env.load_config()?;
     let paths = env.paths(&cfg);
     let Some(store) = env.existing_store(&paths)? else {
-        return Ok(Report::ok(json!({"runs": [], "services": []}), format!("no state yet ({} does not exist)\n", paths.state_db.display())));
+        return Ok(Report::ok(
+            json!({"runs": [], "services": []}),
+            format!(
+                "no state yet ({} does not exist)\n",
+                paths.state_db.display()
+            ),
+        ));
     };
     let runs = store.last_runs()?;
     let mut text = String::from("Last runs\n");
@@ -29,8 +35,13 @@ pub fn run(env: &Env) -> Result<Report> {
     let mut services = Vec::new();
     for s in &cfg.services {
         let backups = store.backups(Some(&s.name), false)?;
-        let newest = backups.iter().find(|b| b.kind == "archive" || !b.kind.starts_with("archive"));
-        let verified = backups.iter().filter(|b| b.verified_at.is_some() && b.status == "complete").count();
+        let newest = backups
+            .iter()
+            .find(|b| b.kind == "archive" || !b.kind.starts_with("archive"));
+        let verified = backups
+            .iter()
+            .filter(|b| b.verified_at.is_some() && b.status == "complete")
+            .count();
         let line = match newest {
             Some(b) => format!(
                 "last backup {} ({} ago, {}), {} backup(s), {verified} verified",
@@ -48,7 +59,10 @@ pub fn run(env: &Env) -> Result<Report> {
             "last_backup": newest, "backups": backups.len(), "verified": verified,
         }));
     }
-    Ok(Report::ok(json!({"runs": runs, "services": services}), text))
+    Ok(Report::ok(
+        json!({"runs": runs, "services": services}),
+        text,
+    ))
 }
 
 fn ago(secs: i64) -> String {

@@ -25,17 +25,38 @@ struct CreateArgs {
 
 fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
     let args: CreateArgs = from_map(opts, "archive::create options")?;
-    let service = args.service.or_else(|| service_of(ctx)).unwrap_or_else(|| "archive".into());
+    let service = args
+        .service
+        .or_else(|| service_of(ctx))
+        .unwrap_or_else(|| "archive".into());
     let now = chrono::Utc::now().timestamp();
     let dest_dir = args.dest_dir.unwrap_or_else(|| h.backup_dir(&service));
-    let file_name = args.file_name.unwrap_or_else(|| format!("{service}_{}.tar.zst", super::time::stamp(now)));
+    let file_name = args
+        .file_name
+        .unwrap_or_else(|| format!("{service}_{}.tar.zst", super::time::stamp(now)));
     let path = dest_dir.join(&file_name);
     let backup = &h.config.global.backup;
-    let shown: Vec<String> = args.sources.iter().map(|p| p.display().to_string()).collect();
-    if dry_run(h, ctx, &format!("create archive {} from [{}]", path.display(), shown.join(", "))) {
+    let shown: Vec<String> = args
+        .sources
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    if dry_run(
+        h,
+        ctx,
+        &format!(
+            "create archive {} from [{}]",
+            path.display(),
+            shown.join(", ")
+        ),
+    ) {
         for s in &args.sources {
             if s.symlink_metadata().is_err() {
-                h.event(tracing::Level::WARN, Some(&service), &format!("{}: does not exist; it would be skipped", s.display()));
+                h.event(
+                    tracing::Level::WARN,
+                    Some(&service),
+                    &format!("{}: does not exist; it would be skipped", s.display()),
+                );
             }
         }
         let mut m = Map::new();
@@ -67,7 +88,13 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
     h.event(
         tracing::Level::INFO,
         Some(&service),
-        &format!("archive {} written: {} entries, {} bytes in, {} bytes out", info.path.display(), info.entries, info.bytes_in, info.size),
+        &format!(
+            "archive {} written: {} entries, {} bytes in, {} bytes out",
+            info.path.display(),
+            info.entries,
+            info.bytes_in,
+            info.size
+        ),
     );
     let mut v = serde_json::to_value(&info.manifest).unwrap_or_default();
     if let serde_json::Value::Object(m) = &mut v {
@@ -84,7 +111,10 @@ fn verify_map(info: &archive::VerifyInfo) -> Map {
     m.insert("size".into(), Dynamic::from(info.size as i64));
     m.insert("entries".into(), Dynamic::from(info.entries as i64));
     m.insert("bytes_out".into(), Dynamic::from(info.bytes_out as i64));
-    m.insert("verified_at".into(), Dynamic::from(chrono::Utc::now().timestamp()));
+    m.insert(
+        "verified_at".into(),
+        Dynamic::from(chrono::Utc::now().timestamp()),
+    );
     m
 }
 
@@ -92,16 +122,33 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     let v = |name: &str| FuncRegistration::new(name).with_volatility(true);
     let h = host.clone();
-    v("create").set_into_module(&mut m, move |ctx: NativeCallContext, opts: Map| create(&h, &ctx, opts));
-    v("verify").set_into_module(&mut m, |ctx: NativeCallContext, path: &str| -> RhaiResult<Map> {
-        archive::verify(Path::new(path), None).map(|i| verify_map(&i)).map_err(|e| to_rhai(e, &ctx))
+    v("create").set_into_module(&mut m, move |ctx: NativeCallContext, opts: Map| {
+        create(&h, &ctx, opts)
     });
-    v("verify").set_into_module(&mut m, |ctx: NativeCallContext, path: &str, sha256: &str| -> RhaiResult<Map> {
-        archive::verify(Path::new(path), Some(sha256)).map(|i| verify_map(&i)).map_err(|e| to_rhai(e, &ctx))
-    });
-    v("verify_checksum").set_into_module(&mut m, |ctx: NativeCallContext, path: &str| -> RhaiResult<Map> {
-        archive::verify_checksum(Path::new(path), None).map(|i| verify_map(&i)).map_err(|e| to_rhai(e, &ctx))
-    });
+    v("verify").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, path: &str| -> RhaiResult<Map> {
+            archive::verify(Path::new(path), None)
+                .map(|i| verify_map(&i))
+                .map_err(|e| to_rhai(e, &ctx))
+        },
+    );
+    v("verify").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, path: &str, sha256: &str| -> RhaiResult<Map> {
+            archive::verify(Path::new(path), Some(sha256))
+                .map(|i| verify_map(&i))
+                .map_err(|e| to_rhai(e, &ctx))
+        },
+    );
+    v("verify_checksum").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, path: &str| -> RhaiResult<Map> {
+            archive::verify_checksum(Path::new(path), None)
+                .map(|i| verify_map(&i))
+                .map_err(|e| to_rhai(e, &ctx))
+        },
+    );
     v("list").set_into_module(&mut m, |ctx: NativeCallContext, path: &str| -> RhaiResult<Array> {
         let entries = archive::list(Path::new(path)).map_err(|e| to_rhai(e, &ctx))?;
         entries
@@ -112,17 +159,25 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             .collect()
     });
     let h = host.clone();
-    v("extract").set_into_module(&mut m, move |ctx: NativeCallContext, path: &str, target: &str| -> RhaiResult<Map> {
-        let mut out = Map::new();
-        out.insert("target".into(), target.into());
-        if dry_run(&h, &ctx, &format!("extract {path} into {target}")) {
-            return Ok(out);
-        }
-        let info = archive::extract(Path::new(path), Path::new(target), &ExtractOptions::default()).map_err(|e| to_rhai(e, &ctx))?;
-        out.insert("entries".into(), Dynamic::from(info.entries as i64));
-        out.insert("bytes".into(), Dynamic::from(info.bytes as i64));
-        Ok(out)
-    });
+    v("extract").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, path: &str, target: &str| -> RhaiResult<Map> {
+            let mut out = Map::new();
+            out.insert("target".into(), target.into());
+            if dry_run(&h, &ctx, &format!("extract {path} into {target}")) {
+                return Ok(out);
+            }
+            let info = archive::extract(
+                Path::new(path),
+                Path::new(target),
+                &ExtractOptions::default(),
+            )
+            .map_err(|e| to_rhai(e, &ctx))?;
+            out.insert("entries".into(), Dynamic::from(info.entries as i64));
+            out.insert("bytes".into(), Dynamic::from(info.bytes as i64));
+            Ok(out)
+        },
+    );
     let _ = strings;
     m
 }

@@ -47,15 +47,24 @@ pub fn prune(
     dry_run: bool,
     log: &dyn Fn(tracing::Level, &str),
 ) -> Result<PruneReport> {
-    let rows: Vec<BackupRecord> =
-        store.backups(Some(service), false)?.into_iter().filter(|b| b.kind == KIND_ARCHIVE).collect();
+    let rows: Vec<BackupRecord> = store
+        .backups(Some(service), false)?
+        .into_iter()
+        .filter(|b| b.kind == KIND_ARCHIVE)
+        .collect();
     let items: Vec<RetentionItem> = rows
         .iter()
-        .map(|b| RetentionItem { id: b.id, created_at: b.created_at, verified: b.verified_at.is_some() && b.status == "complete" })
+        .map(|b| RetentionItem {
+            id: b.id,
+            created_at: b.created_at,
+            verified: b.verified_at.is_some() && b.status == "complete",
+        })
         .collect();
     let mut report = PruneReport::default();
     for d in retention::plan(&items, policy, now) {
-        let Some(row) = rows.iter().find(|r| r.id == d.id) else { continue };
+        let Some(row) = rows.iter().find(|r| r.id == d.id) else {
+            continue;
+        };
         if d.keep {
             report.kept.push(row.location.clone());
             continue;
@@ -66,12 +75,23 @@ pub fn prune(
             .filter(|c| c.kind == KIND_COPY && c.sha256.is_some() && c.sha256 == row.sha256)
             .collect();
         if dry_run {
-            log(tracing::Level::INFO, &format!("[dry-run] retention would delete {} (+ .sha256, .manifest.json)", row.location));
+            log(
+                tracing::Level::INFO,
+                &format!(
+                    "[dry-run] retention would delete {} (+ .sha256, .manifest.json)",
+                    row.location
+                ),
+            );
             for c in &copies {
-                log(tracing::Level::INFO, &format!("[dry-run] retention would delete copy {}", c.location));
+                log(
+                    tracing::Level::INFO,
+                    &format!("[dry-run] retention would delete copy {}", c.location),
+                );
             }
             report.would_delete.push(row.location.clone());
-            report.would_delete.extend(copies.iter().map(|c| c.location.clone()));
+            report
+                .would_delete
+                .extend(copies.iter().map(|c| c.location.clone()));
             continue;
         }
         for c in &copies {
@@ -81,7 +101,10 @@ pub fn prune(
         }
         super::archive::remove(Path::new(&row.location))?;
         store.mark_deleted(row.id, now)?;
-        log(tracing::Level::INFO, &format!("retention deleted {}", row.location));
+        log(
+            tracing::Level::INFO,
+            &format!("retention deleted {}", row.location),
+        );
         report.deleted.push(row.location.clone());
     }
     Ok(report)
@@ -110,33 +133,73 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     let v = |name: &str| FuncRegistration::new(name).with_volatility(true);
     let h = host.clone();
-    v("record").set_into_module(&mut m, move |ctx: NativeCallContext, info: Map| record(&h, &ctx, info));
-    let h = host.clone();
-    v("list").set_into_module(&mut m, move |ctx: NativeCallContext, service: &str| -> RhaiResult<Array> {
-        let Some(store) = &h.store else { return Ok(Array::new()) };
-        let rows = store.backups(Some(service), false).map_err(|e| to_rhai(e, &ctx))?;
-        rows.iter().map(to_dyn).collect()
+    v("record").set_into_module(&mut m, move |ctx: NativeCallContext, info: Map| {
+        record(&h, &ctx, info)
     });
     let h = host.clone();
-    v("mark_verified").set_into_module(&mut m, move |ctx: NativeCallContext, id: i64, ok: bool| -> RhaiResult<()> {
-        if dry_run(&h, &ctx, &format!("mark backup {id} as {}", if ok { "verified" } else { "failed verification" })) {
-            return Ok(());
-        }
-        let Some(store) = &h.store else { return Ok(()) };
-        store.set_verified(id, ok, chrono::Utc::now().timestamp()).map_err(|e| to_rhai(e, &ctx))
-    });
+    v("list").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, service: &str| -> RhaiResult<Array> {
+            let Some(store) = &h.store else {
+                return Ok(Array::new());
+            };
+            let rows = store
+                .backups(Some(service), false)
+                .map_err(|e| to_rhai(e, &ctx))?;
+            rows.iter().map(to_dyn).collect()
+        },
+    );
     let h = host.clone();
-    v("prune").set_into_module(&mut m, move |ctx: NativeCallContext, svc: Map| -> RhaiResult<Dynamic> {
-        let name = svc.get("name").map(|n| n.to_string()).ok_or_else(|| throw("invalid_argument", "catalog::prune: svc.name missing", None))?;
-        let policy: RetentionConfig = match svc.get("retention") {
-            Some(r) if r.is_map() => from_map(r.clone().cast::<Map>(), "retention")?,
-            _ => h.config.global.backup.retention.clone(),
-        };
-        let Some(store) = &h.store else { return to_dyn(&PruneReport::default()) };
-        let svc_name = service_of(&ctx).unwrap_or(name.clone());
-        let log = |level, msg: &str| h.event(level, Some(&svc_name), msg);
-        let report = prune(store, &name, &policy, chrono::Utc::now().timestamp(), h.dry_run, &log).map_err(|e| to_rhai(e, &ctx))?;
-        to_dyn(&report)
-    });
+    v("mark_verified").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, id: i64, ok: bool| -> RhaiResult<()> {
+            if dry_run(
+                &h,
+                &ctx,
+                &format!(
+                    "mark backup {id} as {}",
+                    if ok {
+                        "verified"
+                    } else {
+                        "failed verification"
+                    }
+                ),
+            ) {
+                return Ok(());
+            }
+            let Some(store) = &h.store else { return Ok(()) };
+            store
+                .set_verified(id, ok, chrono::Utc::now().timestamp())
+                .map_err(|e| to_rhai(e, &ctx))
+        },
+    );
+    let h = host.clone();
+    v("prune").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, svc: Map| -> RhaiResult<Dynamic> {
+            let name = svc.get("name").map(|n| n.to_string()).ok_or_else(|| {
+                throw("invalid_argument", "catalog::prune: svc.name missing", None)
+            })?;
+            let policy: RetentionConfig = match svc.get("retention") {
+                Some(r) if r.is_map() => from_map(r.clone().cast::<Map>(), "retention")?,
+                _ => h.config.global.backup.retention.clone(),
+            };
+            let Some(store) = &h.store else {
+                return to_dyn(&PruneReport::default());
+            };
+            let svc_name = service_of(&ctx).unwrap_or(name.clone());
+            let log = |level, msg: &str| h.event(level, Some(&svc_name), msg);
+            let report = prune(
+                store,
+                &name,
+                &policy,
+                chrono::Utc::now().timestamp(),
+                h.dry_run,
+                &log,
+            )
+            .map_err(|e| to_rhai(e, &ctx))?;
+            to_dyn(&report)
+        },
+    );
     m
 }

@@ -10,26 +10,40 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     let redacted = Arc::new(host.config.to_redacted_json());
     let r = redacted.clone();
-    FuncRegistration::new("get").set_into_module(&mut m, move |path: &str| -> RhaiResult<Dynamic> {
-        let mut cur = &*r;
-        for part in path.split('.').filter(|p| !p.is_empty()) {
-            cur = match cur {
-                serde_json::Value::Object(o) => o.get(part).unwrap_or(&serde_json::Value::Null),
-                serde_json::Value::Array(a) => part.parse::<usize>().ok().and_then(|i| a.get(i)).unwrap_or(&serde_json::Value::Null),
-                _ => &serde_json::Value::Null,
-            };
-        }
-        rhai::serde::to_dynamic(cur)
-    });
+    FuncRegistration::new("get").set_into_module(
+        &mut m,
+        move |path: &str| -> RhaiResult<Dynamic> {
+            let mut cur = &*r;
+            for part in path.split('.').filter(|p| !p.is_empty()) {
+                cur = match cur {
+                    serde_json::Value::Object(o) => o.get(part).unwrap_or(&serde_json::Value::Null),
+                    serde_json::Value::Array(a) => part
+                        .parse::<usize>()
+                        .ok()
+                        .and_then(|i| a.get(i))
+                        .unwrap_or(&serde_json::Value::Null),
+                    _ => &serde_json::Value::Null,
+                };
+            }
+            rhai::serde::to_dynamic(cur)
+        },
+    );
     let h = host.clone();
-    FuncRegistration::new("service").set_into_module(&mut m, move |name: &str| -> RhaiResult<Dynamic> {
-        h.config.service(name).map(|s| h.service_map(s)).ok_or_else(|| throw("not_found", format!("no service named '{name}'"), None))
-    });
+    FuncRegistration::new("service").set_into_module(
+        &mut m,
+        move |name: &str| -> RhaiResult<Dynamic> {
+            h.config
+                .service(name)
+                .map(|s| h.service_map(s))
+                .ok_or_else(|| throw("not_found", format!("no service named '{name}'"), None))
+        },
+    );
     let h = host.clone();
     FuncRegistration::new("services").set_into_module(&mut m, move || -> Array {
         h.config.services.iter().map(|s| h.service_map(s)).collect()
     });
     let h = host.clone();
-    FuncRegistration::new("backup_root").set_into_module(&mut m, move || h.paths.backup_root.display().to_string());
+    FuncRegistration::new("backup_root")
+        .set_into_module(&mut m, move || h.paths.backup_root.display().to_string());
     m
 }

@@ -15,9 +15,20 @@ fn get_str(m: &Map, key: &str) -> Option<String> {
 }
 
 fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResult<Array> {
-    let service = get_str(&svc, "name").or_else(|| service_of(ctx)).unwrap_or_default();
-    let path = get_str(&artifact, "path").ok_or_else(|| throw("invalid_argument", "dest::sync: artifact.path missing", Some(&service)))?;
-    let dests = svc.get("destinations").and_then(|d| d.clone().try_cast::<Array>()).unwrap_or_default();
+    let service = get_str(&svc, "name")
+        .or_else(|| service_of(ctx))
+        .unwrap_or_default();
+    let path = get_str(&artifact, "path").ok_or_else(|| {
+        throw(
+            "invalid_argument",
+            "dest::sync: artifact.path missing",
+            Some(&service),
+        )
+    })?;
+    let dests = svc
+        .get("destinations")
+        .and_then(|d| d.clone().try_cast::<Array>())
+        .unwrap_or_default();
     let mut out = Array::new();
     for d in dests {
         let d = d.try_cast::<Map>().unwrap_or_default();
@@ -25,13 +36,28 @@ fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResul
         let dir = PathBuf::from(get_str(&d, "path").unwrap_or_default()).join(&service);
         let mut r = Map::new();
         r.insert("name".into(), name.clone().into());
-        if dry_run(h, ctx, &format!("copy {path} to destination {name} ({})", dir.display())) {
-            r.insert("path".into(), dir.join(Path::new(&path).file_name().unwrap_or_default()).display().to_string().into());
+        if dry_run(
+            h,
+            ctx,
+            &format!("copy {path} to destination {name} ({})", dir.display()),
+        ) {
+            r.insert(
+                "path".into(),
+                dir.join(Path::new(&path).file_name().unwrap_or_default())
+                    .display()
+                    .to_string()
+                    .into(),
+            );
             out.push(Dynamic::from_map(r));
             continue;
         }
-        let copied = super::archive::copy_to(Path::new(&path), &dir).map_err(|e| to_rhai(e, ctx))?;
-        h.event(tracing::Level::INFO, Some(&service), &format!("copied to destination {name}: {}", copied.display()));
+        let copied =
+            super::archive::copy_to(Path::new(&path), &dir).map_err(|e| to_rhai(e, ctx))?;
+        h.event(
+            tracing::Level::INFO,
+            Some(&service),
+            &format!("copied to destination {name}: {}", copied.display()),
+        );
         if let Some(store) = &h.store {
             let now = chrono::Utc::now().timestamp();
             let size = std::fs::metadata(&copied).map(|m| m.len()).unwrap_or(0);
@@ -41,7 +67,10 @@ fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResul
                 location: copied.display().to_string(),
                 size,
                 sha256: get_str(&artifact, "sha256"),
-                created_at: artifact.get("created_at").and_then(|v| v.as_int().ok()).unwrap_or(now),
+                created_at: artifact
+                    .get("created_at")
+                    .and_then(|v| v.as_int().ok())
+                    .unwrap_or(now),
                 verified_at: Some(now),
                 run_id: h.run_id,
             };
@@ -56,9 +85,11 @@ fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResul
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     let h = host.clone();
-    FuncRegistration::new("copy").with_volatility(true).set_into_module(
-        &mut m,
-        move |ctx: NativeCallContext, svc: Map, artifact: Map| sync(&h, &ctx, svc, artifact),
-    );
+    FuncRegistration::new("copy")
+        .with_volatility(true)
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext, svc: Map, artifact: Map| sync(&h, &ctx, svc, artifact),
+        );
     m
 }

@@ -14,11 +14,25 @@ const MAX_READ: u64 = 16 << 20;
 /// Write `data` to `path` atomically (CONVENTIONS.md, Writing files).
 pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let name = path.file_name().ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
-    let tmp = dir.join(format!(".{}.tmp-{}-{}", name.to_string_lossy(), std::process::id(), nanos()));
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::Usage(format!("{}: not a file path", path.display())))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}-{}",
+        name.to_string_lossy(),
+        std::process::id(),
+        nanos()
+    ));
     let res = (|| {
-        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(data)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)?;
@@ -31,13 +45,20 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 }
 
 fn nanos() -> u128 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
 }
 
 fn read_text(path: &Path) -> Result<String> {
     let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
     if meta.len() > MAX_READ {
-        return Err(Error::Other(format!("{}: larger than {} bytes; fs::read_text is for small files", path.display(), MAX_READ)));
+        return Err(Error::Other(format!(
+            "{}: larger than {} bytes; fs::read_text is for small files",
+            path.display(),
+            MAX_READ
+        )));
     }
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
@@ -58,53 +79,92 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     v("exists").set_into_module(&mut m, |p: &str| Path::new(p).symlink_metadata().is_ok());
     v("is_dir").set_into_module(&mut m, |p: &str| Path::new(p).is_dir());
     v("is_file").set_into_module(&mut m, |p: &str| Path::new(p).is_file());
-    v("size").set_into_module(&mut m, |ctx: NativeCallContext, p: &str| -> RhaiResult<i64> {
-        std::fs::metadata(p).map(|m| m.len() as i64).map_err(|e| to_rhai(Error::io(p, e), &ctx))
+    v("size").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<i64> {
+            std::fs::metadata(p)
+                .map(|m| m.len() as i64)
+                .map_err(|e| to_rhai(Error::io(p, e), &ctx))
+        },
+    );
+    v("mtime").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<i64> {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(p)
+                .map(|m| m.mtime())
+                .map_err(|e| to_rhai(Error::io(p, e), &ctx))
+        },
+    );
+    v("read_text").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<String> {
+            read_text(Path::new(p)).map_err(|e| to_rhai(e, &ctx))
+        },
+    );
+    v("list").set_into_module(
+        &mut m,
+        |ctx: NativeCallContext, p: &str| -> RhaiResult<Array> {
+            list(Path::new(p)).map_err(|e| to_rhai(e, &ctx))
+        },
+    );
+    FuncRegistration::new("join").set_into_module(&mut m, |a: &str, b: &str| {
+        Path::new(a).join(b).display().to_string()
     });
-    v("mtime").set_into_module(&mut m, |ctx: NativeCallContext, p: &str| -> RhaiResult<i64> {
-        use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(p).map(|m| m.mtime()).map_err(|e| to_rhai(Error::io(p, e), &ctx))
-    });
-    v("read_text").set_into_module(&mut m, |ctx: NativeCallContext, p: &str| -> RhaiResult<String> {
-        read_text(Path::new(p)).map_err(|e| to_rhai(e, &ctx))
-    });
-    v("list").set_into_module(&mut m, |ctx: NativeCallContext, p: &str| -> RhaiResult<Array> {
-        list(Path::new(p)).map_err(|e| to_rhai(e, &ctx))
-    });
-    FuncRegistration::new("join").set_into_module(&mut m, |a: &str, b: &str| Path::new(a).join(b).display().to_string());
     FuncRegistration::new("basename").set_into_module(&mut m, |p: &str| {
-        Path::new(p).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+        Path::new(p)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
     });
     FuncRegistration::new("dirname").set_into_module(&mut m, |p: &str| {
-        Path::new(p).parent().map(|n| n.display().to_string()).unwrap_or_default()
+        Path::new(p)
+            .parent()
+            .map(|n| n.display().to_string())
+            .unwrap_or_default()
     });
     let h = host.clone();
-    v("write_text").set_into_module(&mut m, move |ctx: NativeCallContext, p: &str, text: &str| -> RhaiResult<()> {
-        if dry_run(&h, &ctx, &format!("write {} bytes to {p}", text.len())) {
-            return Ok(());
-        }
-        write_atomic(Path::new(p), text.as_bytes(), 0o644).map_err(|e| to_rhai(e, &ctx))
-    });
+    v("write_text").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, p: &str, text: &str| -> RhaiResult<()> {
+            if dry_run(&h, &ctx, &format!("write {} bytes to {p}", text.len())) {
+                return Ok(());
+            }
+            write_atomic(Path::new(p), text.as_bytes(), 0o644).map_err(|e| to_rhai(e, &ctx))
+        },
+    );
     let h = host.clone();
-    v("mkdir").set_into_module(&mut m, move |ctx: NativeCallContext, p: &str| -> RhaiResult<()> {
-        if Path::new(p).is_dir() || dry_run(&h, &ctx, &format!("create directory {p}")) {
-            return Ok(());
-        }
-        std::fs::create_dir_all(p).map_err(|e| to_rhai(Error::io(p, e), &ctx))
-    });
+    v("mkdir").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, p: &str| -> RhaiResult<()> {
+            if Path::new(p).is_dir() || dry_run(&h, &ctx, &format!("create directory {p}")) {
+                return Ok(());
+            }
+            std::fs::create_dir_all(p).map_err(|e| to_rhai(Error::io(p, e), &ctx))
+        },
+    );
     let h = host.clone();
-    v("remove").set_into_module(&mut m, move |ctx: NativeCallContext, p: &str| -> RhaiResult<()> {
-        let path = Path::new(p);
-        if path.is_dir() {
-            return Err(throw("invalid_argument", format!("fs::remove: {p} is a directory; only files are removed"), None));
-        }
-        if dry_run(&h, &ctx, &format!("remove {p}")) {
-            return Ok(());
-        }
-        match std::fs::remove_file(path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(to_rhai(Error::io(p, e), &ctx)),
-            _ => Ok(()),
-        }
-    });
+    v("remove").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, p: &str| -> RhaiResult<()> {
+            let path = Path::new(p);
+            if path.is_dir() {
+                return Err(throw(
+                    "invalid_argument",
+                    format!("fs::remove: {p} is a directory; only files are removed"),
+                    None,
+                ));
+            }
+            if dry_run(&h, &ctx, &format!("remove {p}")) {
+                return Ok(());
+            }
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(to_rhai(Error::io(p, e), &ctx))
+                }
+                _ => Ok(()),
+            }
+        },
+    );
     m
 }

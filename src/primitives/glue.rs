@@ -30,12 +30,21 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
 }
 
 /// The error value scripts catch: `#{kind, message, service}`.
-pub(crate) fn throw(kind: &str, message: impl Into<String>, service: Option<&str>) -> Box<EvalAltResult> {
+pub(crate) fn throw(
+    kind: &str,
+    message: impl Into<String>,
+    service: Option<&str>,
+) -> Box<EvalAltResult> {
     let message = crate::redact::scrub(&message.into()).into_owned();
     let mut m = Map::new();
     m.insert("kind".into(), kind.into());
     m.insert("message".into(), message.into());
-    m.insert("service".into(), service.map(|s| Dynamic::from(s.to_string())).unwrap_or(Dynamic::UNIT));
+    m.insert(
+        "service".into(),
+        service
+            .map(|s| Dynamic::from(s.to_string()))
+            .unwrap_or(Dynamic::UNIT),
+    );
     EvalAltResult::ErrorRuntime(m.into(), rhai::Position::NONE).into()
 }
 
@@ -49,7 +58,11 @@ pub(crate) fn to_rhai(e: Error, ctx: &NativeCallContext) -> Box<EvalAltResult> {
 pub(crate) fn dry_run(host: &Host, ctx: &NativeCallContext, what: &str) -> bool {
     if host.dry_run {
         let svc = Host::tag_service(ctx.tag());
-        host.event(tracing::Level::INFO, svc.as_deref(), &format!("[dry-run] would {what}"));
+        host.event(
+            tracing::Level::INFO,
+            svc.as_deref(),
+            &format!("[dry-run] would {what}"),
+        );
     }
     host.dry_run
 }
@@ -67,16 +80,26 @@ pub(crate) fn to_dyn<T: serde::Serialize>(v: &T) -> RhaiResult<Dynamic> {
 
 /// Checked conversion of a script integer.
 pub(crate) fn to_u64(v: i64, what: &str) -> RhaiResult<u64> {
-    u64::try_from(v).map_err(|_| throw("invalid_argument", format!("{what} must not be negative (got {v})"), None))
+    u64::try_from(v).map_err(|_| {
+        throw(
+            "invalid_argument",
+            format!("{what} must not be negative (got {v})"),
+            None,
+        )
+    })
 }
 
 /// An array of strings from a script.
 pub(crate) fn strings(arr: rhai::Array, what: &str) -> RhaiResult<Vec<String>> {
     arr.into_iter()
         .map(|d| {
-            d.flatten()
-                .into_string()
-                .map_err(|t| throw("invalid_argument", format!("{what}: expected strings, found {t}"), None))
+            d.flatten().into_string().map_err(|t| {
+                throw(
+                    "invalid_argument",
+                    format!("{what}: expected strings, found {t}"),
+                    None,
+                )
+            })
         })
         .collect()
 }

@@ -9,11 +9,18 @@ use tracing::Level;
 
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
-    for (name, level) in [("debug", Level::DEBUG), ("info", Level::INFO), ("warn", Level::WARN), ("error", Level::ERROR)] {
+    for (name, level) in [
+        ("debug", Level::DEBUG),
+        ("info", Level::INFO),
+        ("warn", Level::WARN),
+        ("error", Level::ERROR),
+    ] {
         let h = host.clone();
-        FuncRegistration::new(name).with_volatility(true).set_into_module(&mut m, move |ctx: NativeCallContext, msg: &str| {
-            h.event(level, service_of(&ctx).as_deref(), msg)
-        });
+        FuncRegistration::new(name)
+            .with_volatility(true)
+            .set_into_module(&mut m, move |ctx: NativeCallContext, msg: &str| {
+                h.event(level, service_of(&ctx).as_deref(), msg)
+            });
     }
     m
 }

@@ -35,14 +35,21 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
     if !EVENT_TYPES.contains(&event) {
         return Err(throw(
             "invalid_argument",
-            format!("notify::send: unknown event type '{event}' (one of: {})", EVENT_TYPES.join(", ")),
+            format!(
+                "notify::send: unknown event type '{event}' (one of: {})",
+                EVENT_TYPES.join(", ")
+            ),
             service_of(ctx).as_deref(),
         ));
     }
     let mut payload = dynamic_to_json(&Dynamic::from_map(data));
     crate::redact::scrub_json(&mut payload);
     let sev = severity(event);
-    let summary = payload.get("summary").and_then(|s| s.as_str()).unwrap_or("").to_string();
+    let summary = payload
+        .get("summary")
+        .and_then(|s| s.as_str())
+        .unwrap_or("")
+        .to_string();
     let record = serde_json::json!({
         "event": event,
         "severity": sev,
@@ -50,15 +57,29 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
         "hostname": h.hostname,
         "data": payload,
     });
-    let level = if sev == "info" { tracing::Level::INFO } else { tracing::Level::WARN };
+    let level = if sev == "info" {
+        tracing::Level::INFO
+    } else {
+        tracing::Level::WARN
+    };
     let svc = service_of(ctx);
     // A warning-level notification is not itself a run warning.
     if level == tracing::Level::WARN {
-        tracing::warn!("notification {event} ({sev}): {}", crate::redact::scrub(&summary));
+        tracing::warn!(
+            "notification {event} ({sev}): {}",
+            crate::redact::scrub(&summary)
+        );
     } else {
-        h.event(level, svc.as_deref(), &format!("notification {event} ({sev}): {summary}"));
+        h.event(
+            level,
+            svc.as_deref(),
+            &format!("notification {event} ({sev}): {summary}"),
+        );
     }
-    h.notifications.lock().unwrap_or_else(|e| e.into_inner()).push(record);
+    h.notifications
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .push(record);
     if let (Some(store), false) = (&h.store, h.dry_run) {
         let n = crate::state::NotificationRecord {
             run_id: h.run_id,
@@ -78,10 +99,12 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     let h = host.clone();
-    FuncRegistration::new("send").with_volatility(true).set_into_module(
-        &mut m,
-        move |ctx: NativeCallContext, event: &str, data: Map| send(&h, &ctx, event, data),
-    );
+    FuncRegistration::new("send")
+        .with_volatility(true)
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext, event: &str, data: Map| send(&h, &ctx, event, data),
+        );
     FuncRegistration::new("event_types").set_into_module(&mut m, || -> rhai::Array {
         EVENT_TYPES.iter().map(|s| Dynamic::from(*s)).collect()
     });

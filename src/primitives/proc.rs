@@ -83,8 +83,15 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
         return Err(Error::Usage("proc::run: empty argv".into()));
     };
     let mut cmd = Command::new(program);
-    cmd.args(args).envs(&opts.env).stdout(Stdio::piped()).stderr(Stdio::piped());
-    cmd.stdin(if opts.stdin.is_some() { Stdio::piped() } else { Stdio::null() });
+    cmd.args(args)
+        .envs(&opts.env)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd.stdin(if opts.stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
     if let Some(cwd) = &opts.cwd {
         cmd.current_dir(cwd);
     }
@@ -113,7 +120,10 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
         }
     }
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| Error::Command { program: program.clone(), message: e.to_string() })?;
+    let mut child = cmd.spawn().map_err(|e| Error::Command {
+        program: program.clone(),
+        message: e.to_string(),
+    })?;
     if let (Some(input), Some(mut stdin)) = (opts.stdin.clone(), child.stdin.take()) {
         std::thread::spawn(move || {
             use std::io::Write;
@@ -121,8 +131,14 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
         });
     }
     let max = opts.max_output;
-    let out = child.stdout.take().map(|o| std::thread::spawn(move || read_bounded(o, max)));
-    let err = child.stderr.take().map(|e| std::thread::spawn(move || read_bounded(e, max)));
+    let out = child
+        .stdout
+        .take()
+        .map(|o| std::thread::spawn(move || read_bounded(o, max)));
+    let err = child
+        .stderr
+        .take()
+        .map(|e| std::thread::spawn(move || read_bounded(e, max)));
     let timeout = Duration::from_secs(opts.timeout_seconds.max(1));
     let mut timed_out = false;
     let status = loop {
@@ -135,7 +151,12 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
                 break child.wait().ok();
             }
             Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-            Err(e) => return Err(Error::Command { program: program.clone(), message: e.to_string() }),
+            Err(e) => {
+                return Err(Error::Command {
+                    program: program.clone(),
+                    message: e.to_string(),
+                })
+            }
         }
     };
     let (stdout, t1) = out.and_then(|h| h.join().ok()).unwrap_or_default();
@@ -157,19 +178,50 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
 fn run_rhai(host: &Host, ctx: &NativeCallContext, argv: Array, opts: Map) -> RhaiResult<Dynamic> {
     let argv = strings(argv, "proc::run argv")?;
     let opts: RunOptions = from_map(opts, "proc::run options")?;
-    let shown = argv.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(" ");
+    let shown = argv
+        .iter()
+        .map(|a| format!("{a:?}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     if !opts.read_only && dry_run(host, ctx, &format!("run [{shown}]")) {
-        return to_dyn(&RunInfo { code: 0, stdout: String::new(), stderr: String::new(), timed_out: false, truncated: false, duration_ms: 0 });
+        return to_dyn(&RunInfo {
+            code: 0,
+            stdout: String::new(),
+            stderr: String::new(),
+            timed_out: false,
+            truncated: false,
+            duration_ms: 0,
+        });
     }
     let svc = service_of(ctx);
-    host.event(tracing::Level::DEBUG, svc.as_deref(), &format!("running [{shown}]"));
+    host.event(
+        tracing::Level::DEBUG,
+        svc.as_deref(),
+        &format!("running [{shown}]"),
+    );
     let info = run(&argv, &opts).map_err(|e| super::to_rhai(e, ctx))?;
     if info.timed_out {
-        return Err(throw("timeout", format!("{} timed out after {}s", argv[0], opts.timeout_seconds), svc.as_deref()));
+        return Err(throw(
+            "timeout",
+            format!("{} timed out after {}s", argv[0], opts.timeout_seconds),
+            svc.as_deref(),
+        ));
     }
     if opts.check && info.code != 0 {
-        let tail: String = info.stderr.chars().rev().take(500).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(throw("command", format!("{} exited with {}: {}", argv[0], info.code, tail.trim()), svc.as_deref()));
+        let tail: String = info
+            .stderr
+            .chars()
+            .rev()
+            .take(500)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        return Err(throw(
+            "command",
+            format!("{} exited with {}: {}", argv[0], info.code, tail.trim()),
+            svc.as_deref(),
+        ));
     }
     to_dyn(&info)
 }
@@ -179,11 +231,16 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     let h = host.clone();
     FuncRegistration::new("run")
         .with_volatility(true)
-        .set_into_module(&mut m, move |ctx: NativeCallContext, argv: Array| run_rhai(&h, &ctx, argv, Map::new()));
+        .set_into_module(&mut m, move |ctx: NativeCallContext, argv: Array| {
+            run_rhai(&h, &ctx, argv, Map::new())
+        });
     let h = host.clone();
     FuncRegistration::new("run")
         .with_volatility(true)
-        .set_into_module(&mut m, move |ctx: NativeCallContext, argv: Array, opts: Map| run_rhai(&h, &ctx, argv, opts));
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext, argv: Array, opts: Map| run_rhai(&h, &ctx, argv, opts),
+        );
     m
 }
 
@@ -197,13 +254,23 @@ mod tests {
 
     #[test]
     fn captures_output_and_exit_code() {
-        let info = run(&argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]), &RunOptions::default()).unwrap();
-        assert_eq!((info.code, info.stdout.as_str(), info.stderr.as_str()), (3, "out\n", "err\n"));
+        let info = run(
+            &argv(&["sh", "-c", "echo out; echo err >&2; exit 3"]),
+            &RunOptions::default(),
+        )
+        .unwrap();
+        assert_eq!(
+            (info.code, info.stdout.as_str(), info.stderr.as_str()),
+            (3, "out\n", "err\n")
+        );
     }
 
     #[test]
     fn timeout_kills_the_process_group() {
-        let opts = RunOptions { timeout_seconds: 1, ..Default::default() };
+        let opts = RunOptions {
+            timeout_seconds: 1,
+            ..Default::default()
+        };
         let t = Instant::now();
         let info = run(&argv(&["sh", "-c", "sleep 30 & sleep 30"]), &opts).unwrap();
         assert!(info.timed_out);
@@ -212,7 +279,10 @@ mod tests {
 
     #[test]
     fn output_is_bounded() {
-        let opts = RunOptions { max_output: 10, ..Default::default() };
+        let opts = RunOptions {
+            max_output: 10,
+            ..Default::default()
+        };
         let info = run(&argv(&["sh", "-c", "yes | head -c 100000"]), &opts).unwrap();
         assert_eq!(info.stdout.len(), 10);
         assert!(info.truncated);

@@ -8,31 +8,57 @@ use std::sync::Arc;
 
 /// `YYYYMMDD_HHMMSS` in local time, as in the seed's archive names.
 pub fn stamp(ts: i64) -> String {
-    Local.timestamp_opt(ts, 0).single().map(|t| t.format("%Y%m%d_%H%M%S").to_string()).unwrap_or_default()
+    Local
+        .timestamp_opt(ts, 0)
+        .single()
+        .map(|t| t.format("%Y%m%d_%H%M%S").to_string())
+        .unwrap_or_default()
 }
 
 pub(super) fn module(_host: &Arc<Host>) -> Module {
     let mut m = Module::new();
-    FuncRegistration::new("now").with_volatility(true).set_into_module(&mut m, || Utc::now().timestamp());
-    FuncRegistration::new("now_ms").with_volatility(true).set_into_module(&mut m, || Utc::now().timestamp_millis());
-    FuncRegistration::new("stamp").with_volatility(true).set_into_module(&mut m, || stamp(Utc::now().timestamp()));
+    FuncRegistration::new("now")
+        .with_volatility(true)
+        .set_into_module(&mut m, || Utc::now().timestamp());
+    FuncRegistration::new("now_ms")
+        .with_volatility(true)
+        .set_into_module(&mut m, || Utc::now().timestamp_millis());
+    FuncRegistration::new("stamp")
+        .with_volatility(true)
+        .set_into_module(&mut m, || stamp(Utc::now().timestamp()));
     FuncRegistration::new("stamp").set_into_module(&mut m, stamp);
     FuncRegistration::new("iso").set_into_module(&mut m, |ts: i64| {
-        Utc.timestamp_opt(ts, 0).single().map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)).unwrap_or_default()
+        Utc.timestamp_opt(ts, 0)
+            .single()
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default()
     });
-    FuncRegistration::new("format").set_into_module(&mut m, |ts: i64, fmt: &str| -> RhaiResult<String> {
-        use std::fmt::Write;
-        let t = Local.timestamp_opt(ts, 0).single().ok_or_else(|| throw("invalid_argument", "bad timestamp", None))?;
-        let mut s = String::new();
-        write!(s, "{}", t.format(fmt)).map_err(|_| throw("invalid_argument", format!("bad time format '{fmt}'"), None))?;
-        Ok(s)
-    });
-    FuncRegistration::new("sleep").with_volatility(true).set_into_module(&mut m, |secs: i64| -> RhaiResult<()> {
-        if !(0..=3600).contains(&secs) {
-            return Err(throw("invalid_argument", "time::sleep takes 0..=3600 seconds", None));
-        }
-        std::thread::sleep(std::time::Duration::from_secs(secs as u64));
-        Ok(())
-    });
+    FuncRegistration::new("format").set_into_module(
+        &mut m,
+        |ts: i64, fmt: &str| -> RhaiResult<String> {
+            use std::fmt::Write;
+            let t = Local
+                .timestamp_opt(ts, 0)
+                .single()
+                .ok_or_else(|| throw("invalid_argument", "bad timestamp", None))?;
+            let mut s = String::new();
+            write!(s, "{}", t.format(fmt))
+                .map_err(|_| throw("invalid_argument", format!("bad time format '{fmt}'"), None))?;
+            Ok(s)
+        },
+    );
+    FuncRegistration::new("sleep")
+        .with_volatility(true)
+        .set_into_module(&mut m, |secs: i64| -> RhaiResult<()> {
+            if !(0..=3600).contains(&secs) {
+                return Err(throw(
+                    "invalid_argument",
+                    "time::sleep takes 0..=3600 seconds",
+                    None,
+                ));
+            }
+            std::thread::sleep(std::time::Duration::from_secs(secs as u64));
+            Ok(())
+        });
     m
 }

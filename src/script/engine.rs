@@ -25,7 +25,10 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { deadline: Duration::from_secs(6 * 3600), max_operations: 50_000_000 }
+        Limits {
+            deadline: Duration::from_secs(6 * 3600),
+            max_operations: 50_000_000,
+        }
     }
 }
 

@@ -119,7 +119,9 @@ impl Host {
         }
         if let (Some(store), Some(run_id), false) = (&self.store, self.run_id, self.dry_run) {
             if level <= tracing::Level::INFO {
-                if let Err(e) = store.add_event(run_id, &level.to_string().to_lowercase(), service, &message) {
+                if let Err(e) =
+                    store.add_event(run_id, &level.to_string().to_lowercase(), service, &message)
+                {
                     tracing::warn!("could not record run event: {e}");
                 }
             }
@@ -139,16 +141,29 @@ impl Host {
         crate::redact::scrub_json(&mut v);
         if let serde_json::Value::Object(m) = &mut v {
             m.insert("type".into(), svc.service_type.as_str().into());
-            m.insert("backup_dir".into(), self.backup_dir(&svc.name).display().to_string().into());
-            let retention = svc.retention.clone().unwrap_or_else(|| self.config.global.backup.retention.clone());
-            m.insert("retention".into(), serde_json::to_value(retention).unwrap_or_default());
+            m.insert(
+                "backup_dir".into(),
+                self.backup_dir(&svc.name).display().to_string().into(),
+            );
+            let retention = svc
+                .retention
+                .clone()
+                .unwrap_or_else(|| self.config.global.backup.retention.clone());
+            m.insert(
+                "retention".into(),
+                serde_json::to_value(retention).unwrap_or_default(),
+            );
             let dests: Vec<serde_json::Value> = self
                 .config
                 .global
                 .backup
                 .destinations
                 .iter()
-                .filter(|d| svc.destinations.as_ref().is_none_or(|names| names.contains(&d.name)))
+                .filter(|d| {
+                    svc.destinations
+                        .as_ref()
+                        .is_none_or(|names| names.contains(&d.name))
+                })
                 .map(|d| serde_json::json!({"name": d.name, "path": d.path.display().to_string()}))
                 .collect();
             m.insert("destinations".into(), dests.into());
@@ -163,8 +178,14 @@ impl Host {
         ctx.insert("run_id".into(), Dynamic::from(self.run_id.unwrap_or(-1)));
         ctx.insert("dry_run".into(), self.dry_run.into());
         ctx.insert("hostname".into(), self.hostname.clone().into());
-        ctx.insert("started_at".into(), Dynamic::from(chrono::Utc::now().timestamp()));
-        ctx.insert("backup_root".into(), self.paths.backup_root.display().to_string().into());
+        ctx.insert(
+            "started_at".into(),
+            Dynamic::from(chrono::Utc::now().timestamp()),
+        );
+        ctx.insert(
+            "backup_root".into(),
+            self.paths.backup_root.display().to_string().into(),
+        );
         let svcs: Array = services.iter().map(|s| self.service_map(s)).collect();
         ctx.insert("services".into(), svcs.into());
         ctx
@@ -172,7 +193,8 @@ impl Host {
 
     /// The service the current native call runs for (from the call tag).
     pub fn tag_service(tag: Option<&Dynamic>) -> Option<String> {
-        tag.and_then(|t| t.clone().into_string().ok()).filter(|s| !s.is_empty())
+        tag.and_then(|t| t.clone().into_string().ok())
+            .filter(|s| !s.is_empty())
     }
 
     /// Run one step function for one service in that service's program.
@@ -188,23 +210,53 @@ impl Host {
     ) -> Result<ServiceOutcome, Box<EvalAltResult>> {
         let program = self.program.get().expect("program loaded before run");
         let ast = program.ast_for(service);
-        let options = CallFnOptions::new().with_tag(Dynamic::from(service.to_string())).eval_ast(true);
+        let options = CallFnOptions::new()
+            .with_tag(Dynamic::from(service.to_string()))
+            .eval_ast(true);
         let started = std::time::Instant::now();
-        let res = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), ast, fn_name, (svc, ctx));
+        let res = engine.call_fn_with_options::<Dynamic>(
+            options,
+            &mut Scope::new(),
+            ast,
+            fn_name,
+            (svc, ctx),
+        );
         let outcome = match res {
             Ok(v) => {
-                let skipped = v.read_lock::<Map>().and_then(|m| m.get("skipped").and_then(|s| s.as_bool().ok())).unwrap_or(false);
-                ServiceOutcome { service: service.into(), ok: true, skipped, error: None, result: dynamic_to_json(&v) }
+                let skipped = v
+                    .read_lock::<Map>()
+                    .and_then(|m| m.get("skipped").and_then(|s| s.as_bool().ok()))
+                    .unwrap_or(false);
+                ServiceOutcome {
+                    service: service.into(),
+                    ok: true,
+                    skipped,
+                    error: None,
+                    result: dynamic_to_json(&v),
+                }
             }
             Err(e) if e.is_catchable() && !e.unwrap_inner().is_system_exception() => {
                 let msg = self.describe_error(&e);
-                self.event(tracing::Level::ERROR, Some(service), &format!("failed: {msg}"));
-                ServiceOutcome { service: service.into(), ok: false, skipped: false, error: Some(msg), result: serde_json::Value::Null }
+                self.event(
+                    tracing::Level::ERROR,
+                    Some(service),
+                    &format!("failed: {msg}"),
+                );
+                ServiceOutcome {
+                    service: service.into(),
+                    ok: false,
+                    skipped: false,
+                    error: Some(msg),
+                    result: serde_json::Value::Null,
+                }
             }
             Err(e) => return Err(e),
         };
         tracing::debug!("[{service}] {fn_name} finished in {:?}", started.elapsed());
-        self.outcomes.lock().unwrap_or_else(|e| e.into_inner()).push(outcome.clone());
+        self.outcomes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(outcome.clone());
         Ok(outcome)
     }
 
@@ -241,7 +293,12 @@ impl Host {
         if cur.is_system_exception() {
             // The position was rewritten on the way out; use the last
             // statement the debugger hook saw.
-            let last = self.watch.last.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let last = self
+                .watch
+                .last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
             return (last.source.or(source), last.pos.line(), message);
         }
         (source, cur.position().line(), message)
@@ -282,7 +339,11 @@ pub fn error_message(err: &EvalAltResult) -> String {
 }
 
 /// Run `run(ctx)` of the loaded program and collect the outcome.
-pub fn run_program(host: &Arc<Host>, engine: &Engine, services: &[&ServiceConfig]) -> Result<RunOutcome> {
+pub fn run_program(
+    host: &Arc<Host>,
+    engine: &Engine,
+    services: &[&ServiceConfig],
+) -> Result<RunOutcome> {
     let program = host.program.get().expect("program loaded");
     if !program.has_fn("run", 1) {
         return Err(Error::Script {
@@ -292,21 +353,51 @@ pub fn run_program(host: &Arc<Host>, engine: &Engine, services: &[&ServiceConfig
         });
     }
     let ctx = host.ctx_map(services);
-    let options = CallFnOptions::new().with_tag(Dynamic::from(String::new())).eval_ast(true);
-    let res = engine.call_fn_with_options::<Dynamic>(options, &mut Scope::new(), &program.base, "run", (Dynamic::from_map(ctx),));
-    let outcomes = host.outcomes.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let notifications = host.notifications.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let options = CallFnOptions::new()
+        .with_tag(Dynamic::from(String::new()))
+        .eval_ast(true);
+    let res = engine.call_fn_with_options::<Dynamic>(
+        options,
+        &mut Scope::new(),
+        &program.base,
+        "run",
+        (Dynamic::from_map(ctx),),
+    );
+    let outcomes = host
+        .outcomes
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let notifications = host
+        .notifications
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
     let warnings = host.warnings.load(Ordering::Relaxed);
     match res {
         Ok(v) => {
             let value = dynamic_to_json(&v);
             let script_failed = value.get("ok").and_then(|o| o.as_bool()) == Some(false);
             let ok = !script_failed && outcomes.iter().all(|o| o.ok);
-            Ok(RunOutcome { ok, error: None, services: outcomes, warnings, notifications, value })
+            Ok(RunOutcome {
+                ok,
+                error: None,
+                services: outcomes,
+                warnings,
+                notifications,
+                value,
+            })
         }
         Err(e) => {
             let msg = host.describe_error(&e);
-            Ok(RunOutcome { ok: false, error: Some(msg), services: outcomes, warnings, notifications, value: serde_json::Value::Null })
+            Ok(RunOutcome {
+                ok: false,
+                error: Some(msg),
+                services: outcomes,
+                warnings,
+                notifications,
+                value: serde_json::Value::Null,
+            })
         }
     }
 }

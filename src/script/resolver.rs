@@ -17,7 +17,10 @@ pub struct ModuleResolver {
 
 impl ModuleResolver {
     pub fn new(scripts: Scripts) -> Self {
-        ModuleResolver { scripts, cache: Mutex::new(HashMap::new()) }
+        ModuleResolver {
+            scripts,
+            cache: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -29,18 +32,38 @@ impl rhai::ModuleResolver for ModuleResolver {
         path: &str,
         pos: Position,
     ) -> Result<SharedModule, Box<EvalAltResult>> {
-        if let Some(m) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(path) {
+        if let Some(m) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(path)
+        {
             return Ok(m.clone());
         }
         let src = match self.scripts.lib_module(path) {
             Ok(Some(src)) => src,
-            Ok(None) => return Err(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos).into()),
-            Err(e) => return Err(EvalAltResult::ErrorInModule(path.to_string(), e.to_string().into(), pos).into()),
+            Ok(None) => {
+                return Err(EvalAltResult::ErrorModuleNotFound(path.to_string(), pos).into())
+            }
+            Err(e) => {
+                return Err(EvalAltResult::ErrorInModule(
+                    path.to_string(),
+                    e.to_string().into(),
+                    pos,
+                )
+                .into())
+            }
         };
         let mut ast = engine.compile(&src.code).map_err(|e| {
             Box::new(EvalAltResult::ErrorInModule(
                 path.to_string(),
-                format!("{}:{}: {}", src.label, e.position().line().unwrap_or(0), e.0).into(),
+                format!(
+                    "{}:{}: {}",
+                    src.label,
+                    e.position().line().unwrap_or(0),
+                    e.0
+                )
+                .into(),
                 pos,
             ))
         })?;
@@ -48,7 +71,10 @@ impl rhai::ModuleResolver for ModuleResolver {
         let module = Module::eval_ast_as_new(Scope::new(), &ast, engine)
             .map_err(|e| Box::new(EvalAltResult::ErrorInModule(path.to_string(), e, pos)))?;
         let shared: SharedModule = Arc::new(module);
-        self.cache.lock().unwrap_or_else(|e| e.into_inner()).insert(path.to_string(), shared.clone());
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.to_string(), shared.clone());
         Ok(shared)
     }
 }

@@ -22,12 +22,20 @@ pub struct ScriptSource {
 
 impl ScriptSource {
     fn shipped(dir: &str, rel: &str, code: &str) -> Self {
-        ScriptSource { label: format!("shipped:{dir}/{rel}"), code: code.to_string(), shipped: true }
+        ScriptSource {
+            label: format!("shipped:{dir}/{rel}"),
+            code: code.to_string(),
+            shipped: true,
+        }
     }
 
     fn user(path: &Path) -> Result<Option<Self>> {
         match std::fs::read_to_string(path) {
-            Ok(code) => Ok(Some(ScriptSource { label: path.display().to_string(), code, shipped: false })),
+            Ok(code) => Ok(Some(ScriptSource {
+                label: path.display().to_string(),
+                code,
+                shipped: false,
+            })),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(Error::io(path, e)),
         }
@@ -55,7 +63,12 @@ fn rhai_stems(dir: &Path) -> Vec<String> {
         .map(|rd| {
             rd.filter_map(|e| e.ok())
                 .filter(|e| e.file_type().map(|t| t.is_file()).unwrap_or(false))
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".rhai")).map(String::from))
+                .filter_map(|e| {
+                    e.file_name()
+                        .to_str()
+                        .and_then(|n| n.strip_suffix(".rhai"))
+                        .map(String::from)
+                })
                 .collect()
         })
         .unwrap_or_default();
@@ -65,7 +78,9 @@ fn rhai_stems(dir: &Path) -> Vec<String> {
 
 impl Scripts {
     pub fn new(user_dir: impl Into<PathBuf>) -> Self {
-        Scripts { user_dir: user_dir.into() }
+        Scripts {
+            user_dir: user_dir.into(),
+        }
     }
 
     /// Workflow names, shipped and user-written, sorted.
@@ -100,7 +115,12 @@ impl Scripts {
 
     /// `services/<name>.rhai` from the user dir, if any.
     pub fn service_override(&self, service: &str) -> Result<Option<ScriptSource>> {
-        ScriptSource::user(&self.user_dir.join("services").join(format!("{service}.rhai")))
+        ScriptSource::user(
+            &self
+                .user_dir
+                .join("services")
+                .join(format!("{service}.rhai")),
+        )
     }
 
     /// Service names that have an override file.
@@ -125,8 +145,10 @@ impl Scripts {
 
     /// Library module names, shipped and user-written.
     pub fn lib_names(&self) -> Vec<String> {
-        let mut names: Vec<String> =
-            shipped_stdlib().iter().map(|(n, _)| n.trim_end_matches(".rhai").to_string()).collect();
+        let mut names: Vec<String> = shipped_stdlib()
+            .iter()
+            .map(|(n, _)| n.trim_end_matches(".rhai").to_string())
+            .collect();
         names.extend(rhai_stems(&self.user_dir.join("lib")));
         names.sort();
         names.dedup();
@@ -138,6 +160,8 @@ impl Scripts {
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
         && !name.starts_with('.')
 }

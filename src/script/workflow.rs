@@ -39,12 +39,19 @@ pub fn compile(engine: &Engine, src: &ScriptSource) -> Result<AST> {
 }
 
 fn origins(ast: &AST, label: &str) -> BTreeMap<String, String> {
-    ast.iter_functions().map(|f| (format!("{}/{}", f.name, f.params.len()), label.to_string())).collect()
+    ast.iter_functions()
+        .map(|f| (format!("{}/{}", f.name, f.params.len()), label.to_string()))
+        .collect()
 }
 
 impl Program {
     /// Load workflow `name` and the overrides of `services`.
-    pub fn load(engine: &Engine, scripts: &Scripts, name: &str, services: &[String]) -> Result<Program> {
+    pub fn load(
+        engine: &Engine,
+        scripts: &Scripts,
+        name: &str,
+        services: &[String],
+    ) -> Result<Program> {
         let layers = scripts.workflow_layers(name)?;
         if layers.is_empty() {
             return Err(Error::Usage(format!(
@@ -68,7 +75,13 @@ impl Program {
                 per_service.insert(svc.clone(), base.merge(&ast));
             }
         }
-        Ok(Program { name: name.to_string(), base, base_origins, per_service, service_origins })
+        Ok(Program {
+            name: name.to_string(),
+            base,
+            base_origins,
+            per_service,
+            service_origins,
+        })
     }
 
     /// The AST to run for one service (its override merged in, if any).

@@ -10,21 +10,37 @@ fn quickstart_example_backs_up_and_restores() {
     let t = Test::new();
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     // Copy examples/ so the test never writes into the source tree.
-    let status = std::process::Command::new("cp").arg("-r").arg(repo.join("examples")).arg(t.path("ex")).status().unwrap();
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(repo.join("examples"))
+        .arg(t.path("ex"))
+        .status()
+        .unwrap();
     assert!(status.success());
     let _ = std::fs::remove_dir_all(t.path("ex/quickstart-out"));
     let cfg = t.path("ex/quickstart.yaml");
     let run = |args: &[&str]| {
         let mut c = std::process::Command::new(BIN);
-        c.arg("--config").arg(&cfg).args(args).env("HOME", t.path("home")).env_remove("HOMELAB_AUTOPILOT_CONFIG");
+        c.arg("--config")
+            .arg(&cfg)
+            .args(args)
+            .env("HOME", t.path("home"))
+            .env_remove("HOMELAB_AUTOPILOT_CONFIG");
         Run::from_output(c.output().unwrap())
     };
     let r = run(&["run", "backup"]);
     r.code(0).stdout_has("webapp").stderr_has("pre_backup: ");
     let archives = t.archives("ex/quickstart-out/backups/webapp");
     assert_eq!(archives.len(), 1, "{:?}", archives);
-    let name = archives[0].file_name().unwrap().to_string_lossy().into_owned();
-    assert!(name.starts_with("webapp_") && name.ends_with(".tar.zst"), "{name}");
+    let name = archives[0]
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    assert!(
+        name.starts_with("webapp_") && name.ends_with(".tar.zst"),
+        "{name}"
+    );
     // The sidecar is in sha256sum's own format.
     let ok = std::process::Command::new("sha256sum")
         .arg("-c")
@@ -37,21 +53,39 @@ fn quickstart_example_backs_up_and_restores() {
     assert_eq!(t.archives("ex/quickstart-out/offsite/webapp").len(), 1);
     // The host service archived what exists and warned about /etc/pve.
     r.stderr_has("/etc/pve");
-    assert_eq!(t.archives("ex/quickstart-out/backups/proxmox-host-config").len(), 1);
+    assert_eq!(
+        t.archives("ex/quickstart-out/backups/proxmox-host-config")
+            .len(),
+        1
+    );
 
     let list = run(&["--json", "backups", "list"]);
     list.code(0);
     let doc = list.json();
     assert_eq!(doc["schema_version"], 1);
     let backups = doc["backups"].as_array().unwrap();
-    assert!(backups.iter().any(|b| b["service"] == "webapp" && b["kind"] == "archive" && b["verified_at"].is_i64()));
+    assert!(backups
+        .iter()
+        .any(|b| b["service"] == "webapp" && b["kind"] == "archive" && b["verified_at"].is_i64()));
 
     run(&["backups", "verify"]).code(0).stdout_has("ok");
     let target = t.path("restored");
-    run(&["restore", archives[0].to_str().unwrap(), "--to", target.to_str().unwrap()]).code(0);
+    run(&[
+        "restore",
+        archives[0].to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ])
+    .code(0);
     let restored_root = target.join(t.path("ex/data/webapp").strip_prefix("/").unwrap());
-    assert_eq!(std::fs::read_to_string(restored_root.join("conf/app.ini")).unwrap(), std::fs::read_to_string(t.path("ex/data/webapp/conf/app.ini")).unwrap());
-    assert!(!restored_root.join("cache.tmp").exists(), "exclude pattern ignored");
+    assert_eq!(
+        std::fs::read_to_string(restored_root.join("conf/app.ini")).unwrap(),
+        std::fs::read_to_string(t.path("ex/data/webapp/conf/app.ini")).unwrap()
+    );
+    assert!(
+        !restored_root.join("cache.tmp").exists(),
+        "exclude pattern ignored"
+    );
     run(&["status"]).code(0).stdout_has("webapp");
 }
 
@@ -91,18 +125,26 @@ fn import_rebuilds_a_lost_catalog() {
 fn retention_keeps_newest_and_dry_run_lists_what_it_would_delete() {
     let t = Test::new();
     t.data("data/web");
-    t.config(&basic_config("    keep_last: 2\n    retention_days: 0\n", ""));
+    t.config(&basic_config(
+        "    keep_last: 2\n    retention_days: 0\n",
+        "",
+    ));
     for _ in 0..3 {
         t.run(&["run", "backup"]).code(0);
         std::thread::sleep(Duration::from_millis(1100)); // distinct second stamps
     }
     assert_eq!(t.archives("backups/web").len(), 2);
     // A policy that would drop one more: the dry run names it, deletes nothing.
-    t.config(&basic_config("    keep_last: 1\n    retention_days: 0\n", ""));
+    t.config(&basic_config(
+        "    keep_last: 1\n    retention_days: 0\n",
+        "",
+    ));
     let before = snapshot(t.root.path());
     let oldest = t.archives("backups/web").remove(0);
     let r = t.run(&["run", "backup", "--dry-run"]);
-    r.code(0).stderr_has("would create archive").stderr_has(&format!("retention would delete {}", oldest.display()));
+    r.code(0)
+        .stderr_has("would create archive")
+        .stderr_has(&format!("retention would delete {}", oldest.display()));
     assert_eq!(before, snapshot(t.root.path()), "a dry run changed files");
 }
 
@@ -112,7 +154,9 @@ fn dry_run_on_a_fresh_root_creates_nothing() {
     t.data("data/web");
     t.config(&basic_config("", ""));
     let before = snapshot(t.root.path());
-    t.run(&["run", "backup", "--dry-run"]).code(0).stderr_has("[dry-run] would create archive");
+    t.run(&["run", "backup", "--dry-run"])
+        .code(0)
+        .stderr_has("[dry-run] would create archive");
     assert_eq!(before, snapshot(t.root.path()));
 }
 
@@ -124,8 +168,14 @@ fn overlapping_runs_exit_75_naming_the_holder() {
     let mut first = t.command(&["run", "slow"]).spawn().unwrap();
     let lock = t.path("state/locks/slow.lock");
     let start = Instant::now();
-    while std::fs::read_to_string(&lock).map(|s| s.is_empty()).unwrap_or(true) {
-        assert!(start.elapsed() < Duration::from_secs(20), "lock never taken");
+    while std::fs::read_to_string(&lock)
+        .map(|s| s.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "lock never taken"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let r = t.run(&["run", "slow"]);
@@ -151,29 +201,47 @@ fn sigkill_during_a_large_archive_leaves_no_visible_partial_backup() {
         }
         std::fs::write(data.join(format!("blob{i}")), buf).unwrap();
     }
-    t.config(&basic_config("    compression_level: 19\n    threads: 1\n", ""));
+    t.config(&basic_config(
+        "    compression_level: 19\n    threads: 1\n",
+        "",
+    ));
     let mut child = t.command(&["run", "backup"]).spawn().unwrap();
     let start = Instant::now();
     let tmp_seen = || {
         let mut seen = false;
-        walk(&t.path("backups"), &mut |p| seen |= p.file_name().unwrap().to_string_lossy().contains(".tmp-"));
+        walk(&t.path("backups"), &mut |p| {
+            seen |= p.file_name().unwrap().to_string_lossy().contains(".tmp-")
+        });
         seen
     };
     while !tmp_seen() {
-        assert!(start.elapsed() < Duration::from_secs(60), "no temp archive appeared");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no temp archive appeared"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(300));
     unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
     child.wait().unwrap();
-    assert!(t.archives("backups").is_empty(), "a final-named archive is visible after SIGKILL");
+    assert!(
+        t.archives("backups").is_empty(),
+        "a final-named archive is visible after SIGKILL"
+    );
     let doc = t.run(&["--json", "backups", "list"]).json();
-    assert!(doc["backups"].as_array().unwrap().is_empty(), "catalog row for an incomplete artifact");
+    assert!(
+        doc["backups"].as_array().unwrap().is_empty(),
+        "catalog row for an incomplete artifact"
+    );
     // The next run succeeds and clears the debris.
     t.config(&basic_config("    compression_level: 1\n", ""));
     t.run(&["run", "backup"]).code(0);
     assert_eq!(t.archives("backups").len(), 1);
     assert!(!tmp_seen(), "temp debris left behind");
     let runs = t.run(&["--json", "status"]).json();
-    assert!(runs["runs"].as_array().unwrap().iter().any(|r| r["status"] == "success"));
+    assert!(runs["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["status"] == "success"));
 }

@@ -27,30 +27,45 @@ impl Run {
 
     #[track_caller]
     pub fn code(&self, want: i32) -> &Self {
-        assert_eq!(self.code, want, "exit code\n--- stdout\n{}\n--- stderr\n{}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, want,
+            "exit code\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout, self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn stderr_has(&self, s: &str) -> &Self {
-        assert!(self.stderr.contains(s), "stderr lacks {s:?}\n--- stderr\n{}", self.stderr);
+        assert!(
+            self.stderr.contains(s),
+            "stderr lacks {s:?}\n--- stderr\n{}",
+            self.stderr
+        );
         self
     }
 
     #[track_caller]
     pub fn stdout_has(&self, s: &str) -> &Self {
-        assert!(self.stdout.contains(s), "stdout lacks {s:?}\n--- stdout\n{}", self.stdout);
+        assert!(
+            self.stdout.contains(s),
+            "stdout lacks {s:?}\n--- stdout\n{}",
+            self.stdout
+        );
         self
     }
 
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{}", self.stdout))
     }
 }
 
 impl Test {
     pub fn new() -> Test {
-        Test { root: tempfile::tempdir().expect("tempdir") }
+        Test {
+            root: tempfile::tempdir().expect("tempdir"),
+        }
     }
 
     pub fn path(&self, rel: &str) -> PathBuf {
@@ -145,9 +160,23 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
     let mut out = Vec::new();
     walk(dir, &mut |p| {
         let m = p.symlink_metadata().unwrap();
-        let hash = if m.is_file() { format!("{:x}", sha2::Sha256::digest(std::fs::read(p).unwrap_or_default())) } else { String::new() };
+        let hash = if m.is_file() {
+            format!(
+                "{:x}",
+                sha2::Sha256::digest(std::fs::read(p).unwrap_or_default())
+            )
+        } else {
+            String::new()
+        };
         let mtime = if m.is_dir() { 0 } else { m.mtime() };
-        out.push(format!("{} {:o} {} {} {}", p.display(), m.mode(), m.len(), mtime, hash));
+        out.push(format!(
+            "{} {:o} {} {} {}",
+            p.display(),
+            m.mode(),
+            m.len(),
+            mtime,
+            hash
+        ));
     });
     out.sort();
     out

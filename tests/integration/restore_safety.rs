@@ -50,14 +50,22 @@ fn hostile(dir: &Path, name: &str, entries: &[E]) -> PathBuf {
                 b.append(&h, std::io::empty()).unwrap();
             }
             E::Symlink(p, target) | E::Hardlink(p, target) => {
-                let kind = if matches!(e, E::Symlink(..)) { tar::EntryType::Symlink } else { tar::EntryType::Link };
+                let kind = if matches!(e, E::Symlink(..)) {
+                    tar::EntryType::Symlink
+                } else {
+                    tar::EntryType::Link
+                };
                 let mut h = header(p, kind, 0, 0o777);
                 h.as_old_mut().linkname[..target.len()].copy_from_slice(target.as_bytes());
                 h.set_cksum();
                 b.append(&h, std::io::empty()).unwrap();
             }
             E::Char(p) | E::Fifo(p) => {
-                let kind = if matches!(e, E::Char(_)) { tar::EntryType::Char } else { tar::EntryType::Fifo };
+                let kind = if matches!(e, E::Char(_)) {
+                    tar::EntryType::Char
+                } else {
+                    tar::EntryType::Fifo
+                };
                 let mut h = header(p, kind, 0, 0o644);
                 h.set_cksum();
                 b.append(&h, std::io::empty()).unwrap();
@@ -90,15 +98,31 @@ fn refused(entries: &[E]) {
     let a = hostile(&t.path("in"), "evil.tar.zst", entries);
     let before = snapshot(t.root.path());
     let target = t.path("work/target");
-    let r = t.run(&["restore", a.to_str().unwrap(), "--to", target.to_str().unwrap()]);
+    let r = t.run(&[
+        "restore",
+        a.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ]);
     r.code(65);
-    assert_eq!(before, snapshot(t.root.path()), "something was written:\n{}", r.stderr);
-    assert!(std::fs::metadata("/tmp/hla-escape").is_err(), "escaped to /tmp");
+    assert_eq!(
+        before,
+        snapshot(t.root.path()),
+        "something was written:\n{}",
+        r.stderr
+    );
+    assert!(
+        std::fs::metadata("/tmp/hla-escape").is_err(),
+        "escaped to /tmp"
+    );
 }
 
 #[test]
 fn dotdot_path_is_refused() {
-    refused(&[E::File("ok.txt", b"fine", 0o644), E::File("../escape.txt", b"x", 0o644)]);
+    refused(&[
+        E::File("ok.txt", b"fine", 0o644),
+        E::File("../escape.txt", b"x", 0o644),
+    ]);
 }
 
 #[test]
@@ -108,13 +132,20 @@ fn absolute_path_is_refused() {
 
 #[test]
 fn escaping_symlinks_are_refused() {
-    refused(&[E::Symlink("l", "/tmp"), E::File("l/hla-escape", b"x", 0o644)]);
+    refused(&[
+        E::Symlink("l", "/tmp"),
+        E::File("l/hla-escape", b"x", 0o644),
+    ]);
     refused(&[E::Dir("d"), E::Symlink("d/up", "../../..")]);
 }
 
 #[test]
 fn symlink_then_write_through_it_is_refused() {
-    refused(&[E::Symlink("l", "."), E::File("l/x", b"x", 0o644), E::File("l/x", b"y", 0o644)]);
+    refused(&[
+        E::Symlink("l", "."),
+        E::File("l/x", b"x", 0o644),
+        E::File("l/x", b"y", 0o644),
+    ]);
 }
 
 #[test]
@@ -143,10 +174,23 @@ fn decompression_bomb_is_refused() {
 fn setuid_bits_do_not_come_back() {
     let t = Test::new();
     std::fs::create_dir_all(t.path("in")).unwrap();
-    let a = hostile(&t.path("in"), "suid.tar.zst", &[E::File("bin/tool", b"#!/bin/sh\n", 0o4755)]);
+    let a = hostile(
+        &t.path("in"),
+        "suid.tar.zst",
+        &[E::File("bin/tool", b"#!/bin/sh\n", 0o4755)],
+    );
     let target = t.path("target");
-    t.run(&["restore", a.to_str().unwrap(), "--to", target.to_str().unwrap()]).code(0);
-    let mode = std::fs::metadata(target.join("bin/tool")).unwrap().permissions().mode();
+    t.run(&[
+        "restore",
+        a.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ])
+    .code(0);
+    let mode = std::fs::metadata(target.join("bin/tool"))
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o7777, 0o755);
 }
 
@@ -156,7 +200,15 @@ fn restore_into_a_non_empty_directory_is_refused() {
     std::fs::create_dir_all(t.path("in")).unwrap();
     let a = hostile(&t.path("in"), "ok.tar.zst", &[E::File("f", b"x", 0o644)]);
     t.write("target/existing", "keep me");
-    let r = t.run(&["restore", a.to_str().unwrap(), "--to", t.path("target").to_str().unwrap()]);
+    let r = t.run(&[
+        "restore",
+        a.to_str().unwrap(),
+        "--to",
+        t.path("target").to_str().unwrap(),
+    ]);
     assert_ne!(r.code, 0);
-    assert_eq!(std::fs::read_to_string(t.path("target/existing")).unwrap(), "keep me");
+    assert_eq!(
+        std::fs::read_to_string(t.path("target/existing")).unwrap(),
+        "keep me"
+    );
 }

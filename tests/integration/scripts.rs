@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 fn shipped_scripts_compile_under_the_production_engine() {
     let t = Test::new();
     t.config(&basic_config("", ""));
-    t.run(&["scripts", "check"]).code(0).stdout_has("compiled without errors");
+    t.run(&["scripts", "check"])
+        .code(0)
+        .stdout_has("compiled without errors");
 }
 
 #[test]
@@ -34,28 +36,49 @@ fn a_service_override_changes_one_step_for_that_service_only() {
     let t = Test::new();
     t.data("data/web");
     t.data("data/db");
-    t.config(&basic_config("", "  - name: db\n    type: generic\n    backup_paths: [{root}/data/db]\n"));
-    t.script("services/db.rhai", "fn pre_backup(svc, ctx) {\n    log::info(`custom pre_backup for ${svc.name}`);\n}\n");
+    t.config(&basic_config(
+        "",
+        "  - name: db\n    type: generic\n    backup_paths: [{root}/data/db]\n",
+    ));
+    t.script(
+        "services/db.rhai",
+        "fn pre_backup(svc, ctx) {\n    log::info(`custom pre_backup for ${svc.name}`);\n}\n",
+    );
     let r = t.run(&["run", "backup"]);
     r.code(0).stderr_has("[db] custom pre_backup for db");
     assert!(!r.stderr.contains("custom pre_backup for web"));
     assert_eq!(t.archives("backups").len(), 2);
     let list = t.run(&["scripts", "list"]);
-    list.code(0).stdout_has("pre_backup/2").stdout_has("(service db only)");
+    list.code(0)
+        .stdout_has("pre_backup/2")
+        .stdout_has("(service db only)");
 }
 
 #[test]
 fn a_failing_service_does_not_stop_the_others() {
     let t = Test::new();
     t.data("data/web");
-    t.config(&basic_config("", "  - name: broken\n    type: generic\n    backup_paths: [{root}/data/web]\n"));
-    t.script("services/broken.rhai", "fn pre_backup(svc, ctx) {\n    throw \"database dump failed\";\n}\n");
+    t.config(&basic_config(
+        "",
+        "  - name: broken\n    type: generic\n    backup_paths: [{root}/data/web]\n",
+    ));
+    t.script(
+        "services/broken.rhai",
+        "fn pre_backup(svc, ctx) {\n    throw \"database dump failed\";\n}\n",
+    );
     let r = t.run(&["--json", "run", "backup"]);
     r.code(1);
     let doc = r.json();
     let svcs = doc["services"].as_array().unwrap();
-    assert!(svcs.iter().any(|s| s["service"] == "web" && s["ok"] == true));
-    assert!(svcs.iter().any(|s| s["service"] == "broken" && s["ok"] == false && s["error"].as_str().unwrap().contains("database dump failed")));
+    assert!(svcs
+        .iter()
+        .any(|s| s["service"] == "web" && s["ok"] == true));
+    assert!(svcs.iter().any(|s| s["service"] == "broken"
+        && s["ok"] == false
+        && s["error"]
+            .as_str()
+            .unwrap()
+            .contains("database dump failed")));
     assert_eq!(doc["notifications"][0]["event"], "backup_failed");
 }
 
@@ -64,10 +87,17 @@ fn a_syntax_error_in_an_override_names_file_and_line() {
     let t = Test::new();
     t.data("data/web");
     t.config(&basic_config("", ""));
-    t.script("services/web.rhai", "fn pre_backup(svc, ctx) {\n    let x = ;\n}\n");
+    t.script(
+        "services/web.rhai",
+        "fn pre_backup(svc, ctx) {\n    let x = ;\n}\n",
+    );
     let file = t.path("scripts/services/web.rhai").display().to_string();
-    t.run(&["scripts", "check"]).code(78).stderr_has(&format!("{file}:2:"));
-    t.run(&["run", "backup"]).code(78).stderr_has(&format!("{file}:2:"));
+    t.run(&["scripts", "check"])
+        .code(78)
+        .stderr_has(&format!("{file}:2:"));
+    t.run(&["run", "backup"])
+        .code(78)
+        .stderr_has(&format!("{file}:2:"));
 }
 
 #[test]
@@ -75,8 +105,13 @@ fn user_workflows_run_by_name_and_unknown_ones_are_usage_errors() {
     let t = Test::new();
     t.config(&basic_config("", ""));
     t.script("hello.rhai", "fn run(ctx) {\n    state::set(\"hello\", ctx.services.len());\n    log::info(\"hello from a user workflow\");\n}\n");
-    t.run(&["run", "hello"]).code(0).stderr_has("hello from a user workflow");
-    t.run(&["workflows", "list"]).code(0).stdout_has("hello").stdout_has("backup");
+    t.run(&["run", "hello"])
+        .code(0)
+        .stderr_has("hello from a user workflow");
+    t.run(&["workflows", "list"])
+        .code(0)
+        .stdout_has("hello")
+        .stdout_has("backup");
     t.run(&["run", "nope"]).code(2);
 }
 

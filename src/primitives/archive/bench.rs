@@ -24,7 +24,10 @@ fn reset_hwm() {
 }
 
 fn env_or<T: std::str::FromStr>(k: &str, d: T) -> T {
-    std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d)
+    std::env::var(k)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(d)
 }
 
 #[test]
@@ -53,7 +56,12 @@ fn bench_create_and_verify() {
         level,
         threads,
         exclude: &[],
-        meta: ManifestMeta { service: "bench".into(), kind: "archive".into(), created_at: 0, hostname: "bench".into() },
+        meta: ManifestMeta {
+            service: "bench".into(),
+            kind: "archive".into(),
+            created_at: 0,
+            hostname: "bench".into(),
+        },
         cancel: None,
     })
     .expect("create");

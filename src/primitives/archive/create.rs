@@ -91,7 +91,10 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
     let mut roots: Vec<PathBuf> = Vec::new();
     for s in req.sources {
         if !s.is_absolute() {
-            return Err(Error::Usage(format!("backup source {} is not an absolute path", s.display())));
+            return Err(Error::Usage(format!(
+                "backup source {} is not an absolute path",
+                s.display()
+            )));
         }
         let n = normalize_abs(s);
         if !roots.contains(&n) {
@@ -126,10 +129,16 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
     let (file, mut guard) = fsutil::create_temp(dest, OsStr::new(fname))?;
     let tmp = guard.path.clone();
     let ioe = |e: io::Error| Error::io(&tmp, e);
-    let sink = HashCount { inner: BufWriter::with_capacity(BUF_SIZE, file), hasher: Sha256::new(), count: 0 };
+    let sink = HashCount {
+        inner: BufWriter::with_capacity(BUF_SIZE, file),
+        hasher: Sha256::new(),
+        count: 0,
+    };
     let mut enc = zstd::stream::write::Encoder::new(sink, req.level).map_err(ioe)?;
     let threads = match req.threads {
-        0 => std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(1),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get() as u32)
+            .unwrap_or(1),
         n => n,
     };
     enc.multithread(threads).map_err(ioe)?;
@@ -153,10 +162,20 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
     }
     // End of archive: two zero blocks.
     w.out.write_all(&[0u8; 2 * BLOCK as usize]).map_err(ioe)?;
-    let Walker { out, warnings, entries, bytes_in, .. } = w;
+    let Walker {
+        out,
+        warnings,
+        entries,
+        bytes_in,
+        ..
+    } = w;
     let enc = out.into_inner().map_err(|e| ioe(e.into_error()))?;
     let sink = enc.finish().map_err(ioe)?;
-    let HashCount { inner, hasher, count: size } = sink;
+    let HashCount {
+        inner,
+        hasher,
+        count: size,
+    } = sink;
     let file = inner.into_inner().map_err(|e| ioe(e.into_error()))?;
     file.sync_all().map_err(ioe)?;
     drop(file);
@@ -170,7 +189,11 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         created_at: req.meta.created_at,
         hostname: req.meta.hostname.clone(),
         file_name: fname.to_string(),
-        sources: req.sources.iter().map(|p| p.to_string_lossy().into_owned()).collect(),
+        sources: req
+            .sources
+            .iter()
+            .map(|p| p.to_string_lossy().into_owned())
+            .collect(),
         entries,
         bytes_in,
         size,
@@ -179,13 +202,27 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         level: req.level,
     };
     publish(dest, fname, &mut guard, &manifest)?;
-    Ok(ArchiveInfo { path: final_path, size, sha256, entries, bytes_in, warnings, manifest })
+    Ok(ArchiveInfo {
+        path: final_path,
+        size,
+        sha256,
+        entries,
+        bytes_in,
+        warnings,
+        manifest,
+    })
 }
 
 /// Steps 2 and 3 of the publication order (module docs). Used by `copy_to`
 /// too, with the manifest bytes given.
-pub(super) fn publish(dest: &Path, fname: &str, archive_tmp: &mut TempGuard, manifest: &Manifest) -> Result<()> {
-    let mut json = serde_json::to_vec_pretty(manifest).map_err(|e| Error::Other(format!("manifest: {e}")))?;
+pub(super) fn publish(
+    dest: &Path,
+    fname: &str,
+    archive_tmp: &mut TempGuard,
+    manifest: &Manifest,
+) -> Result<()> {
+    let mut json =
+        serde_json::to_vec_pretty(manifest).map_err(|e| Error::Other(format!("manifest: {e}")))?;
     json.push(b'\n');
     let sidecar = format!("{}  {}\n", manifest.sha256, fname);
     publish_with(dest, fname, archive_tmp, &json, sidecar.as_bytes())
@@ -200,8 +237,16 @@ pub(super) fn publish_with(
 ) -> Result<()> {
     let final_path = dest.join(fname);
     let (sha_path, man_path) = super::sidecar_paths(&final_path);
-    let mut man_tmp = fsutil::stage_bytes(dest, man_path.file_name().unwrap_or_default(), manifest_bytes)?;
-    let mut sha_tmp = fsutil::stage_bytes(dest, sha_path.file_name().unwrap_or_default(), sidecar_bytes)?;
+    let mut man_tmp = fsutil::stage_bytes(
+        dest,
+        man_path.file_name().unwrap_or_default(),
+        manifest_bytes,
+    )?;
+    let mut sha_tmp = fsutil::stage_bytes(
+        dest,
+        sha_path.file_name().unwrap_or_default(),
+        sidecar_bytes,
+    )?;
     if fs::symlink_metadata(&final_path).is_ok() {
         return Err(Error::io(
             &final_path,
@@ -211,7 +256,8 @@ pub(super) fn publish_with(
     fsutil::publish(&mut man_tmp, &man_path)?;
     fsutil::publish(&mut sha_tmp, &sha_path)?;
     fsutil::fsync_dir(dest)?;
-    fsutil::rename_noreplace(&archive_tmp.path, &final_path).map_err(|e| Error::io(&final_path, e))?;
+    fsutil::rename_noreplace(&archive_tmp.path, &final_path)
+        .map_err(|e| Error::io(&final_path, e))?;
     archive_tmp.keep();
     fsutil::fsync_dir(dest)
 }
@@ -232,9 +278,15 @@ impl NameCache {
                     // SAFETY: buffers sized by the caller; result checked.
                     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
                     let mut res: *mut libc::passwd = std::ptr::null_mut();
-                    let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
+                    let rc = unsafe {
+                        libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res)
+                    };
                     if rc == 0 && !res.is_null() {
-                        *out = Some(unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }.to_string_lossy().into_owned());
+                        *out = Some(
+                            unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
+                                .to_string_lossy()
+                                .into_owned(),
+                        );
                     }
                     rc
                 })
@@ -250,9 +302,15 @@ impl NameCache {
                     // SAFETY: as above.
                     let mut gr: libc::group = unsafe { std::mem::zeroed() };
                     let mut res: *mut libc::group = std::ptr::null_mut();
-                    let rc = unsafe { libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut res) };
+                    let rc = unsafe {
+                        libc::getgrgid_r(gid, &mut gr, buf.as_mut_ptr(), buf.len(), &mut res)
+                    };
                     if rc == 0 && !res.is_null() {
-                        *out = Some(unsafe { std::ffi::CStr::from_ptr(gr.gr_name) }.to_string_lossy().into_owned());
+                        *out = Some(
+                            unsafe { std::ffi::CStr::from_ptr(gr.gr_name) }
+                                .to_string_lossy()
+                                .into_owned(),
+                        );
                     }
                     rc
                 })
@@ -261,7 +319,9 @@ impl NameCache {
     }
 }
 
-fn lookup(mut f: impl FnMut(&mut Vec<libc::c_char>, &mut Option<String>) -> libc::c_int) -> Option<String> {
+fn lookup(
+    mut f: impl FnMut(&mut Vec<libc::c_char>, &mut Option<String>) -> libc::c_int,
+) -> Option<String> {
     let mut size = 1024;
     while size <= 1 << 20 {
         let mut buf = vec![0 as libc::c_char; size];
@@ -323,7 +383,10 @@ impl Walker<'_> {
         let meta = match fs::metadata(root) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(format!("{}: source does not exist, skipped", root.display()));
+                self.warn(format!(
+                    "{}: source does not exist, skipped",
+                    root.display()
+                ));
                 return Ok(());
             }
             Err(e) => return Err(Error::io(root, e)),
@@ -349,7 +412,11 @@ impl Walker<'_> {
             }
             if !self.excludes.is_empty() {
                 let abs = path.as_os_str().as_bytes();
-                let rel = if root_len == 1 { &abs[1..] } else { &abs[root_len + 1..] };
+                let rel = if root_len == 1 {
+                    &abs[1..]
+                } else {
+                    &abs[root_len + 1..]
+                };
                 if self.excludes.is_excluded(rel, name.as_bytes(), abs) {
                     continue;
                 }
@@ -357,7 +424,10 @@ impl Walker<'_> {
             let meta = match fs::symlink_metadata(&path) {
                 Ok(m) => m,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(format!("{}: file removed before we read it", path.display()));
+                    self.warn(format!(
+                        "{}: file removed before we read it",
+                        path.display()
+                    ));
                     continue;
                 }
                 Err(e) => return Err(Error::io(&path, e)),
@@ -375,7 +445,10 @@ impl Walker<'_> {
         let rd = match fs::read_dir(dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(format!("{}: directory removed before we read it", dir.display()));
+                self.warn(format!(
+                    "{}: directory removed before we read it",
+                    dir.display()
+                ));
                 return Ok(None);
             }
             Err(e) => return Err(Error::io(dir, e)),
@@ -404,12 +477,20 @@ impl Walker<'_> {
             let target = match fs::read_link(path) {
                 Ok(t) => t,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    self.warn(format!("{}: file removed before we read it", path.display()));
+                    self.warn(format!(
+                        "{}: file removed before we read it",
+                        path.display()
+                    ));
                     return Ok(false);
                 }
                 Err(e) => return Err(Error::io(path, e)),
             };
-            self.header(arch, meta, 0, Kind::Symlink(target.into_os_string().into_vec()))?;
+            self.header(
+                arch,
+                meta,
+                0,
+                Kind::Symlink(target.into_os_string().into_vec()),
+            )?;
             return Ok(true);
         }
         if ft.is_socket() {
@@ -438,18 +519,27 @@ impl Walker<'_> {
         let mut f = match OpenOptions::new().read(true).custom_flags(flags).open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.warn(format!("{}: file removed before we read it", path.display()));
+                self.warn(format!(
+                    "{}: file removed before we read it",
+                    path.display()
+                ));
                 return Ok(());
             }
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                self.warn(format!("{}: file changed type as we read it, skipped", path.display()));
+                self.warn(format!(
+                    "{}: file changed type as we read it, skipped",
+                    path.display()
+                ));
                 return Ok(());
             }
             Err(e) => return Err(Error::io(path, e)),
         };
         let meta = f.metadata().map_err(|e| Error::io(path, e))?;
         if !meta.is_file() {
-            self.warn(format!("{}: file changed type as we read it, skipped", path.display()));
+            self.warn(format!(
+                "{}: file changed type as we read it, skipped",
+                path.display()
+            ));
             return Ok(());
         }
         if meta.nlink() > 1 {
@@ -557,7 +647,9 @@ impl Walker<'_> {
             if n == 0 {
                 break;
             }
-            self.out.write_all(&self.buf[..n]).map_err(|e| Error::io(self.tmp, e))?;
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(|e| Error::io(self.tmp, e))?;
             remaining -= n as u64;
         }
         let mut changed = false;
@@ -578,7 +670,10 @@ impl Walker<'_> {
         self.bytes_in += size;
         if !changed {
             if let Ok(after) = f.metadata() {
-                if after.len() != size || after.mtime() != before.mtime() || after.mtime_nsec() != before.mtime_nsec() {
+                if after.len() != size
+                    || after.mtime() != before.mtime()
+                    || after.mtime_nsec() != before.mtime_nsec()
+                {
                     self.warn(format!("{}: file changed as we read it", display()));
                 }
             }

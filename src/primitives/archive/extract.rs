@@ -73,7 +73,12 @@ fn components<'p>(archive: &Path, p: &'p [u8]) -> Result<Vec<&'p [u8]>> {
     for c in p.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}
-            b".." => return Err(bad(archive, format!("path with '..' refused: {}", lossy(p)))),
+            b".." => {
+                return Err(bad(
+                    archive,
+                    format!("path with '..' refused: {}", lossy(p)),
+                ))
+            }
             c => out.push(c),
         }
     }
@@ -111,7 +116,15 @@ impl Extractor<'_> {
             }
             match DirBuilder::new().mode(0o700).create(self.root.join(&cur)) {
                 Ok(()) => {
-                    self.dirs.insert(cur.clone(), DirState { explicit: false, mode: 0o755, mtime: None, owner: None });
+                    self.dirs.insert(
+                        cur.clone(),
+                        DirState {
+                            explicit: false,
+                            mode: 0o755,
+                            mtime: None,
+                            owner: None,
+                        },
+                    );
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                     return Err(self.bad(format!(
@@ -141,11 +154,21 @@ impl Extractor<'_> {
         }
         let rel = join(&comps);
         let h = l.header;
-        let mode = h.mode().map_err(|e| self.bad(format!("{}: mode: {e}", rel.display())))? & 0o777;
-        let mtime = h.mtime().map_err(|e| self.bad(format!("{}: mtime: {e}", rel.display())))? as i64;
+        let mode = h
+            .mode()
+            .map_err(|e| self.bad(format!("{}: mode: {e}", rel.display())))?
+            & 0o777;
+        let mtime = h
+            .mtime()
+            .map_err(|e| self.bad(format!("{}: mtime: {e}", rel.display())))?
+            as i64;
         let owner = if self.as_root {
-            let uid = h.uid().map_err(|e| self.bad(format!("{}: uid: {e}", rel.display())))?;
-            let gid = h.gid().map_err(|e| self.bad(format!("{}: gid: {e}", rel.display())))?;
+            let uid = h
+                .uid()
+                .map_err(|e| self.bad(format!("{}: uid: {e}", rel.display())))?;
+            let gid = h
+                .gid()
+                .map_err(|e| self.bad(format!("{}: gid: {e}", rel.display())))?;
             Some((uid as u32, gid as u32))
         } else {
             None
@@ -157,7 +180,12 @@ impl Extractor<'_> {
                     if st.explicit {
                         return Err(self.bad(format!("duplicate path: {}", rel.display())));
                     }
-                    *st = DirState { explicit: true, mode, mtime: Some(mtime), owner };
+                    *st = DirState {
+                        explicit: true,
+                        mode,
+                        mtime: Some(mtime),
+                        owner,
+                    };
                     return Ok(());
                 }
                 self.parents(parent)?;
@@ -168,7 +196,15 @@ impl Extractor<'_> {
                     }
                     Err(e) => return Err(self.ioe(&rel, e)),
                 }
-                self.dirs.insert(rel, DirState { explicit: true, mode, mtime: Some(mtime), owner });
+                self.dirs.insert(
+                    rel,
+                    DirState {
+                        explicit: true,
+                        mode,
+                        mtime: Some(mtime),
+                        owner,
+                    },
+                );
                 Ok(())
             }
             b'0' | 0 | b'7' => {
@@ -182,7 +218,9 @@ impl Extractor<'_> {
                 self.file(data, &rel, l.size, mode, mtime, owner)
             }
             b'2' => {
-                let target = l.link.filter(|t| !t.is_empty()).ok_or_else(|| self.bad(format!("symlink without a target: {}", rel.display())))?;
+                let target = l.link.filter(|t| !t.is_empty()).ok_or_else(|| {
+                    self.bad(format!("symlink without a target: {}", rel.display()))
+                })?;
                 self.check_symlink(&rel, parent.len(), target)?;
                 self.parents(parent)?;
                 let full = self.root.join(&rel);
@@ -194,16 +232,30 @@ impl Extractor<'_> {
                     Err(e) => return Err(self.ioe(&rel, e)),
                 }
                 if let Some((uid, gid)) = owner {
-                    std::os::unix::fs::lchown(&full, Some(uid), Some(gid)).map_err(|e| self.ioe(&rel, e))?;
+                    std::os::unix::fs::lchown(&full, Some(uid), Some(gid))
+                        .map_err(|e| self.ioe(&rel, e))?;
                 }
                 fsutil::set_mtime_nofollow(&full, mtime).map_err(|e| self.ioe(&rel, e))?;
                 Ok(())
             }
             b'1' => {
-                let target = l.link.ok_or_else(|| self.bad(format!("hardlink without a target: {}", rel.display())))?;
-                let tcomps = components(self.archive, target)
-                    .map_err(|_| self.bad(format!("hardlink {} to {} refused: outside the archive", rel.display(), lossy(target))))?;
-                let not_file = || self.bad(format!("hardlink {} to {} refused: not an extracted regular file", rel.display(), lossy(target)));
+                let target = l.link.ok_or_else(|| {
+                    self.bad(format!("hardlink without a target: {}", rel.display()))
+                })?;
+                let tcomps = components(self.archive, target).map_err(|_| {
+                    self.bad(format!(
+                        "hardlink {} to {} refused: outside the archive",
+                        rel.display(),
+                        lossy(target)
+                    ))
+                })?;
+                let not_file = || {
+                    self.bad(format!(
+                        "hardlink {} to {} refused: not an extracted regular file",
+                        rel.display(),
+                        lossy(target)
+                    ))
+                };
                 if tcomps.is_empty() {
                     return Err(not_file());
                 }
@@ -231,14 +283,25 @@ impl Extractor<'_> {
             b'3' => Err(self.bad(format!("character device refused: {}", rel.display()))),
             b'4' => Err(self.bad(format!("block device refused: {}", rel.display()))),
             b'6' => Err(self.bad(format!("fifo refused: {}", rel.display()))),
-            b'S' => Err(self.bad(format!("GNU sparse entries are not supported: {}", rel.display()))),
-            t => Err(self.bad(format!("unsupported entry type {:?}: {}", t as char, rel.display()))),
+            b'S' => Err(self.bad(format!(
+                "GNU sparse entries are not supported: {}",
+                rel.display()
+            ))),
+            t => Err(self.bad(format!(
+                "unsupported entry type {:?}: {}",
+                t as char,
+                rel.display()
+            ))),
         }
     }
 
     fn check_symlink(&self, rel: &Path, depth: usize, target: &[u8]) -> Result<()> {
         let refuse = |why: &str| {
-            self.bad(format!("symlink {} -> {} refused: {why}", rel.display(), lossy(target)))
+            self.bad(format!(
+                "symlink {} -> {} refused: {why}",
+                rel.display(),
+                lossy(target)
+            ))
         };
         if target.first() == Some(&b'/') {
             return Err(refuse("absolute target"));
@@ -295,15 +358,18 @@ impl Extractor<'_> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(self.bad(format!("{}: {e}", rel.display()))),
             };
-            f.write_all(&self.buf[..n]).map_err(|e| Error::io(&full, e))?;
+            f.write_all(&self.buf[..n])
+                .map_err(|e| Error::io(&full, e))?;
             remaining -= n as u64;
         }
         self.bytes += size;
         if let Some((uid, gid)) = owner {
             std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(|e| Error::io(&full, e))?;
         }
-        f.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| Error::io(&full, e))?;
-        f.set_modified(mtime_to_system(mtime)).map_err(|e| Error::io(&full, e))?;
+        f.set_permissions(fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(&full, e))?;
+        f.set_modified(mtime_to_system(mtime))
+            .map_err(|e| Error::io(&full, e))?;
         Ok(())
     }
 
@@ -344,7 +410,10 @@ fn check_target(target: &Path) -> Result<Option<fs::Metadata>> {
         Ok(m) if m.is_dir() => {
             let mut rd = fs::read_dir(target).map_err(|e| Error::io(target, e))?;
             if rd.next().is_some() {
-                return Err(Error::Usage(format!("restore target {} is not empty", target.display())));
+                return Err(Error::Usage(format!(
+                    "restore target {} is not empty",
+                    target.display()
+                )));
             }
             Ok(Some(m))
         }
@@ -363,7 +432,10 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
     };
     let target = std::path::absolute(target).map_err(|e| Error::io(target, e))?;
     let (Some(name), Some(parent)) = (target.file_name(), target.parent()) else {
-        return Err(Error::Usage(format!("invalid restore target {}", target.display())));
+        return Err(Error::Usage(format!(
+            "invalid restore target {}",
+            target.display()
+        )));
     };
     let parent = parent.to_path_buf();
     let name = name.to_os_string();
@@ -427,21 +499,25 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
             buf: vec![0u8; BUF_SIZE],
             warnings: Vec::new(),
         };
-        let (walked, hashed) = read::hashed_stream(file, expected.is_some(), |pipe| -> Result<()> {
-            let (mut ar, over) = read::decoder(path, pipe, cap)?;
-            let r = read::walk(path, &mut ar, |e, l| ex.entry(e, l));
-            let r = r.and_then(|()| read::finish(path, ar).map(drop));
-            if over.get() {
-                return Err(bad(
+        let (walked, hashed) = read::hashed_stream(
+            file,
+            expected.is_some(),
+            |pipe| -> Result<()> {
+                let (mut ar, over) = read::decoder(path, pipe, cap)?;
+                let r = read::walk(path, &mut ar, |e, l| ex.entry(e, l));
+                let r = r.and_then(|()| read::finish(path, ar).map(drop));
+                if over.get() {
+                    return Err(bad(
                     path,
                     format!(
                         "decompression bomb: more than {cap} bytes decompressed from {compressed} (max_ratio {})",
                         opts.max_ratio
                     ),
                 ));
-            }
-            r
-        });
+                }
+                r
+            },
+        );
         let hashed = hashed.map_err(|e| Error::io(path, e))?;
         if let Some(exp) = &expected {
             if !hashed.complete || &hashed.sha256 != exp {
@@ -462,9 +538,11 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
             None => (0o755, None),
         };
         if let (true, Some((uid, gid))) = (ex.as_root, owner) {
-            std::os::unix::fs::chown(&staging, Some(uid), Some(gid)).map_err(|e| Error::io(&staging, e))?;
+            std::os::unix::fs::chown(&staging, Some(uid), Some(gid))
+                .map_err(|e| Error::io(&staging, e))?;
         }
-        fs::set_permissions(&staging, fs::Permissions::from_mode(mode)).map_err(|e| Error::io(&staging, e))?;
+        fs::set_permissions(&staging, fs::Permissions::from_mode(mode))
+            .map_err(|e| Error::io(&staging, e))?;
         // Durability before visibility.
         let d = File::open(&staging).map_err(|e| Error::io(&staging, e))?;
         {
@@ -480,12 +558,20 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
         match fs::rename(&staging, &target) {
             Ok(()) => {}
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) => {
-                return Err(Error::Usage(format!("restore target {} is not empty", target.display())));
+                return Err(Error::Usage(format!(
+                    "restore target {} is not empty",
+                    target.display()
+                )));
             }
             Err(e) => return Err(Error::io(&target, e)),
         }
         fsutil::fsync_dir(&parent)?;
-        Ok(ExtractInfo { target: target.clone(), entries: ex.entries, bytes: ex.bytes, warnings: ex.warnings })
+        Ok(ExtractInfo {
+            target: target.clone(),
+            entries: ex.entries,
+            bytes: ex.bytes,
+            warnings: ex.warnings,
+        })
     })();
     if result.is_err() {
         let _ = fsutil::force_remove_dir_all(&staging);

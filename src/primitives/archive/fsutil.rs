@@ -144,7 +144,10 @@ pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     match err.raw_os_error() {
         Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::ENOTSUP) => {
             if std::fs::symlink_metadata(to).is_ok() {
-                return Err(io::Error::new(io::ErrorKind::AlreadyExists, "already exists"));
+                return Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "already exists",
+                ));
             }
             std::fs::rename(from, to)
         }
@@ -181,12 +184,23 @@ pub(super) fn free_space(path: &Path) -> io::Result<u64> {
 pub(super) fn set_mtime_nofollow(path: &Path, mtime: i64) -> io::Result<()> {
     let c = cstr(path)?;
     let times = [
-        libc::timespec { tv_sec: 0, tv_nsec: libc::UTIME_OMIT },
-        libc::timespec { tv_sec: mtime as libc::time_t, tv_nsec: 0 },
+        libc::timespec {
+            tv_sec: 0,
+            tv_nsec: libc::UTIME_OMIT,
+        },
+        libc::timespec {
+            tv_sec: mtime as libc::time_t,
+            tv_nsec: 0,
+        },
     ];
     // SAFETY: valid path and times array of two.
     let rc = unsafe {
-        libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW)
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
     };
     if rc != 0 {
         return Err(io::Error::last_os_error());

@@ -164,8 +164,7 @@ fn matches(p: &[Tok], s: &[u8]) -> bool {
         }
         Tok::DStar => (0..=s.len()).any(|i| matches(rest, &s[i..])),
         Tok::DStarSlash => {
-            matches(rest, s)
-                || (1..=s.len()).any(|i| s[i - 1] == b'/' && matches(rest, &s[i..]))
+            matches(rest, s) || (1..=s.len()).any(|i| s[i - 1] == b'/' && matches(rest, &s[i..]))
         }
     }
 }
@@ -188,13 +187,31 @@ mod tests {
             ("sub/*.tmp", "sub/x.tmp", "x.tmp", "/s/sub/x.tmp", true),
             ("sub/*.tmp", "sub/d/x.tmp", "x.tmp", "/s/sub/d/x.tmp", false),
             ("sub/**", "sub/d/x.tmp", "x.tmp", "/s/sub/d/x.tmp", true),
-            ("**/node_modules", "node_modules", "node_modules", "/s/node_modules", true),
-            ("**/node_modules", "a/b/node_modules", "node_modules", "/s/a/b/node_modules", true),
+            (
+                "**/node_modules",
+                "node_modules",
+                "node_modules",
+                "/s/node_modules",
+                true,
+            ),
+            (
+                "**/node_modules",
+                "a/b/node_modules",
+                "node_modules",
+                "/s/a/b/node_modules",
+                true,
+            ),
             ("a/**/z", "a/z", "z", "/s/a/z", true),
             ("a/**/z", "a/b/c/z", "z", "/s/a/b/c/z", true),
             ("a/**/z", "b/z", "z", "/s/b/z", false),
             ("file?.txt", "file1.txt", "file1.txt", "/s/file1.txt", true),
-            ("file?.txt", "file10.txt", "file10.txt", "/s/file10.txt", false),
+            (
+                "file?.txt",
+                "file10.txt",
+                "file10.txt",
+                "/s/file10.txt",
+                false,
+            ),
             ("[ab]*", "bx", "bx", "/s/bx", true),
             ("[!ab]*", "bx", "bx", "/s/bx", false),
             ("[a-c].txt", "b.txt", "b.txt", "/s/b.txt", true),
@@ -219,7 +236,10 @@ mod tests {
     #[test]
     fn glob_invalid() {
         for p in ["", "[abc", "x\\", "[z-a]"] {
-            assert!(Excludes::new(&[p.to_string()]).is_err(), "{p:?} should be invalid");
+            assert!(
+                Excludes::new(&[p.to_string()]).is_err(),
+                "{p:?} should be invalid"
+            );
         }
     }
 }

@@ -230,7 +230,10 @@ pub(crate) fn expected_hash(archive: &Path, expected: Option<&str>) -> Result<St
         Some(e) => normalize_hex(archive, e, "expected checksum"),
         None => read_sidecar(archive)?.ok_or_else(|| Error::UnsafeArchive {
             path: archive.to_path_buf(),
-            message: format!("no checksum: {} is missing", sidecar_paths(archive).0.display()),
+            message: format!(
+                "no checksum: {} is missing",
+                sidecar_paths(archive).0.display()
+            ),
         }),
     }
 }
@@ -268,7 +271,11 @@ fn hash_file(path: &Path) -> Result<(String, u64)> {
 }
 
 fn mismatch(path: &Path, expected: String, actual: String) -> Error {
-    Error::ChecksumMismatch { path: path.to_path_buf(), expected, actual }
+    Error::ChecksumMismatch {
+        path: path.to_path_buf(),
+        expected,
+        actual,
+    }
 }
 
 /// Quick check: re-read and hash the archive (entries/bytes_out are 0).
@@ -278,7 +285,13 @@ pub fn verify_checksum(path: &Path, expected_sha256: Option<&str>) -> Result<Ver
     if actual != expected {
         return Err(mismatch(path, expected, actual));
     }
-    Ok(VerifyInfo { path: path.to_path_buf(), sha256: actual, size, entries: 0, bytes_out: 0 })
+    Ok(VerifyInfo {
+        path: path.to_path_buf(),
+        sha256: actual,
+        size,
+        entries: 0,
+        bytes_out: 0,
+    })
 }
 
 /// Full check in one streaming pass: hash the compressed bytes and, at the
@@ -303,11 +316,19 @@ pub fn verify(path: &Path, expected_sha256: Option<&str>) -> Result<VerifyInfo> 
                         Ok(0) => break,
                         Ok(n) => got += n as u64,
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
-                        Err(err) => return Err(read::bad(path, format!("{}: {err}", String::from_utf8_lossy(l.path)))),
+                        Err(err) => {
+                            return Err(read::bad(
+                                path,
+                                format!("{}: {err}", String::from_utf8_lossy(l.path)),
+                            ))
+                        }
                     }
                 }
                 if got != l.size {
-                    return Err(read::bad(path, format!("{}: data truncated", String::from_utf8_lossy(l.path))));
+                    return Err(read::bad(
+                        path,
+                        format!("{}: data truncated", String::from_utf8_lossy(l.path)),
+                    ));
                 }
                 bytes += got;
             }
@@ -332,7 +353,13 @@ pub fn verify(path: &Path, expected_sha256: Option<&str>) -> Result<VerifyInfo> 
             ));
         }
     }
-    Ok(VerifyInfo { path: path.to_path_buf(), sha256: hashed.sha256, size: hashed.size, entries, bytes_out })
+    Ok(VerifyInfo {
+        path: path.to_path_buf(),
+        sha256: hashed.sha256,
+        size: hashed.size,
+        entries,
+        bytes_out,
+    })
 }
 
 /// Every entry, in archive order (one streaming pass, no checksum check).
@@ -348,7 +375,9 @@ pub fn list(path: &Path) -> Result<Vec<EntryInfo>> {
         while p.len() > 1 && p.ends_with(b"/") {
             p = &p[..p.len() - 1];
         }
-        let link = matches!(ty, b'1' | b'2').then(|| l.link.map(|t| String::from_utf8_lossy(t).into_owned())).flatten();
+        let link = matches!(ty, b'1' | b'2')
+            .then(|| l.link.map(|t| String::from_utf8_lossy(t).into_owned()))
+            .flatten();
         out.push(EntryInfo {
             path: String::from_utf8_lossy(p).into_owned(),
             kind: read::kind_name(ty).to_string(),
@@ -385,7 +414,10 @@ pub fn copy_to(archive: &Path, dest_dir: &Path) -> Result<PathBuf> {
             Some(h) if h == expected => Ok(dest),
             _ => Err(Error::io(
                 &dest,
-                io::Error::new(io::ErrorKind::AlreadyExists, "a different archive with this name exists"),
+                io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "a different archive with this name exists",
+                ),
             )),
         };
     }
@@ -410,7 +442,8 @@ pub fn copy_to(archive: &Path, dest_dir: &Path) -> Result<PathBuf> {
             Err(e) => return Err(Error::io(archive, e)),
         };
         let chunk = &buf[..n];
-        out.write_all(chunk).map_err(|e| Error::io(&guard.path, e))?;
+        out.write_all(chunk)
+            .map_err(|e| Error::io(&guard.path, e))?;
         hasher.update(chunk);
     }
     out.sync_all().map_err(|e| Error::io(&guard.path, e))?;
@@ -423,7 +456,8 @@ pub fn copy_to(archive: &Path, dest_dir: &Path) -> Result<PathBuf> {
     match manifest {
         Some(m) => create::publish_with(dest_dir, &fname, &mut guard, &m, &sidecar)?,
         None => {
-            let mut sha_tmp = fsutil::stage_bytes(dest_dir, sha_dst.file_name().unwrap_or_default(), &sidecar)?;
+            let mut sha_tmp =
+                fsutil::stage_bytes(dest_dir, sha_dst.file_name().unwrap_or_default(), &sidecar)?;
             fsutil::publish(&mut sha_tmp, &sha_dst)?;
             fsutil::fsync_dir(dest_dir)?;
             fsutil::rename_noreplace(&guard.path, &dest).map_err(|e| Error::io(&dest, e))?;
@@ -449,7 +483,10 @@ pub fn remove(archive: &Path) -> Result<()> {
         }
     }
     if !any {
-        return Err(Error::io(archive, io::Error::new(io::ErrorKind::NotFound, "no such archive")));
+        return Err(Error::io(
+            archive,
+            io::Error::new(io::ErrorKind::NotFound, "no such archive"),
+        ));
     }
     if let Some(dir) = archive.parent().filter(|d| !d.as_os_str().is_empty()) {
         fsutil::fsync_dir(dir)?;
@@ -480,18 +517,30 @@ pub fn cleanup_debris(dir: &Path) -> Result<Vec<PathBuf>> {
         } else {
             continue;
         };
-        let Some((_, pid)) = fsutil::parse_temp_name(b, infix) else { continue };
+        let Some((_, pid)) = fsutil::parse_temp_name(b, infix) else {
+            continue;
+        };
         let path = dir.join(name);
-        let Ok(meta) = fs::symlink_metadata(&path) else { continue };
+        let Ok(meta) = fs::symlink_metadata(&path) else {
+            continue;
+        };
         if is_dir != meta.is_dir() || meta.file_type().is_symlink() {
             continue;
         }
-        let old = meta.modified().ok().and_then(|m| now.duration_since(m).ok()).is_some_and(|age| age > DEBRIS_AGE);
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > DEBRIS_AGE);
         let alive = pid == me || fsutil::pid_alive(pid);
         if alive && !old {
             continue;
         }
-        let r = if is_dir { fsutil::force_remove_dir_all(&path) } else { fs::remove_file(&path) };
+        let r = if is_dir {
+            fsutil::force_remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
         match r {
             Ok(()) => removed.push(path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -503,7 +552,9 @@ pub fn cleanup_debris(dir: &Path) -> Result<Vec<PathBuf>> {
     // the archive temp is renamed to NAME atomically, so if no temp is seen,
     // NAME exists by now unless the backup really is gone.
     for name in &names {
-        let Some(base) = name.as_bytes().strip_suffix(b".manifest.json") else { continue };
+        let Some(base) = name.as_bytes().strip_suffix(b".manifest.json") else {
+            continue;
+        };
         if base.is_empty() || base.starts_with(b".") {
             continue;
         }
@@ -517,9 +568,8 @@ pub fn cleanup_debris(dir: &Path) -> Result<Vec<PathBuf>> {
             continue;
         }
         let live_temp = list_names(dir)?.iter().any(|n| {
-            fsutil::parse_temp_name(n.as_bytes(), fsutil::TMP_INFIX).is_some_and(|(b, pid)| {
-                b == base && (pid == me || fsutil::pid_alive(pid))
-            })
+            fsutil::parse_temp_name(n.as_bytes(), fsutil::TMP_INFIX)
+                .is_some_and(|(b, pid)| b == base && (pid == me || fsutil::pid_alive(pid)))
         });
         if live_temp || fs::symlink_metadata(&archive).is_ok() {
             continue;

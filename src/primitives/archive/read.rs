@@ -116,7 +116,11 @@ fn produce(
             if let Err(back) = tx.send((buf, n)) {
                 forwarding = false;
                 if !hash_to_end {
-                    return Ok(Hashed { sha256: hex(&hasher.finalize()), size, complete: false });
+                    return Ok(Hashed {
+                        sha256: hex(&hasher.finalize()),
+                        size,
+                        complete: false,
+                    });
                 }
                 spare = Some(back.0 .0);
             }
@@ -124,7 +128,11 @@ fn produce(
             spare = Some(buf);
         }
     }
-    Ok(Hashed { sha256: hex(&hasher.finalize()), size, complete: true })
+    Ok(Hashed {
+        sha256: hex(&hasher.finalize()),
+        size,
+        complete: true,
+    })
 }
 
 /// Run `consume` over the file's bytes while a second thread reads and hashes
@@ -139,7 +147,13 @@ pub(super) fn hashed_stream<T>(
     let (back_tx, back_rx) = channel();
     std::thread::scope(|s| {
         let producer = s.spawn(move || produce(file, tx, back_rx, hash_to_end));
-        let out = consume(PipeReader { rx, back: back_tx, cur: Vec::new(), len: 0, pos: 0 });
+        let out = consume(PipeReader {
+            rx,
+            back: back_tx,
+            cur: Vec::new(),
+            len: 0,
+            pos: 0,
+        });
         let hashed = producer
             .join()
             .unwrap_or_else(|_| Err(io::Error::other("archive reader thread panicked")));
@@ -161,7 +175,13 @@ pub(super) struct Counted<R> {
 
 impl<R> Counted<R> {
     pub fn new(inner: R, cap: u64) -> Self {
-        Counted { inner, total: 0, cap, eof: false, over_cap: Default::default() }
+        Counted {
+            inner,
+            total: 0,
+            cap,
+            eof: false,
+            over_cap: Default::default(),
+        }
     }
 }
 
@@ -200,7 +220,10 @@ pub(super) fn decoder<R: BufRead>(
 }
 
 pub(super) fn bad(archive: &Path, message: impl Into<String>) -> Error {
-    Error::UnsafeArchive { path: archive.to_path_buf(), message: message.into() }
+    Error::UnsafeArchive {
+        path: archive.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 /// One logical tar entry, after GNU long name/link and pax path records were
@@ -212,13 +235,22 @@ pub(super) struct Logical<'p> {
     pub size: u64,
 }
 
-fn read_meta<R: Read>(archive: &Path, e: &mut tar::Entry<'_, R>, max: u64, what: &str) -> Result<Vec<u8>> {
+fn read_meta<R: Read>(
+    archive: &Path,
+    e: &mut tar::Entry<'_, R>,
+    max: u64,
+    what: &str,
+) -> Result<Vec<u8>> {
     let size = e.size();
     if size > max {
-        return Err(bad(archive, format!("{what} of {size} bytes (limit {max})")));
+        return Err(bad(
+            archive,
+            format!("{what} of {size} bytes (limit {max})"),
+        ));
     }
     let mut v = Vec::with_capacity(size as usize);
-    e.read_to_end(&mut v).map_err(|err| bad(archive, format!("{what}: {err}")))?;
+    e.read_to_end(&mut v)
+        .map_err(|err| bad(archive, format!("{what}: {err}")))?;
     if v.len() as u64 != size {
         return Err(bad(archive, format!("{what}: truncated")));
     }
@@ -243,21 +275,32 @@ fn parse_pax(archive: &Path, data: &[u8]) -> Result<(Option<Vec<u8>>, Option<Vec
     let (mut path, mut link) = (None, None);
     let mut rest = data;
     while !rest.is_empty() {
-        let sp = rest.iter().position(|&b| b == b' ').ok_or_else(|| bad(archive, "malformed pax record"))?;
+        let sp = rest
+            .iter()
+            .position(|&b| b == b' ')
+            .ok_or_else(|| bad(archive, "malformed pax record"))?;
         let len: usize = std::str::from_utf8(&rest[..sp])
             .ok()
             .and_then(|s| s.parse().ok())
             .filter(|&l| l > sp + 1 && l <= rest.len())
             .ok_or_else(|| bad(archive, "malformed pax record length"))?;
         let rec = &rest[sp + 1..len];
-        let rec = rec.strip_suffix(b"\n").ok_or_else(|| bad(archive, "malformed pax record"))?;
-        let eq = rec.iter().position(|&b| b == b'=').ok_or_else(|| bad(archive, "malformed pax record"))?;
+        let rec = rec
+            .strip_suffix(b"\n")
+            .ok_or_else(|| bad(archive, "malformed pax record"))?;
+        let eq = rec
+            .iter()
+            .position(|&b| b == b'=')
+            .ok_or_else(|| bad(archive, "malformed pax record"))?;
         let (k, v) = (&rec[..eq], &rec[eq + 1..]);
         match k {
             b"path" => path = Some(v.to_vec()),
             b"linkpath" => link = Some(v.to_vec()),
             b"size" | b"GNU.sparse.size" | b"GNU.sparse.map" | b"GNU.sparse.major" => {
-                return Err(bad(archive, format!("unsupported pax record {:?}", String::from_utf8_lossy(k))))
+                return Err(bad(
+                    archive,
+                    format!("unsupported pax record {:?}", String::from_utf8_lossy(k)),
+                ))
             }
             _ => {}
         }
@@ -273,7 +316,10 @@ pub(super) fn walk<R: Read>(
     ar: &mut tar::Archive<R>,
     mut visit: impl FnMut(&mut tar::Entry<'_, R>, &Logical<'_>) -> Result<()>,
 ) -> Result<()> {
-    let entries = ar.entries().map_err(|e| bad(archive_path, format!("tar: {e}")))?.raw(true);
+    let entries = ar
+        .entries()
+        .map_err(|e| bad(archive_path, format!("tar: {e}")))?
+        .raw(true);
     let mut long_path: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
     let mut pax: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = None;
@@ -322,11 +368,19 @@ pub(super) fn walk<R: Read>(
             .or(pax_link)
             .or_else(|| header.link_name_bytes().map(|c| c.into_owned()));
         let size = e.size();
-        let logical = Logical { header: &header, path: &path, link: link.as_deref(), size };
+        let logical = Logical {
+            header: &header,
+            path: &path,
+            link: link.as_deref(),
+            size,
+        };
         visit(&mut e, &logical)?;
     }
     if long_path.is_some() || long_link.is_some() || pax.is_some() {
-        return Err(bad(archive_path, "extension header without a following entry"));
+        return Err(bad(
+            archive_path,
+            "extension header without a following entry",
+        ));
     }
     Ok(())
 }
@@ -334,7 +388,10 @@ pub(super) fn walk<R: Read>(
 /// After `walk`: the tar stream must have ended on its end-of-archive marker
 /// (not on EOF: a truncated stream), be followed only by zero padding, and
 /// the zstd stream must end cleanly.
-pub(super) fn finish<R: Read>(archive_path: &Path, ar: tar::Archive<Counted<R>>) -> Result<Counted<R>> {
+pub(super) fn finish<R: Read>(
+    archive_path: &Path,
+    ar: tar::Archive<Counted<R>>,
+) -> Result<Counted<R>> {
     let mut c = ar.into_inner();
     if c.eof {
         return Err(bad(archive_path, "truncated: no end-of-archive marker"));
@@ -353,7 +410,10 @@ pub(super) fn finish<R: Read>(archive_path: &Path, ar: tar::Archive<Counted<R>>)
             return Err(bad(archive_path, "data after the end-of-archive marker"));
         }
         if trailer > MAX_TRAILER {
-            return Err(bad(archive_path, "excessive padding after the end-of-archive marker"));
+            return Err(bad(
+                archive_path,
+                "excessive padding after the end-of-archive marker",
+            ));
         }
     }
     Ok(c)

@@ -12,7 +12,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tempfile::TempDir;
 
 fn meta() -> ManifestMeta {
-    ManifestMeta { service: "web".into(), kind: "archive".into(), created_at: 1_700_000_000, hostname: "host".into() }
+    ManifestMeta {
+        service: "web".into(),
+        kind: "archive".into(),
+        created_at: 1_700_000_000,
+        hostname: "host".into(),
+    }
 }
 
 fn mk(dest: &Path, name: &str, sources: &[PathBuf], exclude: &[String]) -> Result<ArchiveInfo> {
@@ -33,7 +38,8 @@ fn put(p: &Path, data: &[u8], mode: u32) {
     fs::write(p, data).unwrap();
     fs::set_permissions(p, fs::Permissions::from_mode(mode)).unwrap();
     let f = fs::File::options().write(true).open(p).unwrap();
-    f.set_modified(UNIX_EPOCH + Duration::from_secs(1_600_000_000 + data.len() as u64)).unwrap();
+    f.set_modified(UNIX_EPOCH + Duration::from_secs(1_600_000_000 + data.len() as u64))
+        .unwrap();
 }
 
 fn pseudo_random(n: usize) -> Vec<u8> {
@@ -44,13 +50,18 @@ fn pseudo_random(n: usize) -> Vec<u8> {
             x ^= x >> 7;
             x ^= x << 17;
             // Half random, half text: compressible but not trivially.
-            if i % 2 == 0 { (x & 0xff) as u8 } else { b'a' + (i % 26) as u8 }
+            if i % 2 == 0 {
+                (x & 0xff) as u8
+            } else {
+                b'a' + (i % 26) as u8
+            }
         })
         .collect()
 }
 
 const LONG_DIR: &str = "dddddddddddddddddddddddddddddddddddddddddddddddddddddddddddddd";
-const LONG_FILE: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff.txt";
+const LONG_FILE: &str =
+    "ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff.txt";
 
 /// A tree with every kind of entry we archive.
 fn sample_tree(root: &Path) {
@@ -58,7 +69,11 @@ fn sample_tree(root: &Path) {
     put(&root.join("exec.sh"), b"#!/bin/sh\necho hi\n", 0o755);
     put(&root.join("private"), b"secret", 0o600);
     put(&root.join("empty"), b"", 0o644);
-    put(&root.join("big.bin"), &pseudo_random(3 * 1024 * 1024 + 123), 0o640);
+    put(
+        &root.join("big.bin"),
+        &pseudo_random(3 * 1024 * 1024 + 123),
+        0o640,
+    );
     put(&root.join(LONG_DIR).join(LONG_FILE), b"long name", 0o644);
     put(&root.join("sub/deeper/c.txt"), b"c", 0o644);
     fs::create_dir_all(root.join("emptydir")).unwrap();
@@ -72,7 +87,8 @@ fn sample_tree(root: &Path) {
     fs::set_permissions(root.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
     for d in ["sub/deeper", "sub", LONG_DIR, "emptydir", "ro"] {
         let f = fs::File::open(root.join(d)).unwrap();
-        f.set_modified(UNIX_EPOCH + Duration::from_secs(1_500_000_000)).unwrap();
+        f.set_modified(UNIX_EPOCH + Duration::from_secs(1_500_000_000))
+            .unwrap();
     }
 }
 
@@ -85,7 +101,13 @@ fn snapshot(root: &Path) -> Snap {
         let rel = p.strip_prefix(root).unwrap().to_string_lossy().into_owned();
         let ft = m.file_type();
         let (kind, data) = if ft.is_symlink() {
-            ("symlink", fs::read_link(p).unwrap().into_os_string().into_encoded_bytes())
+            (
+                "symlink",
+                fs::read_link(p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes(),
+            )
         } else if ft.is_dir() {
             ("dir", Vec::new())
         } else {
@@ -109,14 +131,19 @@ fn inside(target: &Path, abs: &Path) -> PathBuf {
 }
 
 fn names(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> =
-        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     v.sort();
     v
 }
 
 fn have(prog: &str) -> bool {
-    Command::new("sh").args(["-c", &format!("command -v {prog}")]).output().is_ok_and(|o| o.status.success())
+    Command::new("sh")
+        .args(["-c", &format!("command -v {prog}")])
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 #[test]
@@ -140,20 +167,35 @@ fn round_trip() {
     );
     assert_eq!(fs::metadata(&info.path).unwrap().mode() & 0o777, 0o600);
     let sidecar = fs::read_to_string(sidecar_paths(&info.path).0).unwrap();
-    assert_eq!(sidecar, format!("{}  web_20261125_221500.tar.zst\n", info.sha256));
+    assert_eq!(
+        sidecar,
+        format!("{}  web_20261125_221500.tar.zst\n", info.sha256)
+    );
     let m = read_manifest(&info.path).unwrap();
     assert_eq!(m, info.manifest);
     assert_eq!(m.format, FORMAT);
-    assert_eq!((m.service.as_str(), m.kind.as_str(), m.created_at), ("web", "archive", 1_700_000_000));
-    assert_eq!((m.entries, m.bytes_in, m.size), (info.entries, info.bytes_in, info.size));
+    assert_eq!(
+        (m.service.as_str(), m.kind.as_str(), m.created_at),
+        ("web", "archive", 1_700_000_000)
+    );
+    assert_eq!(
+        (m.entries, m.bytes_in, m.size),
+        (info.entries, info.bytes_in, info.size)
+    );
     assert_eq!(m.compression, "zstd");
 
     // list
     let entries = list(&info.path).unwrap();
     assert_eq!(entries.len() as u64, info.entries);
-    let prefix = src.strip_prefix("/").unwrap().to_string_lossy().into_owned();
-    let by_path: BTreeMap<String, &EntryInfo> =
-        entries.iter().map(|e| (e.path.strip_prefix(&prefix).unwrap().to_string(), e)).collect();
+    let prefix = src
+        .strip_prefix("/")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let by_path: BTreeMap<String, &EntryInfo> = entries
+        .iter()
+        .map(|e| (e.path.strip_prefix(&prefix).unwrap().to_string(), e))
+        .collect();
     assert_eq!(by_path[""].kind, "dir");
     assert_eq!(by_path["/a.txt"].kind, "file");
     assert_eq!(by_path["/a.txt"].size, 6);
@@ -161,15 +203,24 @@ fn round_trip() {
     assert_eq!(by_path["/link"].kind, "symlink");
     assert_eq!(by_path["/link"].link_target.as_deref(), Some("a.txt"));
     assert_eq!(by_path["/hard"].kind, "hardlink");
-    assert_eq!(by_path["/hard"].link_target.as_deref(), Some(format!("{prefix}/a.txt").as_str()));
+    assert_eq!(
+        by_path["/hard"].link_target.as_deref(),
+        Some(format!("{prefix}/a.txt").as_str())
+    );
     assert_eq!(by_path["/emptydir"].kind, "dir");
     assert_eq!(by_path[&format!("/{LONG_DIR}/{LONG_FILE}")].kind, "file");
-    assert_eq!(by_path["/longlink"].link_target.as_deref(), Some(format!("{LONG_DIR}/{LONG_FILE}").as_str()));
+    assert_eq!(
+        by_path["/longlink"].link_target.as_deref(),
+        Some(format!("{LONG_DIR}/{LONG_FILE}").as_str())
+    );
     assert_eq!(by_path["/a.txt"].mtime, 1_600_000_006);
 
     // verify (full and quick)
     let v = verify(&info.path, None).unwrap();
-    assert_eq!((v.entries, v.bytes_out, v.size), (info.entries, info.bytes_in, info.size));
+    assert_eq!(
+        (v.entries, v.bytes_out, v.size),
+        (info.entries, info.bytes_in, info.size)
+    );
     assert_eq!(v.sha256, info.sha256);
     let q = verify_checksum(&info.path, Some(&info.sha256.to_uppercase())).unwrap();
     assert_eq!((q.entries, q.bytes_out, q.size), (0, 0, info.size));
@@ -187,7 +238,10 @@ fn round_trip() {
     );
     // Implicit parents (the source's ancestors) and the root.
     assert_eq!(fs::metadata(&target).unwrap().mode() & 0o7777, 0o755);
-    assert_eq!(fs::metadata(restored.parent().unwrap()).unwrap().mode() & 0o7777, 0o755);
+    assert_eq!(
+        fs::metadata(restored.parent().unwrap()).unwrap().mode() & 0o7777,
+        0o755
+    );
     assert_eq!(names(&sb.path().join("restore")), ["out"]);
     fs::set_permissions(restored.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
     fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
@@ -201,8 +255,16 @@ fn sha256sum_and_gnu_tar_compatible() {
     let dest = sb.path().join("b");
     let info = mk(&dest, "x.tar.zst", &[src.clone()], &[]).unwrap();
     if have("sha256sum") {
-        let out = Command::new("sha256sum").args(["-c", "x.tar.zst.sha256"]).current_dir(&dest).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new("sha256sum")
+            .args(["-c", "x.tar.zst.sha256"])
+            .current_dir(&dest)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     if have("tar") && have("zstd") {
         let gnu = sb.path().join("gnu");
@@ -215,7 +277,11 @@ fn sha256sum_and_gnu_tar_compatible() {
             .arg(&gnu)
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(snapshot(&src), snapshot(&inside(&gnu, &src)));
         let out = Command::new("sh")
             .arg("-c")
@@ -224,7 +290,11 @@ fn sha256sum_and_gnu_tar_compatible() {
             .arg(&info.path)
             .output()
             .unwrap();
-        assert!(out.status.success() && out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         for d in [&src, &inside(&gnu, &src)] {
             fs::set_permissions(d.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
         }
@@ -254,7 +324,10 @@ fn corrupted_byte_is_checksum_mismatch() {
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x55;
     fs::write(&info.path, &bytes).unwrap();
-    for r in [verify(&info.path, None).map(drop), verify_checksum(&info.path, None).map(drop)] {
+    for r in [
+        verify(&info.path, None).map(drop),
+        verify_checksum(&info.path, None).map(drop),
+    ] {
         assert_eq!(r.unwrap_err().kind(), "checksum_mismatch");
     }
     let land = sb.path().join("land");
@@ -297,18 +370,35 @@ fn missing_sidecar_means_no_checksum() {
     let err = verify(&info.path, None).unwrap_err();
     assert_eq!(err.kind(), "unsafe_archive");
     assert!(err.to_string().contains("no checksum"), "{err}");
-    assert_eq!(verify_checksum(&info.path, None).unwrap_err().kind(), "unsafe_archive");
-    assert!(extract(&info.path, &sb.path().join("o1"), &ExtractOptions::default()).is_err());
+    assert_eq!(
+        verify_checksum(&info.path, None).unwrap_err().kind(),
+        "unsafe_archive"
+    );
+    assert!(extract(
+        &info.path,
+        &sb.path().join("o1"),
+        &ExtractOptions::default()
+    )
+    .is_err());
     assert!(!sb.path().join("o1").exists());
     // An explicit checksum, or skipping the check, works.
     verify(&info.path, Some(&info.sha256)).unwrap();
-    let opts = ExtractOptions { expected_sha256: Some(info.sha256.clone()), ..Default::default() };
+    let opts = ExtractOptions {
+        expected_sha256: Some(info.sha256.clone()),
+        ..Default::default()
+    };
     extract(&info.path, &sb.path().join("o2"), &opts).unwrap();
-    let opts = ExtractOptions { skip_checksum: true, ..Default::default() };
+    let opts = ExtractOptions {
+        skip_checksum: true,
+        ..Default::default()
+    };
     extract(&info.path, &sb.path().join("o3"), &opts).unwrap();
     // A wrong explicit one is a mismatch.
     let wrong = "0".repeat(64);
-    assert_eq!(verify(&info.path, Some(&wrong)).unwrap_err().kind(), "checksum_mismatch");
+    assert_eq!(
+        verify(&info.path, Some(&wrong)).unwrap_err().kind(),
+        "checksum_mismatch"
+    );
 }
 
 #[test]
@@ -331,7 +421,10 @@ fn trailing_data_and_missing_end_marker_are_unsafe() {
     t.extend_from_slice(&raw_tar(&[H::F(b"hidden", b"y", 0o644)]));
     let a = write_archive(dir, "hidden.tar.zst", &zstd::encode_all(&t[..], 3).unwrap());
     let err = verify(&a, None).unwrap_err();
-    assert!(err.to_string().contains("after the end-of-archive"), "{err}");
+    assert!(
+        err.to_string().contains("after the end-of-archive"),
+        "{err}"
+    );
     let err = extract(&a, &dir.join("out"), &ExtractOptions::default()).unwrap_err();
     assert_eq!(err.kind(), "unsafe_archive");
     assert!(!dir.join("out").exists());
@@ -402,37 +495,98 @@ fn hostile_archives_are_refused() {
     let cases: Vec<(&str, Vec<H>)> = vec![
         ("dotdot", vec![H::F(b"../x", b"pwned", 0o644)]),
         ("dotdot2", vec![H::F(b"../../x", b"pwned", 0o644)]),
-        ("inner dotdot", vec![H::D(b"a/", 0o755), H::F(b"a/../../x", b"pwned", 0o644)]),
+        (
+            "inner dotdot",
+            vec![H::D(b"a/", 0o755), H::F(b"a/../../x", b"pwned", 0o644)],
+        ),
         ("absolute", vec![H::F(b"/etc/x", b"pwned", 0o644)]),
-        ("absolute probe", vec![H::F(abs_probe.as_bytes(), b"pwned", 0o644)]),
-        ("symlink abs then through", vec![H::S(b"l", b"/etc"), H::F(b"l/x", b"pwned", 0o644)]),
-        ("symlink abs passwd", vec![H::S(b"l", b"/etc"), H::F(b"l/passwd", b"pwned", 0o644)]),
+        (
+            "absolute probe",
+            vec![H::F(abs_probe.as_bytes(), b"pwned", 0o644)],
+        ),
+        (
+            "symlink abs then through",
+            vec![H::S(b"l", b"/etc"), H::F(b"l/x", b"pwned", 0o644)],
+        ),
+        (
+            "symlink abs passwd",
+            vec![H::S(b"l", b"/etc"), H::F(b"l/passwd", b"pwned", 0o644)],
+        ),
         ("symlink up", vec![H::S(b"l", b"../../..")]),
-        ("symlink up from dir", vec![H::D(b"d/", 0o755), H::S(b"d/l", b"../..")]),
-        ("symlink dot then through", vec![H::S(b"a", b"."), H::F(b"a/x", b"pwned", 0o644)]),
-        ("symlink chain escape", vec![H::D(b"sub/", 0o755), H::S(b"sub/up", b".."), H::S(b"sub/up2", b"up/..")]),
+        (
+            "symlink up from dir",
+            vec![H::D(b"d/", 0o755), H::S(b"d/l", b"../..")],
+        ),
+        (
+            "symlink dot then through",
+            vec![H::S(b"a", b"."), H::F(b"a/x", b"pwned", 0o644)],
+        ),
+        (
+            "symlink chain escape",
+            vec![
+                H::D(b"sub/", 0o755),
+                H::S(b"sub/up", b".."),
+                H::S(b"sub/up2", b"up/.."),
+            ],
+        ),
         ("symlink inner dotdot", vec![H::S(b"l", b"a/../../x")]),
         ("symlink empty target", vec![H::S(b"l", b"")]),
         ("hardlink abs", vec![H::L(b"h", b"/etc/passwd")]),
         ("hardlink outside", vec![H::L(b"h", b"../outside")]),
         ("hardlink missing", vec![H::L(b"h", b"nothere")]),
-        ("hardlink to dir", vec![H::D(b"d/", 0o755), H::L(b"h", b"d")]),
-        ("hardlink to symlink", vec![H::S(b"s", b"x"), H::L(b"h", b"s")]),
-        ("hardlink via symlink dir", vec![H::D(b"d/", 0o755), H::F(b"d/f", b"x", 0o644), H::S(b"s", b"d"), H::L(b"h", b"s/f")]),
+        (
+            "hardlink to dir",
+            vec![H::D(b"d/", 0o755), H::L(b"h", b"d")],
+        ),
+        (
+            "hardlink to symlink",
+            vec![H::S(b"s", b"x"), H::L(b"h", b"s")],
+        ),
+        (
+            "hardlink via symlink dir",
+            vec![
+                H::D(b"d/", 0o755),
+                H::F(b"d/f", b"x", 0o644),
+                H::S(b"s", b"d"),
+                H::L(b"h", b"s/f"),
+            ],
+        ),
         ("char device", vec![H::Chr(b"dev")]),
         ("block device", vec![H::Blk(b"blk")]),
         ("fifo", vec![H::Fifo(b"fifo")]),
-        ("duplicate file", vec![H::F(b"a", b"1", 0o644), H::F(b"a", b"2", 0o644)]),
-        ("duplicate normalized", vec![H::F(b"a", b"1", 0o644), H::F(b"./a", b"2", 0o644)]),
-        ("duplicate dir", vec![H::D(b"d/", 0o755), H::D(b"d/", 0o755)]),
-        ("file over symlink", vec![H::S(b"a", b"b"), H::F(b"a", b"2", 0o644)]),
-        ("dir over file", vec![H::F(b"a", b"1", 0o644), H::D(b"a/", 0o755)]),
-        ("file under file", vec![H::F(b"a", b"1", 0o644), H::F(b"a/b", b"2", 0o644)]),
+        (
+            "duplicate file",
+            vec![H::F(b"a", b"1", 0o644), H::F(b"a", b"2", 0o644)],
+        ),
+        (
+            "duplicate normalized",
+            vec![H::F(b"a", b"1", 0o644), H::F(b"./a", b"2", 0o644)],
+        ),
+        (
+            "duplicate dir",
+            vec![H::D(b"d/", 0o755), H::D(b"d/", 0o755)],
+        ),
+        (
+            "file over symlink",
+            vec![H::S(b"a", b"b"), H::F(b"a", b"2", 0o644)],
+        ),
+        (
+            "dir over file",
+            vec![H::F(b"a", b"1", 0o644), H::D(b"a/", 0o755)],
+        ),
+        (
+            "file under file",
+            vec![H::F(b"a", b"1", 0o644), H::F(b"a/b", b"2", 0o644)],
+        ),
         ("empty path", vec![H::F(b"", b"1", 0o644)]),
     ];
     for (name, entries) in cases {
         let sb = TempDir::new().unwrap();
-        let arch = write_archive(&sb.path().join("arch"), "h.tar.zst", &zstd::encode_all(&raw_tar(&entries)[..], 3).unwrap());
+        let arch = write_archive(
+            &sb.path().join("arch"),
+            "h.tar.zst",
+            &zstd::encode_all(&raw_tar(&entries)[..], 3).unwrap(),
+        );
         let land = sb.path().join("land");
         fs::create_dir(&land).unwrap();
         let target = land.join("out");
@@ -469,7 +623,11 @@ fn acceptable_links_and_mode_stripping() {
         H::F(b"x/y/z", b"implicit parents", 0o600),
         H::D(b"x/", 0o700),
     ];
-    let arch = write_archive(sb.path(), "ok.tar.zst", &zstd::encode_all(&raw_tar(&entries)[..], 3).unwrap());
+    let arch = write_archive(
+        sb.path(),
+        "ok.tar.zst",
+        &zstd::encode_all(&raw_tar(&entries)[..], 3).unwrap(),
+    );
     let t = sb.path().join("out");
     let x = extract(&arch, &t, &ExtractOptions::default()).unwrap();
     assert_eq!(x.entries, entries.len() as u64);
@@ -493,7 +651,13 @@ fn decompression_bomb_is_refused_quickly() {
     // 2 GiB of zeros in one file entry. Built as concatenated zstd frames
     // (one 1 MiB frame of zeros repeated), which decode as one stream.
     let total: u64 = 2 << 30;
-    let mut z = zstd::encode_all(raw_header(b"bomb", b'0', b"", total, 0o644).as_bytes().as_slice(), 3).unwrap();
+    let mut z = zstd::encode_all(
+        raw_header(b"bomb", b'0', b"", total, 0o644)
+            .as_bytes()
+            .as_slice(),
+        3,
+    )
+    .unwrap();
     let mib = zstd::encode_all(&vec![0u8; 1 << 20][..], 19).unwrap();
     for _ in 0..(total >> 20) {
         z.extend_from_slice(&mib);
@@ -508,10 +672,17 @@ fn decompression_bomb_is_refused_quickly() {
     let err = extract(&arch, &land.join("out"), &ExtractOptions::default()).unwrap_err();
     assert_eq!(err.kind(), "unsafe_archive", "{err}");
     assert!(err.to_string().contains("decompression bomb"), "{err}");
-    assert!(t0.elapsed() < Duration::from_secs(20), "took {:?}", t0.elapsed());
+    assert!(
+        t0.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        t0.elapsed()
+    );
     assert_only(&land, &[]);
     // A declared size over max_bytes is refused before any data is written.
-    let opts = ExtractOptions { max_bytes: Some(1 << 20), ..Default::default() };
+    let opts = ExtractOptions {
+        max_bytes: Some(1 << 20),
+        ..Default::default()
+    };
     let err = extract(&arch, &land.join("out"), &opts).unwrap_err();
     assert!(err.to_string().contains("needs more than"), "{err}");
     assert_only(&land, &[]);
@@ -520,13 +691,45 @@ fn decompression_bomb_is_refused_quickly() {
 #[test]
 fn entry_and_byte_caps() {
     let sb = TempDir::new().unwrap();
-    let entries: Vec<H> = vec![H::F(b"a", b"12345", 0o644), H::F(b"b", b"12345", 0o644), H::F(b"c", b"12345", 0o644)];
-    let arch = write_archive(sb.path(), "c.tar.zst", &zstd::encode_all(&raw_tar(&entries)[..], 3).unwrap());
+    let entries: Vec<H> = vec![
+        H::F(b"a", b"12345", 0o644),
+        H::F(b"b", b"12345", 0o644),
+        H::F(b"c", b"12345", 0o644),
+    ];
+    let arch = write_archive(
+        sb.path(),
+        "c.tar.zst",
+        &zstd::encode_all(&raw_tar(&entries)[..], 3).unwrap(),
+    );
     let cases = [
-        (ExtractOptions { max_entries: 2, ..Default::default() }, false),
-        (ExtractOptions { max_entries: 3, ..Default::default() }, true),
-        (ExtractOptions { max_bytes: Some(14), ..Default::default() }, false),
-        (ExtractOptions { max_bytes: Some(15), ..Default::default() }, true),
+        (
+            ExtractOptions {
+                max_entries: 2,
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            ExtractOptions {
+                max_entries: 3,
+                ..Default::default()
+            },
+            true,
+        ),
+        (
+            ExtractOptions {
+                max_bytes: Some(14),
+                ..Default::default()
+            },
+            false,
+        ),
+        (
+            ExtractOptions {
+                max_bytes: Some(15),
+                ..Default::default()
+            },
+            true,
+        ),
     ];
     for (i, (opts, ok)) in cases.into_iter().enumerate() {
         let t = sb.path().join(format!("out{i}"));
@@ -553,7 +756,10 @@ fn target_rules() {
     // A file: refused.
     let file = sb.path().join("file");
     put(&file, b"f", 0o644);
-    assert_eq!(extract(&info.path, &file, &opts).unwrap_err().kind(), "usage");
+    assert_eq!(
+        extract(&info.path, &file, &opts).unwrap_err().kind(),
+        "usage"
+    );
     // Empty directory: replaced, keeping its mode.
     let empty = sb.path().join("empty");
     fs::create_dir(&empty).unwrap();
@@ -565,7 +771,11 @@ fn target_rules() {
     let deep = sb.path().join("p1/p2/out");
     extract(&info.path, &deep, &opts).unwrap();
     assert!(inside(&deep, &sb.path().join("src/a")).exists());
-    let hostile = write_archive(&sb.path().join("h"), "h.tar.zst", &zstd::encode_all(&raw_tar(&[H::F(b"../x", b"", 0o644)])[..], 3).unwrap());
+    let hostile = write_archive(
+        &sb.path().join("h"),
+        "h.tar.zst",
+        &zstd::encode_all(&raw_tar(&[H::F(b"../x", b"", 0o644)])[..], 3).unwrap(),
+    );
     assert!(extract(&hostile, &sb.path().join("q1/q2/out"), &opts).is_err());
     assert!(!sb.path().join("q1").exists());
     // Relative target.
@@ -582,18 +792,42 @@ fn paths_of(archive: &Path) -> Vec<String> {
 fn excludes() {
     let sb = TempDir::new().unwrap();
     let src = sb.path().join("tree");
-    for p in ["a.log", "sub/b.log", "cache/x", "keep.txt", "sub/keep2", "sub/skipme", "node/node_modules/m/i.js"] {
+    for p in [
+        "a.log",
+        "sub/b.log",
+        "cache/x",
+        "keep.txt",
+        "sub/keep2",
+        "sub/skipme",
+        "node/node_modules/m/i.js",
+    ] {
         put(&src.join(p), b"x", 0o644);
     }
     let abs = format!("{}/sub/skipme", src.display());
-    let ex: Vec<String> = ["*.log", "cache", &abs, "**/node_modules"].iter().map(|s| s.to_string()).collect();
+    let ex: Vec<String> = ["*.log", "cache", &abs, "**/node_modules"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     let info = mk(&sb.path().join("b"), "e.tar.zst", &[src.clone()], &ex).unwrap();
-    let pre = src.strip_prefix("/").unwrap().to_string_lossy().into_owned();
-    let mut got: Vec<String> = paths_of(&info.path).into_iter().map(|p| p.replacen(&pre, "", 1)).collect();
+    let pre = src
+        .strip_prefix("/")
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let mut got: Vec<String> = paths_of(&info.path)
+        .into_iter()
+        .map(|p| p.replacen(&pre, "", 1))
+        .collect();
     got.sort();
     assert_eq!(got, ["", "/keep.txt", "/node", "/sub", "/sub/keep2"]);
     // Bad pattern: usage error.
-    let err = mk(&sb.path().join("b"), "bad.tar.zst", &[src], &["[x".to_string()]).unwrap_err();
+    let err = mk(
+        &sb.path().join("b"),
+        "bad.tar.zst",
+        &[src],
+        &["[x".to_string()],
+    )
+    .unwrap_err();
     assert_eq!(err.kind(), "usage");
 }
 
@@ -603,9 +837,19 @@ fn missing_source_is_a_warning() {
     let src = sb.path().join("tree");
     put(&src.join("a"), b"x", 0o644);
     let missing = sb.path().join("nope");
-    let info = mk(&sb.path().join("b"), "m.tar.zst", &[missing.clone(), src], &[]).unwrap();
+    let info = mk(
+        &sb.path().join("b"),
+        "m.tar.zst",
+        &[missing.clone(), src],
+        &[],
+    )
+    .unwrap();
     assert_eq!(info.warnings.len(), 1);
-    assert!(info.warnings[0].contains("does not exist") && info.warnings[0].contains("nope"), "{:?}", info.warnings);
+    assert!(
+        info.warnings[0].contains("does not exist") && info.warnings[0].contains("nope"),
+        "{:?}",
+        info.warnings
+    );
     assert_eq!(info.entries, 2);
     verify(&info.path, None).unwrap();
 }
@@ -620,8 +864,16 @@ fn sockets_and_fifos_are_skipped_with_warnings() {
     assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
     let info = mk(&sb.path().join("b"), "s.tar.zst", &[src], &[]).unwrap();
     assert_eq!(info.entries, 2);
-    assert!(info.warnings.iter().any(|w| w.contains("socket ignored")), "{:?}", info.warnings);
-    assert!(info.warnings.iter().any(|w| w.contains("fifo")), "{:?}", info.warnings);
+    assert!(
+        info.warnings.iter().any(|w| w.contains("socket ignored")),
+        "{:?}",
+        info.warnings
+    );
+    assert!(
+        info.warnings.iter().any(|w| w.contains("fifo")),
+        "{:?}",
+        info.warnings
+    );
 }
 
 #[test]
@@ -634,16 +886,30 @@ fn file_changing_while_read() {
     create::BEFORE_READ.with(|h| {
         *h.borrow_mut() = Some(Box::new(|p: &Path| {
             if p.ends_with("shrinks") {
-                fs::File::options().write(true).open(p).unwrap().set_len(10).unwrap();
+                fs::File::options()
+                    .write(true)
+                    .open(p)
+                    .unwrap()
+                    .set_len(10)
+                    .unwrap();
             } else if p.ends_with("grows") {
-                fs::File::options().append(true).open(p).unwrap().write_all(&[7u8; 5000]).unwrap();
+                fs::File::options()
+                    .append(true)
+                    .open(p)
+                    .unwrap()
+                    .write_all(&[7u8; 5000])
+                    .unwrap();
             }
         }))
     });
     let r = mk(&sb.path().join("b"), "c.tar.zst", &[src.clone()], &[]);
     create::BEFORE_READ.with(|h| *h.borrow_mut() = None);
     let info = r.unwrap();
-    let changed: Vec<&String> = info.warnings.iter().filter(|w| w.contains("file changed as we read it")).collect();
+    let changed: Vec<&String> = info
+        .warnings
+        .iter()
+        .filter(|w| w.contains("file changed as we read it"))
+        .collect();
     assert_eq!(changed.len(), 2, "{:?}", info.warnings);
     verify(&info.path, None).unwrap();
     let t = sb.path().join("out");
@@ -681,7 +947,11 @@ fn overlapping_sources_are_archived_once() {
     let t = sb.path().join("out");
     extract(&many.path, &t, &ExtractOptions::default()).unwrap();
     fs::set_permissions(src.join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
-    fs::set_permissions(inside(&t, &src).join("ro"), fs::Permissions::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        inside(&t, &src).join("ro"),
+        fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
 }
 
 #[test]
@@ -693,12 +963,21 @@ fn source_symlink_is_followed_and_single_files_work() {
     symlink(&real, &link).unwrap();
     let single = sb.path().join("single.conf");
     put(&single, b"conf", 0o600);
-    let info = mk(&sb.path().join("b"), "l.tar.zst", &[link.clone(), single.clone()], &[]).unwrap();
+    let info = mk(
+        &sb.path().join("b"),
+        "l.tar.zst",
+        &[link.clone(), single.clone()],
+        &[],
+    )
+    .unwrap();
     let t = sb.path().join("out");
     extract(&info.path, &t, &ExtractOptions::default()).unwrap();
     assert_eq!(fs::read(inside(&t, &link).join("f")).unwrap(), b"data");
     assert_eq!(fs::read(inside(&t, &single)).unwrap(), b"conf");
-    assert_eq!(fs::metadata(inside(&t, &single)).unwrap().mode() & 0o777, 0o600);
+    assert_eq!(
+        fs::metadata(inside(&t, &single)).unwrap().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -708,9 +987,18 @@ fn create_refusals_and_cancel() {
     put(&src.join("a"), b"x", 0o644);
     let dest = sb.path().join("b");
     for bad in ["", ".hidden", "a/b"] {
-        assert_eq!(mk(&dest, bad, &[src.clone()], &[]).unwrap_err().kind(), "usage", "{bad:?}");
+        assert_eq!(
+            mk(&dest, bad, &[src.clone()], &[]).unwrap_err().kind(),
+            "usage",
+            "{bad:?}"
+        );
     }
-    assert_eq!(mk(&dest, "r.tar.zst", &[PathBuf::from("relative")], &[]).unwrap_err().kind(), "usage");
+    assert_eq!(
+        mk(&dest, "r.tar.zst", &[PathBuf::from("relative")], &[])
+            .unwrap_err()
+            .kind(),
+        "usage"
+    );
     mk(&dest, "x.tar.zst", &[src.clone()], &[]).unwrap();
     let err = mk(&dest, "x.tar.zst", &[src.clone()], &[]).unwrap_err();
     assert_eq!(err.kind(), "io", "{err}");
@@ -727,7 +1015,10 @@ fn create_refusals_and_cancel() {
     })
     .unwrap_err();
     assert!(matches!(&err, Error::Other(m) if m == "cancelled"), "{err}");
-    assert_only(&dest, &["x.tar.zst", "x.tar.zst.manifest.json", "x.tar.zst.sha256"]);
+    assert_only(
+        &dest,
+        &["x.tar.zst", "x.tar.zst.manifest.json", "x.tar.zst.sha256"],
+    );
 }
 
 // ---- copy, remove, debris ---------------------------------------------
@@ -739,11 +1030,18 @@ fn copy_to_and_remove() {
     let dest = sb.path().join("offsite/x");
     let copied = copy_to(&info.path, &dest).unwrap();
     assert_eq!(copied, dest.join("s.tar.zst"));
-    assert_only(&dest, &["s.tar.zst", "s.tar.zst.manifest.json", "s.tar.zst.sha256"]);
+    assert_only(
+        &dest,
+        &["s.tar.zst", "s.tar.zst.manifest.json", "s.tar.zst.sha256"],
+    );
     assert_eq!(read_manifest(&copied).unwrap(), info.manifest);
     verify(&copied, None).unwrap();
     if have("sha256sum") {
-        let out = Command::new("sha256sum").args(["-c", "s.tar.zst.sha256"]).current_dir(&dest).output().unwrap();
+        let out = Command::new("sha256sum")
+            .args(["-c", "s.tar.zst.sha256"])
+            .current_dir(&dest)
+            .output()
+            .unwrap();
         assert!(out.status.success());
     }
     // Idempotent.
@@ -778,7 +1076,12 @@ fn cleanup_debris_removes_only_our_debris() {
         let p = b.join(name);
         fs::write(&p, b"x").unwrap();
         if let Some(t) = mtime {
-            fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+            fs::File::options()
+                .write(true)
+                .open(&p)
+                .unwrap()
+                .set_modified(t)
+                .unwrap();
         }
     };
     // Removed: dead pid, old live pid, orphaned sidecars of ours.
@@ -789,12 +1092,20 @@ fn cleanup_debris_removes_only_our_debris() {
     fs::write(b.join(format!(".out.restore-tmp-{dead}-abcdef/f")), b"x").unwrap();
     let mut orphan = info.manifest.clone();
     orphan.file_name = "gone.tar.zst".into();
-    fs::write(b.join("gone.tar.zst.manifest.json"), serde_json::to_vec(&orphan).unwrap()).unwrap();
+    fs::write(
+        b.join("gone.tar.zst.manifest.json"),
+        serde_json::to_vec(&orphan).unwrap(),
+    )
+    .unwrap();
     touch("gone.tar.zst.sha256", None);
     // Kept: our live temp, a complete backup, orphan sidecars with a live
     // temp (publication in progress), foreign files.
     touch(&format!(".c.tar.zst.tmp-{me}-0b0b0b"), None);
-    fs::write(b.join("busy.tar.zst.manifest.json"), serde_json::to_vec(&orphan).unwrap()).unwrap();
+    fs::write(
+        b.join("busy.tar.zst.manifest.json"),
+        serde_json::to_vec(&orphan).unwrap(),
+    )
+    .unwrap();
     touch("busy.tar.zst.sha256", None);
     touch(&format!(".busy.tar.zst.tmp-{me}-0c0c0c"), None);
     touch("notes.txt", None);
@@ -843,11 +1154,16 @@ fn cleanup_debris_removes_only_our_debris() {
 #[test]
 #[ignore]
 fn child_create_slow() {
-    let (Ok(src), Ok(dest)) = (std::env::var("HLA_CHILD_SRC"), std::env::var("HLA_CHILD_DEST")) else {
+    let (Ok(src), Ok(dest)) = (
+        std::env::var("HLA_CHILD_SRC"),
+        std::env::var("HLA_CHILD_DEST"),
+    ) else {
         return;
     };
     create::BEFORE_READ.with(|h| {
-        *h.borrow_mut() = Some(Box::new(|_: &Path| std::thread::sleep(Duration::from_millis(100))))
+        *h.borrow_mut() = Some(Box::new(|_: &Path| {
+            std::thread::sleep(Duration::from_millis(100))
+        }))
     });
     let _ = mk(Path::new(&dest), "k.tar.zst", &[PathBuf::from(src)], &[]);
 }
@@ -862,7 +1178,12 @@ fn sigkill_leaves_only_temp_debris() {
     let dest = sb.path().join("b");
     fs::create_dir(&dest).unwrap();
     let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--ignored", "--exact", "primitives::archive::tests::child_create_slow", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            "primitives::archive::tests::child_create_slow",
+            "--test-threads=1",
+        ])
         .env("HLA_CHILD_SRC", &src)
         .env("HLA_CHILD_DEST", &dest)
         .stdout(std::process::Stdio::null())
@@ -871,7 +1192,10 @@ fn sigkill_leaves_only_temp_debris() {
         .unwrap();
     let t0 = Instant::now();
     while names(&dest).is_empty() {
-        assert!(t0.elapsed() < Duration::from_secs(30), "child never started");
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "child never started"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     std::thread::sleep(Duration::from_millis(500));
