@@ -60,7 +60,7 @@ if [ ! -d "$TREE" ]; then
     if [ "$have" -lt "$want" ]; then
         # Top up from /usr/lib in find order until the tree has SIZE_MB.
         (cd /usr/lib && find . -mindepth 1 \( -type f -o -type l -o -type d \) -printf '%s\t%p\n') |
-            awk -F'\t' -v need=$((want - have)) '{ if (sum >= need) exit; print $2; if ($1 > 0) sum += $1 }' \
+            awk -F'\t' -v need=$((want - have)) 'sum < need { print $2; if ($1 > 0) sum += $1 }' \
                 >"$WORK/lib.list"
         mkdir -p "$TREE/lib"
         tar -C /usr/lib --no-recursion -cf - -T "$WORK/lib.list" | tar -C "$TREE/lib" -xf -
@@ -83,7 +83,7 @@ mkdir -p "$MICRO"
 for i in $(seq "$RUNS"); do
     HLA_BENCH_TREE=$TREE HLA_BENCH_OUT=$MICRO HLA_BENCH_KEEP=1 HLA_BENCH_LEVEL=$LEVEL \
         cargo test --release --lib archive::bench -- --ignored --nocapture --test-threads=1 2>/dev/null |
-        grep '^BENCH' | tee -a "$WORK/micro.txt"
+        grep -o 'BENCH .*' | tee -a "$WORK/micro.txt"
 done
 field() { grep "phase=$1 " "$WORK/micro.txt" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
 OUR_CREATE=$(field create seconds | median)

@@ -502,10 +502,15 @@ pub fn remove(archive: &Path) -> Result<()> {
 ///   ours, and `NAME.sha256`), unless a live temp for NAME remains: that is a
 ///   `create` or `copy_to` between publishing the sidecars and the archive.
 ///
-/// Returns what was removed.
+/// Returns what was removed (nothing if `dir` does not exist).
 pub fn cleanup_debris(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut removed = Vec::new();
-    let names = list_names(dir)?;
+    let names = match list_names(dir) {
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            return Ok(removed)
+        }
+        r => r?,
+    };
     let now = SystemTime::now();
     let me = std::process::id();
     for name in &names {
@@ -559,6 +564,9 @@ pub fn cleanup_debris(dir: &Path) -> Result<Vec<PathBuf>> {
             continue;
         }
         let archive = dir.join(std::ffi::OsStr::from_bytes(base));
+        if names.iter().any(|n| n.as_bytes() == base) {
+            continue;
+        }
         let man_path = dir.join(name);
         let ours = fs::read(&man_path)
             .ok()

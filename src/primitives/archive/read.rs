@@ -267,11 +267,13 @@ fn long_name(archive: &Path, mut v: Vec<u8>) -> Result<Vec<u8>> {
     Ok(v)
 }
 
+/// (path, linkpath) from a pax header.
+type PaxPaths = (Option<Vec<u8>>, Option<Vec<u8>>);
+
 /// Parse pax records `"<len> <key>=<value>\n"`; returns (path, linkpath).
 /// A `size` record is refused: we never write one, and a size that disagrees
 /// with the header is how parser-differential attacks work.
-#[allow(clippy::type_complexity)]
-fn parse_pax(archive: &Path, data: &[u8]) -> Result<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+fn parse_pax(archive: &Path, data: &[u8]) -> Result<PaxPaths> {
     let (mut path, mut link) = (None, None);
     let mut rest = data;
     while !rest.is_empty() {
@@ -322,7 +324,7 @@ pub(super) fn walk<R: Read>(
         .raw(true);
     let mut long_path: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
-    let mut pax: Option<(Option<Vec<u8>>, Option<Vec<u8>>)> = None;
+    let mut pax: Option<PaxPaths> = None;
     for e in entries {
         let mut e = e.map_err(|e| bad(archive_path, format!("tar: {e}")))?;
         match e.header().entry_type().as_byte() {

@@ -152,7 +152,13 @@ fn round_trip() {
     let src = sb.path().join("src/tree");
     sample_tree(&src);
     let dest = sb.path().join("backups");
-    let info = mk(&dest, "web_20261125_221500.tar.zst", &[src.clone()], &[]).unwrap();
+    let info = mk(
+        &dest,
+        "web_20261125_221500.tar.zst",
+        std::slice::from_ref(&src),
+        &[],
+    )
+    .unwrap();
     assert!(info.warnings.is_empty(), "{:?}", info.warnings);
     assert_eq!(info.path, dest.join("web_20261125_221500.tar.zst"));
     assert_eq!(info.size, fs::metadata(&info.path).unwrap().len());
@@ -253,7 +259,7 @@ fn sha256sum_and_gnu_tar_compatible() {
     let src = sb.path().join("src");
     sample_tree(&src);
     let dest = sb.path().join("b");
-    let info = mk(&dest, "x.tar.zst", &[src.clone()], &[]).unwrap();
+    let info = mk(&dest, "x.tar.zst", std::slice::from_ref(&src), &[]).unwrap();
     if have("sha256sum") {
         let out = Command::new("sha256sum")
             .args(["-c", "x.tar.zst.sha256"])
@@ -808,7 +814,13 @@ fn excludes() {
         .iter()
         .map(|s| s.to_string())
         .collect();
-    let info = mk(&sb.path().join("b"), "e.tar.zst", &[src.clone()], &ex).unwrap();
+    let info = mk(
+        &sb.path().join("b"),
+        "e.tar.zst",
+        std::slice::from_ref(&src),
+        &ex,
+    )
+    .unwrap();
     let pre = src
         .strip_prefix("/")
         .unwrap()
@@ -902,7 +914,12 @@ fn file_changing_while_read() {
             }
         }))
     });
-    let r = mk(&sb.path().join("b"), "c.tar.zst", &[src.clone()], &[]);
+    let r = mk(
+        &sb.path().join("b"),
+        "c.tar.zst",
+        std::slice::from_ref(&src),
+        &[],
+    );
     create::BEFORE_READ.with(|h| *h.borrow_mut() = None);
     let info = r.unwrap();
     let changed: Vec<&String> = info
@@ -927,7 +944,13 @@ fn overlapping_sources_are_archived_once() {
     let sb = TempDir::new().unwrap();
     let src = sb.path().join("tree");
     sample_tree(&src);
-    let one = mk(&sb.path().join("b"), "one.tar.zst", &[src.clone()], &[]).unwrap();
+    let one = mk(
+        &sb.path().join("b"),
+        "one.tar.zst",
+        std::slice::from_ref(&src),
+        &[],
+    )
+    .unwrap();
     let sources = [
         src.clone(),
         src.join("sub"),
@@ -952,6 +975,33 @@ fn overlapping_sources_are_archived_once() {
         fs::Permissions::from_mode(0o755),
     )
     .unwrap();
+}
+
+#[test]
+fn destination_inside_source() {
+    let sb = TempDir::new().unwrap();
+    let src = sb.path().join("srv");
+    put(&src.join("data/a"), b"x", 0o644);
+    let info = mk(
+        &src.join("backups"),
+        "in.tar.zst",
+        std::slice::from_ref(&src),
+        &[],
+    )
+    .unwrap();
+    assert!(
+        info.warnings
+            .iter()
+            .any(|w| w.contains("file is the archive")),
+        "{:?}",
+        info.warnings
+    );
+    let paths = paths_of(&info.path);
+    assert!(
+        !paths.iter().any(|p| p.contains(".in.tar.zst.tmp-")),
+        "{paths:?}"
+    );
+    verify(&info.path, None).unwrap();
 }
 
 #[test]
@@ -988,7 +1038,9 @@ fn create_refusals_and_cancel() {
     let dest = sb.path().join("b");
     for bad in ["", ".hidden", "a/b"] {
         assert_eq!(
-            mk(&dest, bad, &[src.clone()], &[]).unwrap_err().kind(),
+            mk(&dest, bad, std::slice::from_ref(&src), &[])
+                .unwrap_err()
+                .kind(),
             "usage",
             "{bad:?}"
         );
@@ -999,8 +1051,8 @@ fn create_refusals_and_cancel() {
             .kind(),
         "usage"
     );
-    mk(&dest, "x.tar.zst", &[src.clone()], &[]).unwrap();
-    let err = mk(&dest, "x.tar.zst", &[src.clone()], &[]).unwrap_err();
+    mk(&dest, "x.tar.zst", std::slice::from_ref(&src), &[]).unwrap();
+    let err = mk(&dest, "x.tar.zst", std::slice::from_ref(&src), &[]).unwrap_err();
     assert_eq!(err.kind(), "io", "{err}");
     let cancel = std::sync::atomic::AtomicBool::new(true);
     let err = create(&CreateRequest {
@@ -1148,6 +1200,7 @@ fn cleanup_debris_removes_only_our_debris() {
     keep.sort();
     assert_eq!(names(&b), keep);
     assert!(cleanup_debris(&b).unwrap().is_empty());
+    assert!(cleanup_debris(&d.join("nonexistent")).unwrap().is_empty());
 }
 
 /// Run by `sigkill_leaves_only_temp_debris` in a child process.
