@@ -159,6 +159,10 @@ pub struct RestoreArgs {
     /// Refuse archives that would expand past this many bytes
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,
+    /// Keep symlinks whose target is absolute (common in /etc); they are
+    /// never followed while restoring
+    #[arg(long)]
+    pub allow_absolute_symlinks: bool,
     /// Only print what would be restored
     #[arg(long)]
     pub dry_run: bool,

@@ -50,6 +50,7 @@ pub fn run(env: &Env, args: &RestoreArgs) -> Result<Report> {
     let opts = ExtractOptions {
         max_bytes: args.max_bytes,
         expected_sha256: expected,
+        allow_absolute_symlinks: args.allow_absolute_symlinks,
         ..Default::default()
     };
     let info = archive::extract(&path, &args.to, &opts)?;

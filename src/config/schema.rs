@@ -185,7 +185,7 @@ impl Default for BackupConfig {
             compression_algorithm: "zstd".into(),
             compression_level: 3,
             threads: 0,
-            verify: "full".into(),
+            verify: "checksum".into(),
             destinations: Vec::new(),
             nice: None,
             ionice: None,

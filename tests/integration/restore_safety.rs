@@ -212,3 +212,59 @@ fn restore_into_a_non_empty_directory_is_refused() {
         "keep me"
     );
 }
+
+#[test]
+fn absolute_symlinks_are_kept_only_on_request_and_never_written_through() {
+    let t = Test::new();
+    std::fs::create_dir_all(t.path("in")).unwrap();
+    let a = hostile(
+        &t.path("in"),
+        "etc.tar.zst",
+        &[
+            E::File("etc/zone", b"UTC\n", 0o644),
+            E::Symlink("etc/localtime", "/usr/share/zoneinfo/UTC"),
+        ],
+    );
+    let target = t.path("target");
+    t.run(&[
+        "restore",
+        a.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+    ])
+    .code(65)
+    .stderr_has("--allow-absolute-symlinks");
+    assert!(!target.exists());
+    t.run(&[
+        "restore",
+        a.to_str().unwrap(),
+        "--to",
+        target.to_str().unwrap(),
+        "--allow-absolute-symlinks",
+    ])
+    .code(0);
+    assert_eq!(
+        std::fs::read_link(target.join("etc/localtime")).unwrap(),
+        Path::new("/usr/share/zoneinfo/UTC")
+    );
+    // Writing through an absolute link stays refused with the flag.
+    let b = hostile(
+        &t.path("in"),
+        "through.tar.zst",
+        &[
+            E::Symlink("l", "/tmp"),
+            E::File("l/hla-escape", b"x", 0o644),
+        ],
+    );
+    let target2 = t.path("target2");
+    t.run(&[
+        "restore",
+        b.to_str().unwrap(),
+        "--to",
+        target2.to_str().unwrap(),
+        "--allow-absolute-symlinks",
+    ])
+    .code(65);
+    assert!(std::fs::metadata("/tmp/hla-escape").is_err());
+    assert!(!target2.exists());
+}

@@ -390,8 +390,8 @@ impl Walker<'_> {
         self.out.write_all(b).map_err(|e| Error::io(self.tmp, e))
     }
 
+    /// Collected for the caller, which logs them with the run's context.
     fn warn(&mut self, msg: String) {
-        tracing::warn!("{msg}");
         self.warnings.push(msg);
     }
 

@@ -14,7 +14,8 @@
 //!   extraction (tracked in memory), so nothing is ever written through a
 //!   symlink from the archive; missing parents are created (0755 at the end);
 //! - files: `O_CREAT|O_EXCL|O_NOFOLLOW` (an existing path = a duplicate);
-//! - symlinks: target must be relative, and resolve inside the root
+//! - symlinks: target must be relative (absolute targets only with
+//!   `allow_absolute_symlinks`, kept verbatim and never followed), and resolve inside the root
 //!   lexically from the link's directory; `..` may only lead the target
 //!   (`../../lib/x`, not `a/../..`), because after `a` was followed as a
 //!   symlink a later `..` would be resolved physically by the kernel;
@@ -57,6 +58,7 @@ struct Extractor<'a> {
     entries: u64,
     bytes: u64,
     max_entries: u64,
+    allow_absolute_symlinks: bool,
     max_bytes: u64,
     as_root: bool,
     buf: Vec<u8>,
@@ -304,7 +306,14 @@ impl Extractor<'_> {
             ))
         };
         if target.first() == Some(&b'/') {
-            return Err(refuse("absolute target"));
+            // Never followed while extracting (parents must be directories
+            // this extraction created), so an opt-in can keep it verbatim.
+            if self.allow_absolute_symlinks {
+                return Ok(());
+            }
+            return Err(refuse(
+                "absolute target (restore with --allow-absolute-symlinks to keep such links as they are)",
+            ));
         }
         let mut depth = depth;
         let mut seen_name = false;
@@ -493,6 +502,7 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
             entries: 0,
             bytes: 0,
             max_entries: opts.max_entries,
+            allow_absolute_symlinks: opts.allow_absolute_symlinks,
             max_bytes,
             // SAFETY: geteuid has no failure mode.
             as_root: unsafe { libc::geteuid() } == 0,

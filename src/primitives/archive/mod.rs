@@ -160,6 +160,11 @@ pub struct ExtractOptions {
     /// Instead of the `.sha256` sidecar.
     pub expected_sha256: Option<String>,
     pub skip_checksum: bool,
+    /// Keep symlinks with absolute targets (`/etc/localtime ->
+    /// /usr/share/zoneinfo/...`) as they are. They are never followed while
+    /// extracting; off by default (CONVENTIONS.md refuses links that resolve
+    /// outside the root).
+    pub allow_absolute_symlinks: bool,
 }
 
 impl Default for ExtractOptions {
@@ -170,6 +175,7 @@ impl Default for ExtractOptions {
             max_ratio: 1000,
             expected_sha256: None,
             skip_checksum: false,
+            allow_absolute_symlinks: false,
         }
     }
 }
