@@ -9,9 +9,12 @@ use std::sync::Arc;
 
 pub(crate) type RhaiResult<T> = Result<T, Box<EvalAltResult>>;
 
+/// Builds one namespaced module for a run's host.
+type ModuleBuilder = fn(&Arc<Host>) -> Module;
+
 /// Register every primitive module into `engine` for this run's host.
 pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
-    let modules: [(&str, fn(&Arc<Host>) -> Module); 11] = [
+    let modules: &[(&str, ModuleBuilder)] = &[
         ("archive", archive_rhai::module),
         ("catalog", catalog::module),
         ("config", config_rhai::module),
@@ -25,7 +28,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
         ("workflow", workflow::module),
     ];
     for (name, build) in modules {
-        engine.register_static_module(name, build(host).into());
+        engine.register_static_module(*name, build(host).into());
     }
 }
 
