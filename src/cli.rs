@@ -80,8 +80,21 @@ pub enum Command {
     Backups(BackupsCommand),
     /// Restore a backup (catalog ID or archive path) into a new directory
     Restore(RestoreArgs),
-    /// Last runs, last backups, catalog health
+    /// Last runs, last backups, catalog health, monitored service states
     Status,
+    /// Notification channels
+    #[command(subcommand)]
+    Notify(NotifyCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NotifyCommand {
+    /// Send a test notification to one channel, or to every enabled channel,
+    /// and report each channel's result (exit 1 if one failed)
+    Test {
+        /// Channel name (default: every enabled event channel)
+        channel: Option<String>,
+    },
 }
 
 #[derive(Debug, Args)]

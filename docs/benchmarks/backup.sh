@@ -10,10 +10,10 @@
 #   SIZE_MB=1024  tree size      RUNS=3  repetitions (medians are reported)
 #   LEVEL=3       zstd level     KEEP=1  keep WORKDIR
 #
-# Part 1 (works today): the `archive::bench` test calls archive::create and
-# archive::verify in-process and reports wall time and peak RSS (VmHWM).
+# Part 1: the `archive::bench` test calls archive::create and archive::verify
+# in-process and reports wall time and peak RSS (VmHWM).
 # Part 2: the same through the binary (`run backup`, `backups verify`), under
-# /usr/bin/time; skipped with a note if the binary cannot do it yet.
+# /usr/bin/time; skipped with a note if the release build fails.
 # Results: docs/benchmarks/backup.md.
 set -euo pipefail
 

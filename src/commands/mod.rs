@@ -4,6 +4,7 @@
 
 pub mod backups;
 pub mod config_cmd;
+pub mod notify_cmd;
 pub mod restore;
 pub mod run;
 pub mod scripts;
@@ -88,6 +89,7 @@ pub fn dispatch(cli: &Cli) -> Result<Report> {
         Command::Backups(c) => backups::run(&env, c),
         Command::Restore(a) => restore::run(&env, a),
         Command::Status => status::run(&env),
+        Command::Notify(c) => notify_cmd::run(&env, c),
     }
 }
 

@@ -58,6 +58,8 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         run_id,
         &args.workflow,
     ));
+    // Dead-man pings (healthchecks.io /start, Uptime Kuma) for this run.
+    let pinger = crate::notify::pings::Pinger::start(&cfg, &args.workflow, args.dry_run);
     let engine = build_engine(&host);
     let program = match Program::load(&engine, &host.scripts, &args.workflow, &names) {
         Ok(p) => p,
@@ -65,6 +67,7 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
             if let (Some(s), Some(id)) = (&store, run_id) {
                 let _ = s.finish_run(id, RunStatus::Failed, &e.to_string());
             }
+            pinger.fail(&e.to_string());
             return Err(e);
         }
     };
@@ -76,7 +79,13 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         names.len(),
         run_id.map(|id| format!(" (run {id})")).unwrap_or_default()
     );
-    let outcome = run_program(&host, &engine, &services)?;
+    let outcome = match run_program(&host, &engine, &services) {
+        Ok(o) => o,
+        Err(e) => {
+            pinger.fail(&e.to_string());
+            return Err(e);
+        }
+    };
 
     let failed: Vec<&str> = outcome
         .services
@@ -135,6 +144,48 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
     if !outcome.ok {
         tracing::error!("{summary}");
     }
+    // One message per channel for the whole run; a failed delivery is
+    // recorded and warned about and never changes the exit code.
+    let deliveries = crate::notify::deliver_run(
+        &cfg,
+        store.as_deref(),
+        run_id,
+        &outcome.notifications,
+        args.dry_run,
+    );
+    for d in deliveries.iter().filter(|d| d.status == "failed") {
+        text.push_str(&format!(
+            "warning: notification to {} failed: {}\n",
+            d.channel,
+            d.error.as_deref().unwrap_or("")
+        ));
+    }
+    let exit = if outcome.ok {
+        0
+    } else {
+        crate::error::exit::FAILED
+    };
+    let log_tail = match (&store, run_id) {
+        (Some(s), Some(id)) => s
+            .run_events(id, 200)
+            .unwrap_or_default()
+            .iter()
+            .map(|e| {
+                format!(
+                    "{} {} {}{}\n",
+                    super::local_time(e.ts),
+                    e.level,
+                    e.service
+                        .as_deref()
+                        .map(|s| format!("[{s}] "))
+                        .unwrap_or_default(),
+                    e.message
+                )
+            })
+            .collect::<String>(),
+        _ => String::new(),
+    };
+    pinger.finish(exit, &format!("{log_tail}{summary}\n"), &summary);
     let mut doc = json!({
         "run_id": run_id,
         "workflow": args.workflow,
@@ -145,16 +196,13 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         "warnings": outcome.warnings,
         "services": outcome.services,
         "notifications": outcome.notifications,
+        "deliveries": deliveries,
     });
     crate::redact::scrub_json(&mut doc);
     Ok(Report {
         json: doc,
         text,
-        exit: if outcome.ok {
-            0
-        } else {
-            crate::error::exit::FAILED
-        },
+        exit,
     })
 }
 

@@ -22,7 +22,7 @@ pub fn run(env: &Env) -> Result<Report> {
         text.push_str(&format!(
             "  {:<16} {:<9} {}  {}\n",
             r.workflow,
-            format!("{:?}", r.status).to_lowercase(),
+            r.status.as_str(),
             local_time(r.started_at),
             r.summary
         ));
@@ -59,10 +59,52 @@ pub fn run(env: &Env) -> Result<Report> {
             "last_backup": newest, "backups": backups.len(), "verified": verified,
         }));
     }
+    let monitored = monitor_section(&cfg, &store, now, &mut text)?;
     Ok(Report::ok(
-        json!({"runs": runs, "services": services}),
+        json!({"runs": runs, "services": services, "monitor": monitored}),
         text,
     ))
+}
+
+/// Each monitored service's state, since when, and uptime over 24h/7d/30d.
+fn monitor_section(
+    cfg: &crate::config::Config,
+    store: &crate::state::Store,
+    now: i64,
+    text: &mut String,
+) -> Result<Vec<crate::monitor::ServiceStatus>> {
+    let mut out = Vec::new();
+    for s in &cfg.services {
+        let st = crate::monitor::service_status(store, &s.name)?;
+        if !st.checks.is_empty() {
+            out.push(st);
+        }
+    }
+    if out.is_empty() {
+        return Ok(out);
+    }
+    let pct = |p: Option<f64>| p.map(|p| format!("{p:.2}%")).unwrap_or_else(|| "-".into());
+    text.push_str(&format!(
+        "\nMonitoring\n  {:<24} {:<8} {:<10} {:>8} {:>8} {:>8}\n",
+        "SERVICE", "STATE", "SINCE", "24H", "7D", "30D"
+    ));
+    for st in &out {
+        text.push_str(&format!(
+            "  {:<24} {:<8} {:<10} {:>8} {:>8} {:>8}\n",
+            st.service,
+            st.state.to_uppercase(),
+            st.since
+                .map(|t| format!("{} ago", ago(now - t)))
+                .unwrap_or_default(),
+            pct(st.uptime_24h),
+            pct(st.uptime_7d),
+            pct(st.uptime_30d)
+        ));
+        for c in st.checks.iter().filter(|c| c.status != "up") {
+            text.push_str(&format!("      {} {}: {}\n", c.name, c.status, c.message));
+        }
+    }
+    Ok(out)
 }
 
 fn ago(secs: i64) -> String {

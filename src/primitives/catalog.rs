@@ -45,6 +45,7 @@ pub fn prune(
     policy: &RetentionConfig,
     now: i64,
     dry_run: bool,
+    pending: Option<i64>,
     log: &dyn Fn(tracing::Level, &str),
 ) -> Result<PruneReport> {
     let rows: Vec<BackupRecord> = store
@@ -52,7 +53,7 @@ pub fn prune(
         .into_iter()
         .filter(|b| b.kind == KIND_ARCHIVE)
         .collect();
-    let items: Vec<RetentionItem> = rows
+    let mut items: Vec<RetentionItem> = rows
         .iter()
         .map(|b| RetentionItem {
             id: b.id,
@@ -60,6 +61,11 @@ pub fn prune(
             verified: b.verified_at.is_some() && b.status == "complete",
         })
         .collect();
+    if let Some(created_at) = pending {
+        // A dry run plans as the real run would: the backup it would just
+        // have made counts as the newest verified one.
+        items.push(RetentionItem { id: -1, created_at, verified: true });
+    }
     let mut report = PruneReport::default();
     for d in retention::plan(&items, policy, now) {
         let Some(row) = rows.iter().find(|r| r.id == d.id) else {
@@ -75,18 +81,12 @@ pub fn prune(
             .filter(|c| c.kind == KIND_COPY && c.sha256.is_some() && c.sha256 == row.sha256)
             .collect();
         if dry_run {
-            log(
-                tracing::Level::INFO,
-                &format!(
-                    "[dry-run] retention would delete {} (+ .sha256, .manifest.json)",
-                    row.location
-                ),
-            );
-            for c in &copies {
-                log(
-                    tracing::Level::INFO,
-                    &format!("[dry-run] retention would delete copy {}", c.location),
-                );
+            for loc in std::iter::once(&row.location).chain(copies.iter().map(|c| &c.location)) {
+                let (sha, manifest) = super::archive::sidecar_paths(Path::new(loc));
+                log(tracing::Level::INFO, &format!("[dry-run] retention would delete {loc}"));
+                for side in [sha, manifest] {
+                    log(tracing::Level::INFO, &format!("[dry-run] retention would delete {}", side.display()));
+                }
             }
             report.would_delete.push(row.location.clone());
             report
@@ -188,6 +188,11 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 return to_dyn(&PruneReport::default());
             };
             let svc_name = service_of(&ctx).unwrap_or(name.clone());
+            // `svc.pending`: an artifact a dry run would have made, planned
+            // as the newest verified backup.
+            let pending = svc
+                .get("pending")
+                .and_then(|p| p.read_lock::<Map>().and_then(|m| m.get("created_at").and_then(|c| c.as_int().ok())));
             let log = |level, msg: &str| h.event(level, Some(&svc_name), msg);
             let report = prune(
                 store,
@@ -195,6 +200,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 &policy,
                 chrono::Utc::now().timestamp(),
                 h.dry_run,
+                pending,
                 &log,
             )
             .map_err(|e| to_rhai(e, &ctx))?;

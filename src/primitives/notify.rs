@@ -56,6 +56,7 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
         "workflow": h.workflow,
         "hostname": h.hostname,
         "data": payload,
+        "ts": chrono::Utc::now().timestamp(),
     });
     let level = if sev == "info" {
         tracing::Level::INFO

@@ -88,8 +88,42 @@ CREATE INDEX notifications_channel_ts ON notifications (channel, ts);
 CREATE INDEX notifications_run ON notifications (run_id) WHERE run_id IS NOT NULL;
 "#;
 
+/// Version 2: notification cooldowns, monitor alert state per check, and
+/// the check history uptime percentages are computed from.
+const V2: &str = r#"
+CREATE TABLE notify_cooldowns (
+    key       TEXT    PRIMARY KEY NOT NULL,               -- event:subject
+    last_sent INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE monitor_checks (
+    id           TEXT    PRIMARY KEY NOT NULL,            -- service/check
+    service      TEXT    NOT NULL,
+    name         TEXT    NOT NULL,
+    status       TEXT    NOT NULL DEFAULT 'unknown' CHECK (status IN ('unknown', 'up', 'down')),
+    fails        INTEGER NOT NULL DEFAULT 0,              -- consecutive failures
+    oks          INTEGER NOT NULL DEFAULT 0,              -- consecutive successes
+    since        INTEGER NOT NULL,                        -- status since (unix seconds)
+    last_checked INTEGER NOT NULL,
+    last_alert   INTEGER,                                 -- last down alert or reminder
+    alerted      INTEGER NOT NULL DEFAULT 0 CHECK (alerted IN (0, 1)),
+    message      TEXT    NOT NULL DEFAULT ''
+) WITHOUT ROWID;
+CREATE INDEX monitor_checks_service ON monitor_checks (service);
+
+CREATE TABLE monitor_history (
+    id       INTEGER PRIMARY KEY,
+    check_id TEXT    NOT NULL,
+    ts       INTEGER NOT NULL,
+    cycle    INTEGER NOT NULL,                            -- one monitor cycle (unix ms)
+    ok       INTEGER NOT NULL CHECK (ok IN (0, 1)),
+    latency_ms INTEGER
+);
+CREATE INDEX monitor_history_check_ts ON monitor_history (check_id, ts);
+"#;
+
 /// All migrations, in order. The schema version is their count.
-pub(super) const MIGRATIONS: &[&str] = &[V1];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -16,11 +16,13 @@
 mod catalog;
 mod kv;
 mod migrations;
+mod monitor;
 mod runs;
 #[cfg(test)]
 mod tests;
 
 pub use migrations::SCHEMA_VERSION;
+pub use monitor::CheckState;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;

@@ -29,7 +29,7 @@ fn quickstart_example_backs_up_and_restores() {
         Run::from_output(c.output().unwrap())
     };
     let r = run(&["run", "backup"]);
-    r.code(0).stdout_has("webapp").stderr_has("pre_backup: ");
+    r.code(0).stdout_has("webapp").stdout_has("webapp_").stderr_has("pre_backup: ");
     let archives = t.archives("ex/quickstart-out/backups/webapp");
     assert_eq!(archives.len(), 1, "{:?}", archives);
     let name = archives[0]
@@ -140,12 +140,23 @@ fn retention_keeps_newest_and_dry_run_lists_what_it_would_delete() {
         "",
     ));
     let before = snapshot(t.root.path());
-    let oldest = t.archives("backups/web").remove(0);
+    let existing = t.archives("backups/web");
+    let oldest = existing[0].clone();
     let r = t.run(&["run", "backup", "--dry-run"]);
     r.code(0)
         .stderr_has("would create archive")
-        .stderr_has(&format!("retention would delete {}", oldest.display()));
+        .stderr_has(&format!("retention would delete {}", oldest.display()))
+        .stderr_has(&format!("retention would delete {}.sha256", oldest.display()))
+        .stderr_has(&format!("retention would delete {}.manifest.json", oldest.display()))
+        // keep_last 1 counts the backup the run would make: both go.
+        .stderr_has(&format!("retention would delete {}", existing[1].display()));
     assert_eq!(before, snapshot(t.root.path()), "a dry run changed files");
+    // The real run deletes exactly what the dry run named.
+    std::thread::sleep(Duration::from_millis(1100));
+    t.run(&["run", "backup"]).code(0);
+    let left = t.archives("backups/web");
+    assert_eq!(left.len(), 1);
+    assert!(!existing.contains(&left[0]));
 }
 
 #[test]

@@ -5,5 +5,8 @@ mod harness;
 
 mod backup;
 mod config_errors;
+mod monitor;
+mod notify;
+mod pve;
 mod restore_safety;
 mod scripts;

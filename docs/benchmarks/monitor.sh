@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# One `run monitor` cycle of N HTTP checks against a local server, against a
+# sequential curl loop and `xargs -P 64 curl` over the same URLs.
+#
+#   docs/benchmarks/monitor.sh [N=500] [RUNS=5]
+#
+# Reports, per tool: wall time, CPU (user+sys), peak RSS (GNU time), and for
+# homelab-autopilot the time from exec to the server seeing the first check.
+# Needs: a release build (built if missing), python3, curl, /usr/bin/time.
+# Results: docs/benchmarks/monitor.md.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+N=${1:-500}
+RUNS=${2:-5}
+BIN=${BIN:-target/release/homelab-autopilot}
+[ -x "$BIN" ] || cargo build --release --locked
+WORK=$(mktemp -d)
+trap 'kill "${SERVER_PID:-0}" 2>/dev/null || true; rm -rf "$WORK"' EXIT
+
+# The server: threaded, answers "ok" to every GET, and writes the arrival
+# time (ns) of the first request after each reset (POST /reset) to a file.
+cat >"$WORK/server.py" <<'EOF'
+import sys, time, threading
+from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
+first_file = sys.argv[2]
+lock = threading.Lock()
+state = {"first": None}
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        now = time.time_ns()
+        with lock:
+            if state["first"] is None:
+                state["first"] = now
+                open(first_file, "w").write(str(now))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"ok")
+    def do_POST(self):
+        with lock:
+            state["first"] = None
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+    def log_message(self, *a):
+        pass
+ThreadingHTTPServer.daemon_threads = True
+ThreadingHTTPServer.request_queue_size = 1024
+s = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H)
+print("ready", flush=True)
+s.serve_forever()
+EOF
+PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 "$WORK/server.py" "$PORT" "$WORK/first" >"$WORK/server.out" 2>&1 &
+SERVER_PID=$!
+for _ in $(seq 50); do grep -q ready "$WORK/server.out" 2>/dev/null && break; sleep 0.1; done
+
+# N checks: 50 services of N/50 checks each.
+PER=$(( (N + 49) / 50 ))
+{
+    echo "notifications:"
+    echo "  enabled: false"
+    echo "monitoring:"
+    echo "  concurrency: 64"
+    echo "services:"
+    n=0
+    for s in $(seq 1 50); do
+        [ "$n" -ge "$N" ] && break
+        echo "  - name: svc$s"
+        echo "    health_checks:"
+        for c in $(seq 1 "$PER"); do
+            [ "$n" -ge "$N" ] && break
+            echo "      - {type: http, name: c$c, url: \"http://127.0.0.1:$PORT/s$s/c$c\"}"
+            echo "http://127.0.0.1:$PORT/s$s/c$c" >>"$WORK/urls"
+            n=$((n + 1))
+        done
+    done
+} >"$WORK/config.yaml"
+
+measure() { # label, command...
+    local label=$1; shift
+    curl -s -X POST "http://127.0.0.1:$PORT/reset" >/dev/null
+    local start; start=$(date +%s%N)
+    /usr/bin/time -f "%e %U %S %M" -o "$WORK/time" "$@" >/dev/null 2>"$WORK/stderr" || {
+        echo "$label failed:"; cat "$WORK/stderr"; exit 1; }
+    read -r wall user sys rss <"$WORK/time"
+    local first; first=$(cat "$WORK/first")
+    printf "%-22s wall %6.3f s  cpu %6.3f s  peak RSS %6.1f MB  first request after %6.1f ms\n" \
+        "$label" "$wall" "$(echo "$user + $sys" | bc)" "$(echo "scale=1; $rss / 1024" | bc)" \
+        "$(echo "scale=1; ($first - $start) / 1000000" | bc)"
+}
+
+echo "$N HTTP checks against 127.0.0.1:$PORT ($(nproc) CPUs), $RUNS runs each"
+for i in $(seq "$RUNS"); do
+    measure "homelab-autopilot" "$BIN" --config "$WORK/config.yaml" --state-dir "$WORK/state" \
+        -q run monitor
+done
+for i in $(seq "$RUNS"); do
+    measure "xargs -P 64 curl" xargs -P 64 -n 1 curl -s -o /dev/null <"$WORK/urls"
+done
+for i in $(seq "$RUNS"); do
+    measure "sequential curl" sh -c 'while read -r u; do curl -s -o /dev/null "$u"; done' <"$WORK/urls"
+done

@@ -1,0 +1,399 @@
+//! Health checks, read-only: HTTP(S) (status, body substring/regex,
+//! latency, TLS certificate expiry, headers, redirects), TCP connect, DNS
+//! resolution, process running (name or pid file), Docker container running
+//! and healthy (`docker inspect`, argv), a command's exit code, and host
+//! resources (disk, memory, load). Each check has its own timeout; many run
+//! at once under a concurrency limit.
+
+use crate::config::{CommandSpec, HealthCheckConfig, HealthCheckType};
+use serde::Serialize;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+/// One check to run.
+#[derive(Debug, Clone)]
+pub struct CheckSpec {
+    /// `service/name`.
+    pub id: String,
+    pub service: String,
+    pub name: String,
+    /// `external` for a service's `external_url`.
+    pub kind: String,
+    pub check: HealthCheckConfig,
+    pub timeout: Duration,
+}
+
+/// The outcome of one check (handed to scripts as a map).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct CheckResult {
+    pub id: String,
+    pub service: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub ok: bool,
+    pub message: String,
+    pub latency_ms: u64,
+    /// A warning that does not fail the check (certificate expiring soon).
+    pub warning: Option<String>,
+    pub tls_days_left: Option<i64>,
+    pub parent: Option<String>,
+}
+
+struct Outcome {
+    ok: bool,
+    message: String,
+    warning: Option<String>,
+    tls_days_left: Option<i64>,
+}
+
+impl Outcome {
+    fn ok(message: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: true,
+            message: message.into(),
+            warning: None,
+            tls_days_left: None,
+        }
+    }
+    fn fail(message: impl Into<String>) -> Outcome {
+        Outcome {
+            ok: false,
+            message: message.into(),
+            warning: None,
+            tls_days_left: None,
+        }
+    }
+}
+
+/// Run every spec, at most `concurrency` at once; results in spec order.
+pub fn run_all(specs: Vec<CheckSpec>, concurrency: usize) -> Vec<CheckResult> {
+    crate::notify::block_on(async move {
+        let sem = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+        let handles: Vec<_> = specs
+            .into_iter()
+            .map(|spec| {
+                let sem = sem.clone();
+                tokio::spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    run_check(&spec).await
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(handles.len());
+        for h in handles {
+            match h.await {
+                Ok(r) => out.push(r),
+                Err(e) => tracing::error!("a health check task panicked: {e}"),
+            }
+        }
+        out
+    })
+}
+
+/// Run one check under its timeout.
+pub async fn run_check(spec: &CheckSpec) -> CheckResult {
+    let started = Instant::now();
+    let o = match tokio::time::timeout(spec.timeout, check(&spec.check, spec.timeout)).await {
+        Ok(o) => o,
+        Err(_) => Outcome::fail(format!("timed out after {}s", spec.timeout.as_secs_f64())),
+    };
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let mut o = o;
+    if let (true, Some(max)) = (o.ok, spec.check.max_latency_ms) {
+        if latency_ms > max {
+            o.ok = false;
+            o.message = format!(
+                "{} but took {latency_ms} ms (max_latency_ms {max})",
+                o.message
+            );
+        }
+    }
+    CheckResult {
+        id: spec.id.clone(),
+        service: spec.service.clone(),
+        name: spec.name.clone(),
+        kind: spec.kind.clone(),
+        ok: o.ok,
+        message: crate::redact::scrub(&o.message).into_owned(),
+        latency_ms,
+        warning: o.warning,
+        tls_days_left: o.tls_days_left,
+        parent: spec.check.parent.clone(),
+    }
+}
+
+async fn check(c: &HealthCheckConfig, timeout: Duration) -> Outcome {
+    match c.check_type {
+        HealthCheckType::Http => http(c, timeout).await,
+        HealthCheckType::Tcp => tcp(c.host.as_deref().unwrap_or(""), c.port.unwrap_or(0)).await,
+        HealthCheckType::Dns => dns(c.hostname.as_deref().unwrap_or("")).await,
+        HealthCheckType::Process => process(c),
+        HealthCheckType::Container => container(c.container.as_deref().unwrap_or("")).await,
+        HealthCheckType::Command | HealthCheckType::Database => match &c.command {
+            Some(cmd) => command(&cmd.argv()).await,
+            None => Outcome::fail("no command"),
+        },
+        HealthCheckType::Custom => match &c.script {
+            Some(p) => command(&[p.display().to_string()]).await,
+            None => Outcome::fail("no script"),
+        },
+    }
+}
+
+/// Shared HTTP clients (one following redirects, one not): a 500-check
+/// cycle reuses connections and TLS configuration.
+fn http_client(follow: bool) -> &'static reqwest::Client {
+    static FOLLOW: OnceLock<reqwest::Client> = OnceLock::new();
+    static NO_FOLLOW: OnceLock<reqwest::Client> = OnceLock::new();
+    let cell = if follow { &FOLLOW } else { &NO_FOLLOW };
+    cell.get_or_init(|| {
+        crate::notify::transport::with_extra_roots(reqwest::Client::builder())
+            .user_agent(concat!(
+                "homelab-autopilot/",
+                env!("CARGO_PKG_VERSION"),
+                " (health check)"
+            ))
+            .redirect(if follow {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            })
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("HTTP client")
+    })
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = e;
+    while let Some(s) = cur.source() {
+        cur = s;
+    }
+    cur.to_string()
+}
+
+async fn http(c: &HealthCheckConfig, timeout: Duration) -> Outcome {
+    let Some(url) = c.url.as_deref() else {
+        return Outcome::fail("no url");
+    };
+    let mut tls_days_left = None;
+    let mut warning = None;
+    if let (Some(days), true) = (c.tls_expiry_warn_days, url.starts_with("https://")) {
+        match super::tls::days_left(url, timeout).await {
+            Ok(left) => {
+                tls_days_left = Some(left);
+                if left < days as i64 {
+                    warning = Some(if left < 0 {
+                        format!("TLS certificate expired {} day(s) ago", -left)
+                    } else {
+                        format!("TLS certificate expires in {left} day(s) (tls_expiry_warn_days {days})")
+                    });
+                }
+            }
+            Err(e) => warning = Some(format!("could not read the TLS certificate: {e}")),
+        }
+    }
+    let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
+        .unwrap_or(reqwest::Method::GET);
+    let mut rb = http_client(c.follow_redirects)
+        .request(method, url)
+        .timeout(timeout);
+    for (k, v) in &c.headers {
+        rb = rb.header(k, v);
+    }
+    let mut o = match rb.send().await {
+        Err(e) => Outcome::fail(if e.is_timeout() {
+            format!("timed out after {}s", timeout.as_secs_f64())
+        } else {
+            innermost(&e)
+        }),
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let status_ok = match c.expected_status {
+                Some(want) => status == want,
+                None => (200..300).contains(&status),
+            };
+            if !status_ok {
+                Outcome::fail(format!(
+                    "HTTP {status} (expected {})",
+                    c.expected_status
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "2xx".into())
+                ))
+            } else if c.body_contains.is_some() || c.body_regex.is_some() {
+                body_check(c, status, resp).await
+            } else {
+                Outcome::ok(format!("HTTP {status}"))
+            }
+        }
+    };
+    o.tls_days_left = tls_days_left;
+    if warning.is_some() {
+        o.warning = warning;
+    }
+    o
+}
+
+/// Most body bytes read for `body_contains` / `body_regex`.
+const BODY_MAX: usize = 1 << 20;
+
+async fn body_check(c: &HealthCheckConfig, status: u16, mut resp: reqwest::Response) -> Outcome {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() >= BODY_MAX {
+            body.truncate(BODY_MAX);
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&body);
+    if let Some(want) = &c.body_contains {
+        if !text.contains(want.as_str()) {
+            return Outcome::fail(format!("HTTP {status}, body lacks {want:?}"));
+        }
+    }
+    if let Some(re) = &c.body_regex {
+        match regex::Regex::new(re) {
+            Ok(r) if r.is_match(&text) => {}
+            Ok(_) => return Outcome::fail(format!("HTTP {status}, body does not match /{re}/")),
+            Err(e) => return Outcome::fail(format!("invalid body_regex: {e}")),
+        }
+    }
+    Outcome::ok(format!("HTTP {status}, body matches"))
+}
+
+async fn tcp(host: &str, port: u16) -> Outcome {
+    match tokio::net::TcpStream::connect((host, port)).await {
+        Ok(_) => Outcome::ok(format!("connected to {host}:{port}")),
+        Err(e) => Outcome::fail(format!("{host}:{port}: {e}")),
+    }
+}
+
+async fn dns(name: &str) -> Outcome {
+    match tokio::net::lookup_host((name, 0)).await {
+        Ok(addrs) => {
+            let v: Vec<String> = addrs.map(|a| a.ip().to_string()).collect();
+            if v.is_empty() {
+                Outcome::fail(format!("{name}: no addresses"))
+            } else {
+                Outcome::ok(format!("{name}: {}", v.join(", ")))
+            }
+        }
+        Err(e) => Outcome::fail(format!("{name}: {e}")),
+    }
+}
+
+/// Whether a process with this name (`/proc/PID/comm`, or the argv[0]
+/// basename) runs; or whether the pid in `pid_file` is alive.
+fn process(c: &HealthCheckConfig) -> Outcome {
+    if let Some(pf) = &c.pid_file {
+        let pid = match std::fs::read_to_string(pf) {
+            Ok(s) => s.trim().parse::<u32>().ok(),
+            Err(e) => return Outcome::fail(format!("{}: {e}", pf.display())),
+        };
+        return match pid {
+            Some(p) if std::path::Path::new(&format!("/proc/{p}")).exists() => {
+                Outcome::ok(format!("pid {p} is running"))
+            }
+            Some(p) => Outcome::fail(format!("pid {p} from {} is not running", pf.display())),
+            None => Outcome::fail(format!("{}: no pid in the file", pf.display())),
+        };
+    }
+    let name = c.process.as_deref().unwrap_or("");
+    let pids = find_processes(name);
+    if pids.is_empty() {
+        Outcome::fail(format!("no process named {name}"))
+    } else {
+        Outcome::ok(format!("{} process(es) named {name}", pids.len()))
+    }
+}
+
+/// Pids whose `comm` or argv[0] basename is `name`.
+pub fn find_processes(name: &str) -> Vec<u32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim_end() == name {
+                return true;
+            }
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let argv0 = cmdline.split(|b| *b == 0).next().unwrap_or(&[]);
+            let argv0 = String::from_utf8_lossy(argv0);
+            argv0.rsplit('/').next() == Some(name)
+        })
+        .collect()
+}
+
+/// `docker inspect --format '{{json .State}}' -- NAME`: running, and not
+/// unhealthy when the image has a HEALTHCHECK.
+async fn container(name: &str) -> Outcome {
+    let out = tokio::process::Command::new("docker")
+        .args(["inspect", "--format", "{{json .State}}", "--", name])
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    let out = match out {
+        Ok(o) => o,
+        Err(e) => return Outcome::fail(format!("docker: {e}")),
+    };
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Outcome::fail(format!("docker inspect {name}: {}", err.trim()));
+    }
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let running = state.get("Running").and_then(|r| r.as_bool()) == Some(true);
+    let status = state
+        .get("Status")
+        .and_then(|s| s.as_str())
+        .unwrap_or("unknown");
+    let health = state
+        .get("Health")
+        .and_then(|h| h.get("Status"))
+        .and_then(|s| s.as_str());
+    match (running, health) {
+        (false, _) => Outcome::fail(format!("container {name} is {status}")),
+        (true, Some("unhealthy")) => Outcome::fail(format!("container {name} is unhealthy")),
+        (true, Some(h)) => Outcome::ok(format!("container {name} is running ({h})")),
+        (true, None) => Outcome::ok(format!("container {name} is running")),
+    }
+}
+
+/// Run an argv; exit 0 is healthy. Output is not kept beyond a short
+/// message.
+async fn command(argv: &[String]) -> Outcome {
+    let Some((prog, args)) = argv.split_first() else {
+        return Outcome::fail("empty command");
+    };
+    let out = tokio::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await;
+    match out {
+        Ok(o) if o.status.success() => Outcome::ok(format!("{prog} exited 0")),
+        Ok(o) => {
+            let err: String = String::from_utf8_lossy(&o.stderr)
+                .chars()
+                .take(200)
+                .collect();
+            Outcome::fail(format!("{prog} exited with {}: {}", o.status, err.trim()))
+        }
+        Err(e) => Outcome::fail(format!("{prog}: {e}")),
+    }
+}
+
+/// A [`CommandSpec`] check built by scripts.
+pub fn command_check(cmd: CommandSpec) -> HealthCheckConfig {
+    HealthCheckConfig {
+        check_type: HealthCheckType::Command,
+        command: Some(cmd),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,152 @@
+//! Errors of the PVE/PBS clients, with a kind scripts can match on
+//! (`e.kind == "guest_locked"`) and a conversion to the crate's [`Error`].
+
+use crate::error::Error;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+pub type PveResult<T> = Result<T, PveError>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PveError {
+    /// The server's certificate matched none of the pinned fingerprints;
+    /// the handshake was aborted before any request was sent.
+    #[error("TLS certificate of {url} does not match the pinned fingerprint(s); the server presented {seen} (update proxmox.fingerprint if the certificate was renewed on purpose)")]
+    PinMismatch { url: String, seen: String },
+
+    /// Connect/TLS/IO failures, and 595/596 after the retries.
+    #[error("{0}")]
+    Unreachable(String),
+
+    /// 401: bad token, expired ticket, missing CSRF token.
+    #[error("authentication failed ({status}): {message}")]
+    Auth { status: u16, message: String },
+
+    /// 400 with the schema validator's per-parameter errors.
+    #[error("{method} {path}: parameter verification failed: {}", fmt_errors(.errors))]
+    Params {
+        method: String,
+        path: String,
+        errors: BTreeMap<String, String>,
+    },
+
+    /// Any other HTTP error answer.
+    #[error("{method} {path}: HTTP {status}: {message}")]
+    Api {
+        method: String,
+        path: String,
+        status: u16,
+        message: String,
+    },
+
+    /// A guest holds a lock (`backup`, `snapshot`, ...). Never removed by us.
+    #[error("{guest} is locked ({lock}){detail}")]
+    Locked {
+        guest: String,
+        lock: String,
+        detail: String,
+    },
+
+    /// A task ended with an error exit status.
+    #[error("task failed: {status}{}\n--- task {upid}, last log lines\n{log_tail}", first_error(.log_tail))]
+    TaskFailed {
+        upid: String,
+        status: String,
+        log_tail: String,
+    },
+
+    #[error("{what} timed out after {}s", .after.as_secs())]
+    Timeout { what: String, after: Duration },
+
+    /// A value we refuse before calling (snapshot name rules, ...).
+    #[error("{0}")]
+    Invalid(String),
+
+    /// The answer did not have the shape we rely on.
+    #[error("unexpected answer from {what}: {message}")]
+    Decode { what: String, message: String },
+
+    /// A local command (pct, qm, pvesh, proxmox-backup-client) failed.
+    #[error("{program}: {message}")]
+    Command { program: String, message: String },
+
+    /// Configuration problem found when building a client.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// The first `ERROR: ...` line of a task log, as ` (reason)`.
+fn first_error(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.strip_prefix("ERROR: "))
+        .map(|l| format!(" ({l})"))
+        .unwrap_or_default()
+}
+
+fn fmt_errors(e: &BTreeMap<String, String>) -> String {
+    e.iter()
+        .map(|(k, v)| format!("{k}: {}", v.trim_end()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl PveError {
+    /// The kind thrown to scripts.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            PveError::PinMismatch { .. } => "tls_pin_mismatch",
+            PveError::Unreachable(_) => "unreachable",
+            PveError::Auth { .. } => "auth",
+            PveError::Params { .. } => "invalid_parameter",
+            PveError::Api { .. } => "api",
+            PveError::Locked { .. } => "guest_locked",
+            PveError::TaskFailed { .. } => "task_failed",
+            PveError::Timeout { .. } => "timeout",
+            PveError::Invalid(_) => "invalid_argument",
+            PveError::Decode { .. } => "api",
+            PveError::Command { .. } => "command",
+            PveError::Config(_) => "config",
+        }
+    }
+
+    /// Transient failures (network, 595/596, lock held by a running task).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            PveError::Unreachable(_) | PveError::Timeout { .. } | PveError::Locked { .. } => true,
+            PveError::Api { status, .. } => matches!(status, 595 | 596 | 502 | 503 | 504),
+            _ => false,
+        }
+    }
+
+    /// If this error says a guest is locked ("VM is locked (backup)",
+    /// "CT 200 is locked (snapshot)"), the lock name.
+    pub fn lock_name(&self) -> Option<String> {
+        let text = match self {
+            PveError::Locked { lock, .. } => return Some(lock.clone()),
+            PveError::Api { message, .. } => message,
+            PveError::TaskFailed { status, .. } => status,
+            _ => return None,
+        };
+        lock_in(text)
+    }
+}
+
+/// The lock named in a PVE message ("VM is locked (backup)").
+pub fn lock_in(text: &str) -> Option<String> {
+    let re = regex::Regex::new(r"is locked \(([a-z-]+)\)").ok()?;
+    re.captures(text).map(|c| c[1].to_string())
+}
+
+impl From<PveError> for Error {
+    fn from(e: PveError) -> Error {
+        match e {
+            PveError::PinMismatch { .. } | PveError::Unreachable(_) => {
+                Error::Unreachable(e.to_string())
+            }
+            PveError::Timeout { what, after } => Error::Timeout { what, after },
+            PveError::Config(m) => Error::Config(vec![m]),
+            PveError::Command { program, message } => Error::Command { program, message },
+            other => Error::Other(other.to_string()),
+        }
+    }
+}

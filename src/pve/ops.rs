@@ -1,0 +1,674 @@
+//! The typed PVE operations, over any [`Transport`]: snapshots, vzdump,
+//! backup listing, restore, clone, power, destroy, node and cluster status,
+//! next free VMID, QEMU guest agent exec.
+//!
+//! Rules enforced before a call: snapshot names (`pve-configid`, 2..40
+//! characters, not a reserved name), vzdump's `storage`/`dumpdir`
+//! exclusivity and root-only options, restore always naming the target
+//! storage. Guest locks are reported, waited for (bounded) when a running
+//! task holds them, and never removed.
+
+use super::error::{PveError, PveResult};
+use super::tasks;
+use super::types::*;
+use super::{enc, Method, Params, ParamsBuilder, Transport};
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+pub struct Pve {
+    pub t: Box<dyn Transport>,
+    /// Default timeout of a task (vzdump and restore pass their own).
+    pub task_timeout: Duration,
+    /// How long to wait for a lock held by a running task.
+    pub lock_wait: Duration,
+}
+
+/// Check a snapshot name the way PVE does (`pve-configid`, maxLength 40,
+/// reserved names), so a bad name fails before any call.
+pub fn check_snapname(kind: GuestKind, name: &str) -> PveResult<()> {
+    let re = regex::Regex::new(r"^[A-Za-z][A-Za-z0-9_-]{1,39}$").expect("static regex");
+    if !re.is_match(name) {
+        return Err(PveError::Invalid(format!(
+            "invalid snapshot name '{name}': 2 to 40 characters, a letter first, then letters, digits, '-' or '_'"
+        )));
+    }
+    let lower = name.to_ascii_lowercase();
+    let reserved = match kind {
+        GuestKind::Qemu => ["current", "pending"].contains(&lower.as_str()),
+        GuestKind::Lxc => ["current", "vzdump"].contains(&lower.as_str()),
+    };
+    if reserved {
+        return Err(PveError::Invalid(format!(
+            "invalid snapshot name '{name}': reserved by Proxmox"
+        )));
+    }
+    Ok(())
+}
+
+impl Pve {
+    pub fn new(t: Box<dyn Transport>) -> Pve {
+        Pve {
+            t,
+            task_timeout: Duration::from_secs(30 * 60),
+            lock_wait: Duration::from_secs(10 * 60),
+        }
+    }
+
+    fn get(&self, path: &str, p: Params) -> PveResult<Value> {
+        self.t.call(Method::Get, path, &p)
+    }
+
+    /// POST/DELETE that starts a task; wait for it.
+    fn task(&self, m: Method, path: &str, p: Params, timeout: Duration) -> PveResult<TaskResult> {
+        let v = self.t.call(m, path, &p)?;
+        let upid = v.as_str().unwrap_or_default().to_string();
+        if tasks::parse_upid(&upid).is_none() {
+            return Err(PveError::Decode {
+                what: format!("{} {path}", m.as_str()),
+                message: format!("expected a task id (UPID), got {v}"),
+            });
+        }
+        tasks::wait(self.t.as_ref(), &upid, timeout).map_err(|e| lock_from_task(e, path))
+    }
+
+    // ---- status, locks ----
+
+    pub fn guest_status(&self, g: &GuestRef) -> PveResult<GuestStatus> {
+        let v = self.get(&format!("{}/status/current", g.path()), Vec::new())?;
+        Ok(GuestStatus {
+            vmid: g.vmid,
+            status: v["status"].as_str().unwrap_or("unknown").to_string(),
+            name: v["name"].as_str().map(str::to_string),
+            lock: v["lock"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string),
+            uptime: num(&v["uptime"]).map(|f| f as u64),
+            raw: v,
+        })
+    }
+
+    /// Running tasks on the guest's node for this VMID.
+    fn running_tasks(&self, g: &GuestRef) -> PveResult<Vec<String>> {
+        let p = ParamsBuilder::new()
+            .int("vmid", g.vmid.into())
+            .str("source", "active")
+            .build();
+        let v = self.get(&format!("/nodes/{}/tasks", enc(&g.node)), p)?;
+        Ok(v.as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|t| {
+                        t["status"]
+                            .as_str()
+                            .is_none_or(|s| s == "running" || s.is_empty())
+                    })
+                    .filter_map(|t| t["upid"].as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    /// Fail with a clear "VM 100 is locked (backup)" unless the guest is
+    /// unlocked; when a running task holds the lock, wait up to
+    /// `lock_wait` for it. Never unlocks.
+    pub fn wait_unlocked(&self, g: &GuestRef) -> PveResult<()> {
+        let started = Instant::now();
+        loop {
+            let st = self.guest_status(g)?;
+            let Some(lock) = st.lock else { return Ok(()) };
+            let running = self.running_tasks(g)?;
+            let label = format!("{} {}", g.kind.label(), g.vmid);
+            if running.is_empty() {
+                return Err(PveError::Locked {
+                    guest: label,
+                    lock,
+                    detail: format!(
+                        " and no running task holds the lock; it may be stale. Check it and unlock it yourself (`{} unlock {}`); homelab-autopilot never removes a lock",
+                        if g.kind == GuestKind::Qemu { "qm" } else { "pct" },
+                        g.vmid
+                    ),
+                });
+            }
+            if started.elapsed() >= self.lock_wait {
+                return Err(PveError::Locked {
+                    guest: label,
+                    lock,
+                    detail: format!(
+                        " by running task {}; still locked after waiting {}s",
+                        running[0],
+                        self.lock_wait.as_secs()
+                    ),
+                });
+            }
+            tracing::info!(
+                "{label} is locked ({lock}) by running task {}; waiting",
+                running[0]
+            );
+            std::thread::sleep(Duration::from_millis(500).min(self.lock_wait));
+        }
+    }
+
+    // ---- snapshots ----
+
+    pub fn snapshot_create(
+        &self,
+        g: &GuestRef,
+        name: &str,
+        description: Option<&str>,
+        vmstate: bool,
+    ) -> PveResult<TaskResult> {
+        check_snapname(g.kind, name)?;
+        if vmstate && g.kind == GuestKind::Lxc {
+            return Err(PveError::Invalid(
+                "containers have no RAM state: vmstate is for VMs only".into(),
+            ));
+        }
+        self.wait_unlocked(g)?;
+        let mut p = ParamsBuilder::new()
+            .str("snapname", name)
+            .opt_str("description", description);
+        if g.kind == GuestKind::Qemu && vmstate {
+            p = p.bool("vmstate", true);
+        }
+        self.task(
+            Method::Post,
+            &format!("{}/snapshot", g.path()),
+            p.build(),
+            self.task_timeout,
+        )
+    }
+
+    /// Snapshots, without the `current` pseudo-entry.
+    pub fn snapshot_list(&self, g: &GuestRef) -> PveResult<Vec<SnapshotInfo>> {
+        let v = self.get(&format!("{}/snapshot", g.path()), Vec::new())?;
+        let all: Vec<SnapshotInfo> = serde_json::from_value(v).map_err(|e| PveError::Decode {
+            what: "snapshot list".into(),
+            message: e.to_string(),
+        })?;
+        Ok(all.into_iter().filter(|s| s.name != "current").collect())
+    }
+
+    pub fn snapshot_rollback(
+        &self,
+        g: &GuestRef,
+        name: &str,
+        start: bool,
+    ) -> PveResult<TaskResult> {
+        check_snapname(g.kind, name)?;
+        self.wait_unlocked(g)?;
+        let p = ParamsBuilder::new()
+            .opt_bool("start", start.then_some(true))
+            .build();
+        self.task(
+            Method::Post,
+            &format!("{}/snapshot/{}/rollback", g.path(), enc(name)),
+            p,
+            self.task_timeout,
+        )
+    }
+
+    pub fn snapshot_delete(&self, g: &GuestRef, name: &str, force: bool) -> PveResult<TaskResult> {
+        check_snapname(g.kind, name)?;
+        self.wait_unlocked(g)?;
+        let p = ParamsBuilder::new()
+            .opt_bool("force", force.then_some(true))
+            .build();
+        self.task(
+            Method::Delete,
+            &format!("{}/snapshot/{}", g.path(), enc(name)),
+            p,
+            self.task_timeout,
+        )
+    }
+
+    // ---- vzdump and backups ----
+
+    pub fn vzdump(&self, g: &GuestRef, o: &VzdumpOptions) -> PveResult<VzdumpResult> {
+        match (&o.storage, &o.dumpdir) {
+            (Some(_), Some(_)) => {
+                return Err(PveError::Invalid(
+                    "vzdump: set storage or dumpdir, not both".into(),
+                ))
+            }
+            (None, None) => return Err(PveError::Invalid("vzdump: set storage or dumpdir".into())),
+            (None, Some(_)) if !self.t.is_root() => {
+                return Err(PveError::Invalid(
+                    "vzdump to a dump directory needs root@pam: API tokens may not set 'dumpdir'. Use a storage (global.backup.direct_storage.storage), password login as root@pam, or local: true on the node".into(),
+                ))
+            }
+            _ => {}
+        }
+        if (o.notes_template.is_some() || o.protected.is_some()) && o.storage.is_none() {
+            return Err(PveError::Invalid(
+                "vzdump: notes_template and protected need a storage".into(),
+            ));
+        }
+        if let Some(m) = &o.mode {
+            if !["snapshot", "suspend", "stop"].contains(&m.as_str()) {
+                return Err(PveError::Invalid(format!(
+                    "vzdump: mode '{m}' is not snapshot, suspend or stop"
+                )));
+            }
+        }
+        if let Some(c) = &o.compress {
+            if !["0", "1", "gzip", "lzo", "zstd"].contains(&c.as_str()) {
+                return Err(PveError::Invalid(format!(
+                    "vzdump: compress '{c}' is not 0, 1, gzip, lzo or zstd"
+                )));
+            }
+        }
+        self.wait_unlocked(g)?;
+        let p = ParamsBuilder::new()
+            .str("vmid", g.vmid.to_string())
+            .opt_str("storage", o.storage.clone())
+            .opt_str("dumpdir", o.dumpdir.clone())
+            .opt_str("mode", o.mode.clone())
+            .opt_str("compress", o.compress.clone())
+            .opt_str("notes-template", o.notes_template.clone())
+            .opt_bool("protected", o.protected)
+            .opt_str("prune-backups", o.prune_backups.clone())
+            .opt_bool("remove", o.remove)
+            .opt_int("bwlimit", o.bwlimit)
+            .opt_int("zstd", o.zstd)
+            .build();
+        let path = format!("/nodes/{}/vzdump", enc(&g.node));
+        let started = chrono::Utc::now().timestamp() as u64;
+        let v = self.t.call(Method::Post, &path, &p)?;
+        let upid = v.as_str().unwrap_or_default().to_string();
+        if tasks::parse_upid(&upid).is_none() {
+            // "OK" means: none of the guests lives on this node; nothing ran.
+            return Err(PveError::Invalid(format!(
+                "vzdump on node {} did nothing (answer {v}): {} {} is not on that node",
+                g.node,
+                g.kind.label(),
+                g.vmid
+            )));
+        }
+        let timeout = o
+            .timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(6 * 3600));
+        let task = tasks::wait(self.t.as_ref(), &upid, timeout)
+            .map_err(|e| lock_from_task(e, &g.path()))?;
+        let log = tasks::log_lines(self.t.as_ref(), &upid).unwrap_or_default();
+        let (archive, to_pbs) = archive_from_log(&log);
+        let mut out = VzdumpResult {
+            task,
+            volid: None,
+            path: None,
+            size: None,
+            ctime: None,
+            verification: None,
+            format: None,
+        };
+        if let Some(storage) = &o.storage {
+            let want = archive.as_ref().map(|a| {
+                if to_pbs {
+                    format!("{storage}:backup/{a}")
+                } else {
+                    format!("{storage}:backup/{}", a.rsplit('/').next().unwrap_or(a))
+                }
+            });
+            let list = self.list_backups(&g.node, storage, Some(g.vmid))?;
+            let found = list
+                .iter()
+                .find(|b| Some(&b.volid) == want.as_ref())
+                .or_else(|| {
+                    list.iter()
+                        .filter(|b| b.ctime.unwrap_or(0) + 5 >= started)
+                        .max_by_key(|b| b.ctime.unwrap_or(0))
+                });
+            let Some(b) = found else {
+                return Err(PveError::Decode {
+                    what: "vzdump".into(),
+                    message: format!(
+                        "the task succeeded but no new backup of {} is listed on storage {storage}",
+                        g.vmid
+                    ),
+                });
+            };
+            out.volid = Some(b.volid.clone());
+            out.size = b.size;
+            out.ctime = b.ctime;
+            out.verification = b.verification.clone();
+            out.format = Some(b.format.clone());
+            if !to_pbs {
+                out.path = archive;
+            }
+        } else {
+            let Some(path) = archive else {
+                return Err(PveError::Decode {
+                    what: "vzdump".into(),
+                    message: "the task log does not name the archive it wrote".into(),
+                });
+            };
+            out.path = Some(path);
+        }
+        Ok(out)
+    }
+
+    /// Backups on a storage (optionally of one VMID), oldest first.
+    pub fn list_backups(
+        &self,
+        node: &str,
+        storage: &str,
+        vmid: Option<u32>,
+    ) -> PveResult<Vec<BackupVolume>> {
+        let p = ParamsBuilder::new()
+            .str("content", "backup")
+            .opt_int("vmid", vmid.map(i64::from))
+            .build();
+        let v = self.get(
+            &format!("/nodes/{}/storage/{}/content", enc(node), enc(storage)),
+            p,
+        )?;
+        let mut list: Vec<BackupVolume> =
+            serde_json::from_value(v).map_err(|e| PveError::Decode {
+                what: "storage content".into(),
+                message: e.to_string(),
+            })?;
+        list.sort_by_key(|b| b.ctime.unwrap_or(0));
+        Ok(list)
+    }
+
+    /// Delete a backup volume (refused by PVE when protected).
+    pub fn delete_volume(&self, node: &str, volid: &str) -> PveResult<()> {
+        let storage = volid.split(':').next().unwrap_or_default();
+        let path = format!(
+            "/nodes/{}/storage/{}/content/{}",
+            enc(node),
+            enc(storage),
+            enc(volid)
+        );
+        let v = self.t.call(Method::Delete, &path, &Vec::new())?;
+        if let Some(upid) = v.as_str().filter(|s| tasks::parse_upid(s).is_some()) {
+            tasks::wait(self.t.as_ref(), upid, self.task_timeout)?;
+        }
+        Ok(())
+    }
+
+    /// Restore a backup into `vmid` (a new guest unless `force`), always
+    /// naming the target storage.
+    pub fn restore(
+        &self,
+        target: &GuestRef,
+        archive: &str,
+        storage: &str,
+        o: &RestoreOptions,
+    ) -> PveResult<TaskResult> {
+        let mut p = ParamsBuilder::new().int("vmid", target.vmid.into());
+        p = match target.kind {
+            GuestKind::Qemu => p.str("archive", archive),
+            GuestKind::Lxc => p.str("ostemplate", archive).bool("restore", true),
+        };
+        let p = p
+            .str("storage", storage)
+            .opt_bool("unique", o.unique)
+            .opt_bool("force", o.force)
+            .opt_bool("start", o.start)
+            .opt_int("bwlimit", o.bwlimit)
+            .build();
+        let path = format!("/nodes/{}/{}", enc(&target.node), target.kind.as_str());
+        let timeout = o
+            .timeout_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(Duration::from_secs(6 * 3600));
+        self.task(Method::Post, &path, p, timeout)
+    }
+
+    pub fn clone_guest(&self, g: &GuestRef, newid: u32, o: &CloneOptions) -> PveResult<TaskResult> {
+        let name_key = if g.kind == GuestKind::Qemu {
+            "name"
+        } else {
+            "hostname"
+        };
+        let p = ParamsBuilder::new()
+            .int("newid", newid.into())
+            .opt_str(name_key, o.name.clone())
+            .opt_bool("full", o.full)
+            .opt_str("storage", o.storage.clone())
+            .opt_str("target", o.target.clone())
+            .opt_str("snapname", o.snapname.clone())
+            .build();
+        self.task(
+            Method::Post,
+            &format!("{}/clone", g.path()),
+            p,
+            self.task_timeout,
+        )
+    }
+
+    // ---- power ----
+
+    pub fn start(&self, g: &GuestRef) -> PveResult<TaskResult> {
+        self.task(
+            Method::Post,
+            &format!("{}/status/start", g.path()),
+            Vec::new(),
+            self.task_timeout,
+        )
+    }
+
+    pub fn stop(&self, g: &GuestRef) -> PveResult<TaskResult> {
+        self.task(
+            Method::Post,
+            &format!("{}/status/stop", g.path()),
+            Vec::new(),
+            self.task_timeout,
+        )
+    }
+
+    /// Clean shutdown; `force_stop` hard-stops a guest that ignores ACPI
+    /// once `timeout` runs out.
+    pub fn shutdown(
+        &self,
+        g: &GuestRef,
+        timeout: Option<i64>,
+        force_stop: bool,
+    ) -> PveResult<TaskResult> {
+        let p = ParamsBuilder::new()
+            .opt_int("timeout", timeout)
+            .opt_bool("forceStop", force_stop.then_some(true))
+            .build();
+        let wait = Duration::from_secs(timeout.unwrap_or(180).max(0) as u64 + 120);
+        self.task(
+            Method::Post,
+            &format!("{}/status/shutdown", g.path()),
+            p,
+            wait,
+        )
+    }
+
+    pub fn destroy(&self, g: &GuestRef, purge: bool) -> PveResult<TaskResult> {
+        let p = ParamsBuilder::new()
+            .opt_bool("purge", purge.then_some(true))
+            .build();
+        self.task(Method::Delete, &g.path(), p, self.task_timeout)
+    }
+
+    // ---- node and cluster ----
+
+    pub fn node_status(&self, node: &str) -> PveResult<NodeStatus> {
+        let v = self.get(&format!("/nodes/{}/status", enc(node)), Vec::new())?;
+        Ok(NodeStatus::from_value(node, &v))
+    }
+
+    pub fn cluster_resources(&self, kind: Option<&str>) -> PveResult<Vec<ClusterResource>> {
+        let p = ParamsBuilder::new().opt_str("type", kind).build();
+        let v = self.get("/cluster/resources", p)?;
+        serde_json::from_value(v).map_err(|e| PveError::Decode {
+            what: "cluster resources".into(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Which node (and kind) a VMID lives on.
+    pub fn find_guest(&self, vmid: u32) -> PveResult<GuestRef> {
+        let all = self.cluster_resources(Some("vm"))?;
+        let r = all
+            .iter()
+            .find(|r| r.vmid == Some(vmid.into()))
+            .ok_or_else(|| {
+                PveError::Invalid(format!(
+                    "VMID {vmid} is not in /cluster/resources (wrong id, or the API token lacks VM.Audit on /vms/{vmid}: privilege-separated tokens see an empty list)"
+                ))
+            })?;
+        let kind = GuestKind::parse(&r.kind).ok_or_else(|| PveError::Decode {
+            what: "cluster resources".into(),
+            message: format!("VMID {vmid} has type {}", r.kind),
+        })?;
+        Ok(GuestRef {
+            node: r.node.clone().unwrap_or_default(),
+            kind,
+            vmid,
+        })
+    }
+
+    pub fn next_vmid(&self) -> PveResult<u32> {
+        let v = self.get("/cluster/nextid", Vec::new())?;
+        num(&v).map(|f| f as u32).ok_or_else(|| PveError::Decode {
+            what: "nextid".into(),
+            message: format!("not a number: {v}"),
+        })
+    }
+
+    // ---- guest agent ----
+
+    /// Start a command in a VM through the QEMU guest agent; returns its pid.
+    pub fn agent_exec(&self, g: &GuestRef, argv: &[String], input: Option<&str>) -> PveResult<i64> {
+        if g.kind != GuestKind::Qemu {
+            return Err(PveError::Invalid(
+                "the guest agent is for VMs; use pve::exec in local mode (pct exec) for containers"
+                    .into(),
+            ));
+        }
+        if argv.is_empty() {
+            return Err(PveError::Invalid("agent exec: empty command".into()));
+        }
+        let mut p: Params = argv
+            .iter()
+            .map(|a| ("command".to_string(), a.clone()))
+            .collect();
+        if let Some(i) = input {
+            p.push(("input-data".into(), i.to_string()));
+        }
+        let v = self
+            .t
+            .call(Method::Post, &format!("{}/agent/exec", g.path()), &p)?;
+        num(&v["pid"])
+            .map(|f| f as i64)
+            .ok_or_else(|| PveError::Decode {
+                what: "agent exec".into(),
+                message: format!("no pid in {v}"),
+            })
+    }
+
+    pub fn agent_exec_status(&self, g: &GuestRef, pid: i64) -> PveResult<Value> {
+        let p = ParamsBuilder::new().int("pid", pid).build();
+        self.get(&format!("{}/agent/exec-status", g.path()), p)
+    }
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RestoreOptions {
+    pub unique: Option<bool>,
+    pub force: Option<bool>,
+    pub start: Option<bool>,
+    pub bwlimit: Option<i64>,
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloneOptions {
+    pub name: Option<String>,
+    pub full: Option<bool>,
+    pub storage: Option<String>,
+    pub target: Option<String>,
+    pub snapname: Option<String>,
+}
+
+/// A task that failed because of a lock becomes a [`PveError::Locked`]
+/// (keeping the log tail in the detail).
+fn lock_from_task(e: PveError, path: &str) -> PveError {
+    match (&e, e.lock_name()) {
+        (PveError::TaskFailed { log_tail, .. }, Some(lock)) => {
+            let segs: Vec<&str> = path.split('/').collect();
+            let guest = segs
+                .windows(2)
+                .find_map(|w| match w[0] {
+                    "qemu" => Some(format!("VM {}", w[1])),
+                    "lxc" => Some(format!("CT {}", w[1])),
+                    _ => None,
+                })
+                .unwrap_or_else(|| "guest".into());
+            PveError::Locked {
+                guest,
+                lock,
+                detail: format!("\n--- task log (last lines)\n{log_tail}"),
+            }
+        }
+        _ => e,
+    }
+}
+
+/// The archive a vzdump task wrote, from its log: a file path (dir storage
+/// or dump dir) or a PBS snapshot name (`vm/100/2026-...Z`, flag true).
+pub fn archive_from_log(lines: &[String]) -> (Option<String>, bool) {
+    for l in lines {
+        if let Some(rest) = l.split("creating vzdump archive '").nth(1) {
+            return (rest.split('\'').next().map(str::to_string), false);
+        }
+        if let Some(rest) = l.split("creating Proxmox Backup Server archive '").nth(1) {
+            return (rest.split('\'').next().map(str::to_string), true);
+        }
+    }
+    (None, false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_names_follow_pve_configid() {
+        for ok in ["ab", "pre-update_1", &format!("a{}", "b".repeat(39))] {
+            assert!(check_snapname(GuestKind::Qemu, ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "a",
+            "1abc",
+            "has space",
+            "dot.ted",
+            "current",
+            "Pending",
+            &format!("a{}", "b".repeat(40)),
+        ] {
+            assert!(check_snapname(GuestKind::Qemu, bad).is_err(), "{bad}");
+        }
+        assert!(check_snapname(GuestKind::Lxc, "vzdump").is_err());
+        assert!(check_snapname(GuestKind::Lxc, "pending").is_ok());
+    }
+
+    #[test]
+    fn archive_paths_come_from_the_task_log() {
+        let l = vec!["INFO: creating vzdump archive '/var/lib/vz/dump/vzdump-qemu-100-2026_05_01-10_00_00.vma.zst'".to_string()];
+        assert_eq!(
+            archive_from_log(&l),
+            (
+                Some("/var/lib/vz/dump/vzdump-qemu-100-2026_05_01-10_00_00.vma.zst".into()),
+                false
+            )
+        );
+        let l = vec![
+            "INFO: creating Proxmox Backup Server archive 'vm/100/2026-05-01T08:00:00Z'"
+                .to_string(),
+        ];
+        assert_eq!(
+            archive_from_log(&l),
+            (Some("vm/100/2026-05-01T08:00:00Z".into()), true)
+        );
+    }
+}

@@ -1,0 +1,179 @@
+//! Notification cooldowns and monitor alert state (migration v2): one row
+//! per health check with its UP/DOWN state machine, and a history of
+//! results for uptime percentages.
+
+use super::{now, Store};
+use crate::error::Result;
+use crate::redact::scrub;
+use rusqlite::{params, OptionalExtension};
+use serde::Serialize;
+
+/// History older than this is pruned (uptime is shown over 30 days).
+const HISTORY_KEEP_SECS: i64 = 31 * 86_400;
+
+/// The persisted alert state of one check.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CheckState {
+    /// `service/check`.
+    pub id: String,
+    pub service: String,
+    pub name: String,
+    /// `unknown`, `up` or `down`.
+    pub status: String,
+    pub fails: u32,
+    pub oks: u32,
+    pub since: i64,
+    pub last_checked: i64,
+    pub last_alert: Option<i64>,
+    /// A DOWN alert went out (so a recovery is told too).
+    pub alerted: bool,
+    pub message: String,
+}
+
+impl Store {
+    /// When an alert with this cooldown key was last sent.
+    pub fn cooldown_last(&self, key: &str) -> Result<Option<i64>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT last_sent FROM notify_cooldowns WHERE key = ?1",
+                params![key],
+                |r| r.get(0),
+            )
+            .optional()
+        })
+    }
+
+    pub fn cooldown_touch(&self, key: &str, ts: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO notify_cooldowns (key, last_sent) VALUES (?1, ?2)
+                 ON CONFLICT (key) DO UPDATE SET last_sent = excluded.last_sent",
+                params![key, ts],
+            )
+            .map(|_| ())
+        })
+    }
+
+    /// Failed deliveries (any channel) since `channel` last got a message through.
+    pub fn notification_failures_since_sent(&self, channel: &str) -> Result<usize> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT count(*) FROM notifications WHERE status = 'failed' AND id >
+                 coalesce((SELECT max(id) FROM notifications WHERE channel = ?1 AND status = 'sent'), 0)",
+                params![channel],
+                |r| r.get::<_, i64>(0),
+            )
+            .map(|n| n as usize)
+        })
+    }
+
+    pub fn check_state(&self, id: &str) -> Result<Option<CheckState>> {
+        self.with(|c| {
+            c.query_row(
+                "SELECT id, service, name, status, fails, oks, since, last_checked, last_alert,
+                        alerted, message FROM monitor_checks WHERE id = ?1",
+                params![id],
+                state_from_row,
+            )
+            .optional()
+        })
+    }
+
+    /// Every check's state, by service and name.
+    pub fn check_states(&self) -> Result<Vec<CheckState>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, service, name, status, fails, oks, since, last_checked, last_alert,
+                        alerted, message FROM monitor_checks ORDER BY service, name",
+            )?;
+            let rows = st.query_map([], state_from_row)?;
+            rows.collect()
+        })
+    }
+
+    /// Save a check's state and add its result to the history, in one
+    /// transaction.
+    /// `cycle` identifies the monitor cycle (results of one cycle share it).
+    pub fn save_check_result(
+        &self,
+        s: &CheckState,
+        cycle: i64,
+        ok: bool,
+        latency_ms: Option<u64>,
+    ) -> Result<()> {
+        let message = scrub(&s.message).into_owned();
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO monitor_checks (id, service, name, status, fails, oks, since,
+                     last_checked, last_alert, alerted, message)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, fails = excluded.fails,
+                     oks = excluded.oks, since = excluded.since,
+                     last_checked = excluded.last_checked, last_alert = excluded.last_alert,
+                     alerted = excluded.alerted, message = excluded.message",
+                params![
+                    s.id,
+                    s.service,
+                    s.name,
+                    s.status,
+                    s.fails,
+                    s.oks,
+                    s.since,
+                    s.last_checked,
+                    s.last_alert,
+                    s.alerted,
+                    message
+                ],
+            )?;
+            tx.execute(
+                "INSERT INTO monitor_history (check_id, ts, cycle, ok, latency_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    s.id,
+                    s.last_checked,
+                    cycle,
+                    ok,
+                    latency_ms.map(|l| l as i64)
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM monitor_history WHERE check_id = ?1 AND ts < ?2",
+                params![s.id, now() - HISTORY_KEEP_SECS],
+            )?;
+            tx.commit()
+        })
+    }
+
+    /// Uptime since `since` of the checks whose id starts with `prefix`
+    /// (`service/`): the percentage of monitor cycles in which every one of
+    /// them passed. None: no results.
+    pub fn uptime(&self, prefix: &str, since: i64) -> Result<Option<f64>> {
+        self.with(|c| {
+            let (total, ok): (i64, i64) = c.query_row(
+                "SELECT count(*), coalesce(sum(all_ok), 0) FROM
+                   (SELECT min(ok) AS all_ok FROM monitor_history
+                    WHERE substr(check_id, 1, length(?1)) = ?1 AND ts >= ?2 GROUP BY cycle)",
+                params![prefix, since],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok((total > 0).then(|| ok as f64 * 100.0 / total as f64))
+        })
+    }
+}
+
+fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckState> {
+    Ok(CheckState {
+        id: r.get(0)?,
+        service: r.get(1)?,
+        name: r.get(2)?,
+        status: r.get(3)?,
+        fails: r.get(4)?,
+        oks: r.get(5)?,
+        since: r.get(6)?,
+        last_checked: r.get(7)?,
+        last_alert: r.get(8)?,
+        alerted: r.get(9)?,
+        message: r.get(10)?,
+    })
+}

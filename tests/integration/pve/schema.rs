@@ -1,0 +1,421 @@
+//! Validate requests against the official PVE / PBS API schemas
+//! (`../shared/pve-api/*-apidata.json`), the way PVE::JSONSchema does:
+//! path template + method must exist, no unknown parameters
+//! (`additionalProperties: 0`), required ones present, types (booleans
+//! only `0`/`1` in PVE forms), enums, anchored patterns, min/max,
+//! maxLength, `requires`, the named formats from NOTES.md, and `name[n]`
+//! indexed properties. Errors come back PVE-shaped: `{param: message}`.
+
+use regex::Regex;
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+pub fn schema_dir() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pve-api"))
+}
+
+/// Load `name` (`pve-apidata.json`), or None (after saying so loudly) when
+/// ../shared/pve-api is absent.
+pub fn load(name: &str) -> Option<Schema> {
+    let dir = schema_dir();
+    if !dir.is_dir() {
+        eprintln!(
+            "SKIPPED: ../shared/pve-api not found ({}); schema-validated PVE tests did not run",
+            dir.display()
+        );
+        return None;
+    }
+    let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let tree: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+    Some(Schema::new(&tree, name.starts_with("pbs")))
+}
+
+#[derive(Debug)]
+pub enum Rejection {
+    /// 501: no such path or method.
+    NotImplemented(String),
+    /// 400 with per-parameter errors.
+    Params(BTreeMap<String, String>),
+}
+
+pub struct Schema {
+    /// (segments of the path template, method) -> method info.
+    entries: Vec<(Vec<String>, HashMap<String, Value>)>,
+    pbs: bool,
+    regex_cache: std::sync::Mutex<HashMap<String, Regex>>,
+}
+
+impl Schema {
+    fn new(tree: &Value, pbs: bool) -> Schema {
+        let mut entries = Vec::new();
+        fn walk(n: &Value, out: &mut Vec<(Vec<String>, HashMap<String, Value>)>) {
+            if let (Some(path), Some(info)) = (n["path"].as_str(), n["info"].as_object()) {
+                let segs = path
+                    .split('/')
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect();
+                out.push((
+                    segs,
+                    info.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                ));
+            }
+            if let Some(c) = n["children"].as_array() {
+                for c in c {
+                    walk(c, out);
+                }
+            }
+        }
+        for n in tree.as_array().expect("schema is an array") {
+            walk(n, &mut entries);
+        }
+        Schema {
+            entries,
+            pbs,
+            regex_cache: Default::default(),
+        }
+    }
+
+    /// Find the template for a concrete path: (template vars, method info).
+    fn lookup(
+        &self,
+        method: &str,
+        path: &str,
+    ) -> Result<(BTreeMap<String, String>, &Value), Rejection> {
+        let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut best: Option<(usize, &Vec<String>, &HashMap<String, Value>)> = None;
+        for (tpl, info) in &self.entries {
+            if tpl.len() != segs.len() {
+                continue;
+            }
+            let mut literal = 0;
+            let ok = tpl.iter().zip(&segs).all(|(t, s)| {
+                if t.starts_with('{') {
+                    true
+                } else if t == s {
+                    literal += 1;
+                    true
+                } else {
+                    false
+                }
+            });
+            if ok && best.is_none_or(|b| literal > b.0) {
+                best = Some((literal, tpl, info));
+            }
+        }
+        let Some((_, tpl, info)) = best else {
+            return Err(Rejection::NotImplemented(format!(
+                "Method '{method} {path}' not implemented"
+            )));
+        };
+        let Some(m) = info.get(method) else {
+            return Err(Rejection::NotImplemented(format!(
+                "Method '{method} {path}' not implemented"
+            )));
+        };
+        let mut vars = BTreeMap::new();
+        for (t, s) in tpl.iter().zip(&segs) {
+            if let Some(name) = t.strip_prefix('{').and_then(|t| t.strip_suffix('}')) {
+                vars.insert(name.to_string(), percent_decode(s));
+            }
+        }
+        Ok((vars, m))
+    }
+
+    /// Check one request. `params` are the decoded query or form pairs.
+    pub fn validate(
+        &self,
+        method: &str,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Result<BTreeMap<String, String>, Rejection> {
+        let (vars, info) = self.lookup(method, path)?;
+        let props = info["parameters"]["properties"]
+            .as_object()
+            .cloned()
+            .unwrap_or_default();
+        let mut errors = BTreeMap::new();
+        let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (k, v) in params {
+            seen.entry(k.clone()).or_default().push(v.clone());
+        }
+        for (k, vals) in &seen {
+            if vars.contains_key(k) {
+                if vals.iter().any(|v| Some(v) != vars.get(k)) {
+                    errors.insert(
+                        k.clone(),
+                        "duplicate parameter (already defined in URI) with conflicting values!"
+                            .into(),
+                    );
+                }
+                continue;
+            }
+            let Some(def) = prop_for(&props, k) else {
+                errors.insert(k.clone(), "property is not defined in schema and the schema does not allow additional properties".into());
+                continue;
+            };
+            if vals.len() > 1 && def["type"] != "array" {
+                errors.insert(
+                    k.clone(),
+                    "property is not an array but was given more than once".into(),
+                );
+                continue;
+            }
+            for v in vals {
+                if let Err(e) = self.check_value(&def, v) {
+                    errors.insert(k.clone(), e);
+                    break;
+                }
+            }
+        }
+        for (k, def) in &props {
+            if vars.contains_key(k) || k.contains("[n]") {
+                continue;
+            }
+            if !is_true(&def["optional"]) && !seen.contains_key(k) {
+                errors.insert(
+                    k.clone(),
+                    "property is missing and it is not optional".into(),
+                );
+            }
+            if let (Some(req), true) = (def["requires"].as_str(), seen.contains_key(k)) {
+                if !seen.contains_key(req) && !vars.contains_key(req) {
+                    errors.insert(
+                        k.clone(),
+                        format!("missing property - '{k}' requires this property"),
+                    );
+                    errors.insert(
+                        req.to_string(),
+                        format!("missing property - '{k}' requires this property"),
+                    );
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(vars)
+        } else {
+            Err(Rejection::Params(errors))
+        }
+    }
+
+    fn regex(&self, pat: &str) -> Regex {
+        let mut c = self.regex_cache.lock().unwrap();
+        c.entry(pat.to_string())
+            .or_insert_with(|| {
+                let p = if self.pbs {
+                    pat.trim_start_matches('/')
+                        .trim_end_matches('/')
+                        .to_string()
+                } else {
+                    format!(
+                        "^(?:{})$",
+                        pat.replace("(?^i:", "(?i:").replace("(?^:", "(?:")
+                    )
+                };
+                Regex::new(&p).unwrap_or_else(|e| panic!("schema pattern {pat}: {e}"))
+            })
+            .clone()
+    }
+
+    fn check_value(&self, def: &Value, v: &str) -> Result<(), String> {
+        let ty = def["type"].as_str().unwrap_or("string");
+        match ty {
+            "boolean" => {
+                let ok = if self.pbs {
+                    matches!(v, "0" | "1" | "true" | "false")
+                } else {
+                    matches!(v, "0" | "1")
+                };
+                if !ok {
+                    return Err(format!("type check ('boolean') failed - got '{v}'"));
+                }
+            }
+            "integer" => {
+                let n: i64 = v
+                    .parse()
+                    .map_err(|_| format!("type check ('integer') failed - got '{v}'"))?;
+                if let Some(min) = num(&def["minimum"]) {
+                    if (n as f64) < min {
+                        return Err(format!("value must have a minimum value of {min}"));
+                    }
+                }
+                if let Some(max) = num(&def["maximum"]) {
+                    if (n as f64) > max {
+                        return Err(format!("value must have a maximum value of {max}"));
+                    }
+                }
+                if let Value::String(f) = &def["format"] {
+                    check_format(f, v)?;
+                }
+            }
+            "number" => {
+                v.parse::<f64>()
+                    .map_err(|_| format!("type check ('number') failed - got '{v}'"))?;
+            }
+            "string" | "array" => {
+                if let Some(max) = num(&def["maxLength"]) {
+                    if v.chars().count() as f64 > max {
+                        return Err(format!("value may only be {max} characters long"));
+                    }
+                }
+                if let Some(min) = num(&def["minLength"]) {
+                    if (v.chars().count() as f64) < min {
+                        return Err(format!("value must be at least {min} characters long"));
+                    }
+                }
+                if let Some(en) = def["enum"].as_array() {
+                    if !en.iter().any(|e| e.as_str() == Some(v)) {
+                        let list = en
+                            .iter()
+                            .filter_map(|e| e.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        return Err(format!(
+                            "value '{v}' does not have a value in the enumeration '{list}'"
+                        ));
+                    }
+                }
+                if let Some(p) = def["pattern"].as_str() {
+                    if !self.regex(p).is_match(v) {
+                        return Err("value does not match the regex pattern".into());
+                    }
+                }
+                match &def["format"] {
+                    Value::String(f) => check_format(f, v)?,
+                    Value::Object(sub) => check_property_string(sub, v)?,
+                    _ => {}
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn is_true(v: &Value) -> bool {
+    matches!(v, Value::Bool(true)) || v.as_i64() == Some(1) || v.as_str() == Some("1")
+}
+
+fn num(v: &Value) -> Option<f64> {
+    v.as_f64()
+        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
+}
+
+/// The definition for `k`, expanding indexed `net[n]` to `net0`, `net1`...
+fn prop_for(props: &serde_json::Map<String, Value>, k: &str) -> Option<Value> {
+    if let Some(d) = props.get(k) {
+        return Some(d.clone());
+    }
+    let base = k.trim_end_matches(|c: char| c.is_ascii_digit());
+    if base.len() < k.len() {
+        return props.get(&format!("{base}[n]")).cloned();
+    }
+    None
+}
+
+fn check_format(f: &str, v: &str) -> Result<(), String> {
+    if let Some(item) = f.strip_suffix("-list") {
+        for part in Regex::new(r"[,;\s]+")
+            .unwrap()
+            .split(v)
+            .filter(|s| !s.is_empty())
+        {
+            check_format(item, part)?;
+        }
+        return Ok(());
+    }
+    let re = |p: &str| Regex::new(p).unwrap();
+    let ok = match f {
+        "pve-vmid" => re(r"^[1-9][0-9]{2,8}$").is_match(v),
+        "pve-node" => re(r"^[a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?$").is_match(v),
+        "pve-storage-id" => re(r"(?i)^[a-z][a-z0-9\-_.]*[a-z0-9]$").is_match(v),
+        "pve-configid" => re(r"(?i)^[a-z][a-z0-9_-]+$").is_match(v),
+        "dns-name" => re(r"^(([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)\.)*([a-zA-Z0-9]([a-zA-Z0-9\-]*[a-zA-Z0-9])?)$").is_match(v),
+        "pve-tag" => re(r"(?i)^[a-z0-9_][a-z0-9_\-+.]*$").is_match(v),
+        "pve-storage-content" => ["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"].contains(&v),
+        "pve-fingerprint" => re(r"^([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}$").is_match(v),
+        "prune-backups" => {
+            return check_property_string_keys(v, &["keep-all", "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly"]);
+        }
+        _ => true,
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(match f {
+            "pve-configid" => format!("invalid format - invalid configuration ID '{v}'"),
+            _ => format!("invalid format - value '{v}' does not match format {f}"),
+        })
+    }
+}
+
+fn check_property_string_keys(v: &str, keys: &[&str]) -> Result<(), String> {
+    for kv in v.split(',').filter(|s| !s.is_empty()) {
+        let k = kv.split('=').next().unwrap_or_default();
+        if !kv.contains('=') || !keys.contains(&k) {
+            return Err(format!(
+                "invalid format - property string: unknown key '{k}'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_property_string(sub: &serde_json::Map<String, Value>, v: &str) -> Result<(), String> {
+    let default_key = sub
+        .iter()
+        .find(|(_, d)| is_true(&d["default_key"]))
+        .map(|(k, _)| k.clone());
+    for kv in v.split(',').filter(|s| !s.is_empty()) {
+        let (k, _val) = match kv.split_once('=') {
+            Some((k, val)) => (k.to_string(), val),
+            None => match &default_key {
+                Some(k) => (k.clone(), kv),
+                None => return Err(format!("invalid format - value without key '{kv}'")),
+            },
+        };
+        if !sub.contains_key(&k) {
+            return Err(format!(
+                "invalid format - property string: unknown key '{k}'"
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+                {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Decode `a=1&b=2` (splitting on `;` too, like pve-http-server).
+pub fn parse_form(s: &str) -> Vec<(String, String)> {
+    s.split(['&', ';'])
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (percent_decode(k), percent_decode(v)),
+            None => (percent_decode(p), String::new()),
+        })
+        .collect()
+}
