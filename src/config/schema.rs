@@ -161,6 +161,27 @@ pub struct BackupConfig {
     pub proxmox_backup_server: Option<ProxmoxBackupServerConfig>,
     pub direct_storage: Option<DirectStorageConfig>,
     pub restore_testing: Option<RestoreTestingConfig>,
+    /// How many services are backed up at once.
+    pub concurrency: ConcurrencyConfig,
+}
+
+/// `global.backup.concurrency`: at most `total` services at once, and at
+/// most `per_node` guests of one Proxmox node at once. Defaults: one at a
+/// time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConcurrencyConfig {
+    pub total: u32,
+    pub per_node: u32,
+}
+
+impl Default for ConcurrencyConfig {
+    fn default() -> Self {
+        ConcurrencyConfig {
+            total: 1,
+            per_node: 1,
+        }
+    }
 }
 
 impl BackupConfig {
@@ -193,6 +214,7 @@ impl Default for BackupConfig {
             proxmox_backup_server: None,
             direct_storage: None,
             restore_testing: None,
+            concurrency: ConcurrencyConfig::default(),
         }
     }
 }
@@ -222,6 +244,7 @@ pub struct BackupConfigYaml {
     pub proxmox_backup_server: Option<ProxmoxBackupServerConfig>,
     pub direct_storage: Option<DirectStorageConfig>,
     pub restore_testing: Option<RestoreTestingConfig>,
+    pub concurrency: ConcurrencyConfig,
 }
 
 impl Default for BackupConfigYaml {
@@ -255,6 +278,7 @@ impl From<BackupConfigYaml> for BackupConfig {
             proxmox_backup_server: y.proxmox_backup_server,
             direct_storage: y.direct_storage,
             restore_testing: y.restore_testing,
+            concurrency: y.concurrency,
         }
     }
 }
@@ -283,6 +307,7 @@ impl From<BackupConfig> for BackupConfigYaml {
             proxmox_backup_server: b.proxmox_backup_server,
             direct_storage: b.direct_storage,
             restore_testing: b.restore_testing,
+            concurrency: b.concurrency,
         }
     }
 }

@@ -125,3 +125,52 @@ fn export_writes_the_shipped_scripts() {
     assert!(dir.join("lib/report.rhai").is_file());
     t.run(&["scripts", "export", dir.to_str().unwrap()]).code(2);
 }
+
+#[test]
+fn each_service_runs_in_parallel_within_the_per_node_limit() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    t.script(
+        "par.rhai",
+        r#"fn run(ctx) {
+    ctx.services = [#{ name: "a", node: "n1" }, #{ name: "b", node: "n1" }, #{ name: "c", node: "n2" }];
+    workflow::each_service(ctx, "step", #{ total: 3, per_node: 1 })
+}
+fn step(svc, ctx) {
+    let start = time::now_ms();
+    time::sleep(1);
+    #{ start: start, end: time::now_ms() }
+}
+"#,
+    );
+    let doc = t.run(&["--json", "run", "par"]).code(0).json();
+    let span = |name: &str| {
+        let s = doc["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["service"] == name)
+            .unwrap()
+            .clone();
+        (
+            s["result"]["start"].as_i64().unwrap(),
+            s["result"]["end"].as_i64().unwrap(),
+        )
+    };
+    let (a, b, c) = (span("a"), span("b"), span("c"));
+    let overlap = |x: (i64, i64), y: (i64, i64)| x.0 < y.1 && y.0 < x.1;
+    assert!(
+        !overlap(a, b),
+        "two guests of node n1 ran at once: {a:?} {b:?}"
+    );
+    assert!(
+        overlap(a, c) || overlap(b, c),
+        "nodes n1 and n2 did not run in parallel: {a:?} {b:?} {c:?}"
+    );
+    // In order and one at a time by default.
+    t.script("seq.rhai", "fn run(ctx) {\n    ctx.services = [#{ name: \"a\" }, #{ name: \"b\" }];\n    workflow::each_service(ctx, \"step\")\n}\nfn step(svc, ctx) {\n    let s = time::now_ms();\n    time::sleep(1);\n    #{ start: s, end: time::now_ms() }\n}\n");
+    let doc = t.run(&["--json", "run", "seq"]).code(0).json();
+    let s = doc["services"].as_array().unwrap();
+    assert_eq!(s[0]["service"], "a");
+    assert!(s[0]["result"]["end"].as_i64().unwrap() <= s[1]["result"]["start"].as_i64().unwrap());
+}

@@ -252,6 +252,9 @@ fn validate_backup(v: &Validator, at: &At, b: &BackupConfig) {
     }
     v.range(&at.key("compression_level"), b.compression_level, 1, 19);
     v.one_of(&at.key("verify"), &b.verify, &["full", "checksum"]);
+    let conc = at.key("concurrency");
+    v.range(&conc.key("total"), b.concurrency.total, 1, 64);
+    v.range(&conc.key("per_node"), b.concurrency.per_node, 1, 64);
     if let Some(n) = b.nice {
         v.range(&at.key("nice"), n, -20, 19);
     }
