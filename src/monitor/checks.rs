@@ -148,6 +148,7 @@ fn http_client(follow: bool) -> &'static reqwest::Client {
     static NO_FOLLOW: OnceLock<reqwest::Client> = OnceLock::new();
     let cell = if follow { &FOLLOW } else { &NO_FOLLOW };
     cell.get_or_init(|| {
+        tracing::debug!("building the HTTP client");
         crate::notify::transport::with_extra_roots(reqwest::Client::builder())
             .user_agent(concat!(
                 "homelab-autopilot/",
@@ -329,24 +330,93 @@ pub fn find_processes(name: &str) -> Vec<u32> {
         .collect()
 }
 
-/// `docker inspect --format '{{json .State}}' -- NAME`: running, and not
-/// unhealthy when the image has a HEALTHCHECK.
-async fn container(name: &str) -> Outcome {
+/// The Docker engine's socket: `DOCKER_HOST=unix://PATH`, else
+/// `/var/run/docker.sock` when it exists. None (a `tcp://` DOCKER_HOST, no
+/// socket): use the `docker` CLI, which knows contexts and TLS.
+fn docker_socket() -> Option<std::path::PathBuf> {
+    match std::env::var("DOCKER_HOST") {
+        Ok(h) => h.strip_prefix("unix://").map(std::path::PathBuf::from),
+        Err(_) => {
+            let p = std::path::PathBuf::from("/var/run/docker.sock");
+            p.exists().then_some(p)
+        }
+    }
+}
+
+/// `GET /containers/NAME/json` on the engine's socket (HTTP/1.0, so the
+/// engine closes the connection after the answer): the `State` object.
+async fn inspect_via_socket(
+    socket: &std::path::Path,
+    name: &str,
+) -> Result<serde_json::Value, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::UnixStream::connect(socket)
+        .await
+        .map_err(|e| format!("docker socket {}: {e}", socket.display()))?;
+    s.write_all(format!("GET /containers/{name}/json HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut buf = Vec::new();
+    (&mut s)
+        .take(8 << 20)
+        .read_to_end(&mut buf)
+        .await
+        .map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&buf);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or("malformed answer from the Docker engine")?;
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or("malformed status line from the Docker engine")?;
+    match status {
+        200 => serde_json::from_str::<serde_json::Value>(body)
+            .map(|v| v.get("State").cloned().unwrap_or_default())
+            .map_err(|e| format!("Docker engine answer: {e}")),
+        404 => Err(format!("no such container: {name}")),
+        other => Err(format!("Docker engine answered HTTP {other}")),
+    }
+}
+
+/// `docker inspect --format '{{json .State}}' -- NAME` (argv, no shell).
+async fn inspect_via_cli(name: &str) -> Result<serde_json::Value, String> {
     let out = tokio::process::Command::new("docker")
         .args(["inspect", "--format", "{{json .State}}", "--", name])
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
-        .await;
-    let out = match out {
-        Ok(o) => o,
-        Err(e) => return Outcome::fail(format!("docker: {e}")),
-    };
+        .await
+        .map_err(|e| format!("docker: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Outcome::fail(format!("docker inspect {name}: {}", err.trim()));
+        return Err(format!("docker inspect {name}: {}", err.trim()));
     }
-    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
+}
+
+/// A container is healthy when it is running and not `unhealthy` (when its
+/// image has a HEALTHCHECK). Through the engine's socket when there is one,
+/// else the `docker` CLI.
+async fn container(name: &str) -> Outcome {
+    // Container names are [a-zA-Z0-9][a-zA-Z0-9_.-]*; anything else cannot
+    // exist and must not reach a request path.
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Outcome::fail(format!("invalid container name {name:?}"));
+    }
+    let state = match docker_socket() {
+        Some(sock) => inspect_via_socket(&sock, name).await,
+        None => inspect_via_cli(name).await,
+    };
+    let state = match state {
+        Ok(s) => s,
+        Err(e) => return Outcome::fail(e),
+    };
     let running = state.get("Running").and_then(|r| r.as_bool()) == Some(true);
     let status = state
         .get("Status")

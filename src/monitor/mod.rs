@@ -25,7 +25,7 @@ pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
     let mut out = Vec::new();
     for svc in services {
         for c in &svc.health_checks {
-            let name = c.display_name();
+            let name = check_name(c);
             out.push(CheckSpec {
                 id: format!("{}/{name}", svc.name),
                 service: svc.name.clone(),
@@ -51,6 +51,18 @@ pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
         }
     }
     out
+}
+
+/// The check's name: `name`, else `type:target` with an HTTP URL's
+/// credentials and tokens masked (the name ends up in state rows, logs and
+/// notifications).
+pub fn check_name(c: &HealthCheckConfig) -> String {
+    match (&c.name, c.check_type, &c.url) {
+        (None, HealthCheckType::Http, Some(url)) => {
+            format!("http:{}", crate::config::redact_url(url))
+        }
+        _ => c.display_name(),
+    }
 }
 
 /// An alert to send (handed to scripts as a map; `event` is the
@@ -134,11 +146,18 @@ pub fn evaluate(
         remind_every_secs: m.remind_every_minutes as i64 * 60,
     };
     // Pass 1: every check's new state and the alert it asks for.
+    let saved: HashMap<String, CheckState> = store
+        .and_then(|s| s.check_states().ok())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.id.clone(), c))
+        .collect();
     let mut stepped: Vec<(CheckState, Option<Alert>)> = results
         .iter()
         .map(|r| {
-            let prev = store
-                .and_then(|s| s.check_state(&r.id).ok().flatten())
+            let prev = saved
+                .get(&r.id)
+                .cloned()
                 .unwrap_or_else(|| alert::initial(&r.id, &r.service, &r.name, now));
             alert::step(prev, r.ok, &r.message, now, &policy)
         })
@@ -147,12 +166,13 @@ pub fn evaluate(
         .iter()
         .map(|(s, _)| (s.id.clone(), s.status == "down"))
         .collect();
+    // A parent service is down when one of its checks is, in this cycle
+    // or (not checked now) as saved.
     let service_down = |svc: &str| -> bool {
         stepped_down_service(&down, svc)
-            || store.and_then(|s| s.check_states().ok()).is_some_and(|v| {
-                v.iter()
-                    .any(|c| c.service == svc && c.status == "down" && !down.contains_key(&c.id))
-            })
+            || saved
+                .values()
+                .any(|c| c.service == svc && c.status == "down" && !down.contains_key(&c.id))
     };
     // Pass 2: silence (maintenance, parent down), commit, collect.
     let mut silenced_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -228,10 +248,13 @@ pub fn evaluate(
     }
     if let (Some(s), false) = (store, dry_run) {
         let cycle = chrono::Utc::now().timestamp_millis();
-        for (i, r) in results.iter().enumerate() {
-            if let Err(e) = s.save_check_result(&stepped[i].0, cycle, r.ok, Some(r.latency_ms)) {
-                tracing::warn!("could not save the state of check {}: {e}", r.id);
-            }
+        let rows: Vec<_> = results
+            .iter()
+            .zip(&stepped)
+            .map(|(r, (st, _))| (st.clone(), r.ok, Some(r.latency_ms)))
+            .collect();
+        if let Err(e) = s.save_check_results(cycle, &rows) {
+            tracing::warn!("could not save the monitor state: {e}");
         }
     }
     alerts

@@ -64,7 +64,11 @@ pub fn prune(
     if let Some(created_at) = pending {
         // A dry run plans as the real run would: the backup it would just
         // have made counts as the newest verified one.
-        items.push(RetentionItem { id: -1, created_at, verified: true });
+        items.push(RetentionItem {
+            id: -1,
+            created_at,
+            verified: true,
+        });
     }
     let mut report = PruneReport::default();
     for d in retention::plan(&items, policy, now) {
@@ -83,9 +87,15 @@ pub fn prune(
         if dry_run {
             for loc in std::iter::once(&row.location).chain(copies.iter().map(|c| &c.location)) {
                 let (sha, manifest) = super::archive::sidecar_paths(Path::new(loc));
-                log(tracing::Level::INFO, &format!("[dry-run] retention would delete {loc}"));
+                log(
+                    tracing::Level::INFO,
+                    &format!("[dry-run] retention would delete {loc}"),
+                );
                 for side in [sha, manifest] {
-                    log(tracing::Level::INFO, &format!("[dry-run] retention would delete {}", side.display()));
+                    log(
+                        tracing::Level::INFO,
+                        &format!("[dry-run] retention would delete {}", side.display()),
+                    );
                 }
             }
             report.would_delete.push(row.location.clone());
@@ -190,9 +200,10 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             let svc_name = service_of(&ctx).unwrap_or(name.clone());
             // `svc.pending`: an artifact a dry run would have made, planned
             // as the newest verified backup.
-            let pending = svc
-                .get("pending")
-                .and_then(|p| p.read_lock::<Map>().and_then(|m| m.get("created_at").and_then(|c| c.as_int().ok())));
+            let pending = svc.get("pending").and_then(|p| {
+                p.read_lock::<Map>()
+                    .and_then(|m| m.get("created_at").and_then(|c| c.as_int().ok()))
+            });
             let log = |level, msg: &str| h.event(level, Some(&svc_name), msg);
             let report = prune(
                 store,

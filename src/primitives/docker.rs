@@ -1,6 +1,7 @@
 //! `docker::container(name)`: read-only; is the container running (and not
-//! `unhealthy` when its image has a HEALTHCHECK), via
-//! `docker inspect --format '{{json .State}}' -- NAME` (argv, no shell).
+//! `unhealthy` when its image has a HEALTHCHECK), asked on the engine's
+//! socket, or via `docker inspect --format '{{json .State}}' -- NAME` (argv,
+//! no shell) when there is no local socket.
 
 use super::http::run_one;
 use crate::config::{HealthCheckConfig, HealthCheckType};

@@ -15,7 +15,7 @@ use std::time::Duration;
 /// Run one check now and return its result map
 /// (`#{ok, message, latency_ms, warning, tls_days_left, ...}`).
 pub(super) fn run_one(host: &Host, check: HealthCheckConfig) -> RhaiResult<Dynamic> {
-    let name = check.display_name();
+    let name = crate::monitor::check_name(&check);
     let timeout = check
         .timeout_seconds
         .unwrap_or(host.config.monitoring.timeout_seconds)

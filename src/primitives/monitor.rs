@@ -4,6 +4,7 @@
 //!
 //! ```rhai
 //! let results = monitor::run_checks(ctx.services);
+//! let per_service = monitor::by_service(results); // #{web: [results], ...}
 //! for a in monitor::evaluate(results) { notify::send(a.event, a); }
 //! ```
 
@@ -29,6 +30,7 @@ fn service_names(arr: &Array) -> Vec<String> {
 }
 
 fn run_checks(h: &Host, services: Array) -> RhaiResult<Dynamic> {
+    tracing::debug!("monitor::run_checks: {} service(s)", services.len());
     let names = service_names(&services);
     let svcs: Vec<&ServiceConfig> = h
         .config
@@ -88,6 +90,22 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
         .set_into_module(&mut m, move |ctx: NativeCallContext, results: Array| {
             evaluate(&h, &ctx, results)
         });
+    FuncRegistration::new("by_service").set_into_module(&mut m, |results: Array| -> rhai::Map {
+        let mut out = rhai::Map::new();
+        for r in results {
+            let svc = r
+                .read_lock::<rhai::Map>()
+                .and_then(|m| m.get("service").map(|s| s.to_string()))
+                .unwrap_or_default();
+            let entry = out
+                .entry(svc.into())
+                .or_insert_with(|| Dynamic::from_array(Array::new()));
+            if let Some(mut a) = entry.write_lock::<Array>() {
+                a.push(r);
+            }
+        }
+        out
+    });
     let h = host.clone();
     FuncRegistration::new("status")
         .with_volatility(true)

@@ -91,55 +91,57 @@ impl Store {
         })
     }
 
-    /// Save a check's state and add its result to the history, in one
-    /// transaction.
-    /// `cycle` identifies the monitor cycle (results of one cycle share it).
-    pub fn save_check_result(
+    /// Save one cycle's check states and add their results to the
+    /// history, in one transaction (one fsync for the whole cycle). `cycle`
+    /// identifies the monitor cycle; `results` are (state, ok, latency).
+    pub fn save_check_results(
         &self,
-        s: &CheckState,
         cycle: i64,
-        ok: bool,
-        latency_ms: Option<u64>,
+        results: &[(CheckState, bool, Option<u64>)],
     ) -> Result<()> {
-        let message = scrub(&s.message).into_owned();
         self.with(|c| {
             let tx = c.transaction()?;
+            {
+                let mut up = tx.prepare_cached(
+                    "INSERT INTO monitor_checks (id, service, name, status, fails, oks, since,
+                         last_checked, last_alert, alerted, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status,
+                         fails = excluded.fails, oks = excluded.oks, since = excluded.since,
+                         last_checked = excluded.last_checked, last_alert = excluded.last_alert,
+                         alerted = excluded.alerted, message = excluded.message",
+                )?;
+                let mut hist = tx.prepare_cached(
+                    "INSERT INTO monitor_history (check_id, ts, cycle, ok, latency_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                )?;
+                for (s, ok, latency_ms) in results {
+                    let message = scrub(&s.message).into_owned();
+                    up.execute(params![
+                        s.id,
+                        s.service,
+                        s.name,
+                        s.status,
+                        s.fails,
+                        s.oks,
+                        s.since,
+                        s.last_checked,
+                        s.last_alert,
+                        s.alerted,
+                        message
+                    ])?;
+                    hist.execute(params![
+                        s.id,
+                        s.last_checked,
+                        cycle,
+                        ok,
+                        latency_ms.map(|l| l as i64)
+                    ])?;
+                }
+            }
             tx.execute(
-                "INSERT INTO monitor_checks (id, service, name, status, fails, oks, since,
-                     last_checked, last_alert, alerted, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
-                 ON CONFLICT (id) DO UPDATE SET status = excluded.status, fails = excluded.fails,
-                     oks = excluded.oks, since = excluded.since,
-                     last_checked = excluded.last_checked, last_alert = excluded.last_alert,
-                     alerted = excluded.alerted, message = excluded.message",
-                params![
-                    s.id,
-                    s.service,
-                    s.name,
-                    s.status,
-                    s.fails,
-                    s.oks,
-                    s.since,
-                    s.last_checked,
-                    s.last_alert,
-                    s.alerted,
-                    message
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO monitor_history (check_id, ts, cycle, ok, latency_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    s.id,
-                    s.last_checked,
-                    cycle,
-                    ok,
-                    latency_ms.map(|l| l as i64)
-                ],
-            )?;
-            tx.execute(
-                "DELETE FROM monitor_history WHERE check_id = ?1 AND ts < ?2",
-                params![s.id, now() - HISTORY_KEEP_SECS],
+                "DELETE FROM monitor_history WHERE ts < ?1",
+                params![now() - HISTORY_KEEP_SECS],
             )?;
             tx.commit()
         })

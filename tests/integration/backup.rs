@@ -29,7 +29,10 @@ fn quickstart_example_backs_up_and_restores() {
         Run::from_output(c.output().unwrap())
     };
     let r = run(&["run", "backup"]);
-    r.code(0).stdout_has("webapp").stdout_has("webapp_").stderr_has("pre_backup: ");
+    r.code(0)
+        .stdout_has("webapp")
+        .stdout_has("webapp_")
+        .stderr_has("pre_backup: ");
     let archives = t.archives("ex/quickstart-out/backups/webapp");
     assert_eq!(archives.len(), 1, "{:?}", archives);
     let name = archives[0]
@@ -146,8 +149,14 @@ fn retention_keeps_newest_and_dry_run_lists_what_it_would_delete() {
     r.code(0)
         .stderr_has("would create archive")
         .stderr_has(&format!("retention would delete {}", oldest.display()))
-        .stderr_has(&format!("retention would delete {}.sha256", oldest.display()))
-        .stderr_has(&format!("retention would delete {}.manifest.json", oldest.display()))
+        .stderr_has(&format!(
+            "retention would delete {}.sha256",
+            oldest.display()
+        ))
+        .stderr_has(&format!(
+            "retention would delete {}.manifest.json",
+            oldest.display()
+        ))
         // keep_last 1 counts the backup the run would make: both go.
         .stderr_has(&format!("retention would delete {}", existing[1].display()));
     assert_eq!(before, snapshot(t.root.path()), "a dry run changed files");

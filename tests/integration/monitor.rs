@@ -293,3 +293,64 @@ fn run(ctx) {{
     t.run(&["run", "probe"]).code(0);
     t.run(&["run", "probe", "--dry-run"]).code(0);
 }
+
+#[test]
+fn containers_are_checked_through_the_docker_socket() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    let t = Test::new();
+    let sock = t.path("docker.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    std::thread::spawn(move || {
+        for s in listener.incoming().flatten() {
+            let mut line = String::new();
+            let mut r = BufReader::new(&s);
+            r.read_line(&mut line).unwrap();
+            let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+            let (code, body) = match path.as_str() {
+                "/containers/web/json" => (
+                    200,
+                    r#"{"Id":"x","State":{"Status":"running","Running":true,"Health":{"Status":"healthy"}}}"#,
+                ),
+                "/containers/sick/json" => (
+                    200,
+                    r#"{"State":{"Status":"running","Running":true,"Health":{"Status":"unhealthy"}}}"#,
+                ),
+                "/containers/stopped/json" => {
+                    (200, r#"{"State":{"Status":"exited","Running":false}}"#)
+                }
+                _ => (404, r#"{"message":"No such container"}"#),
+            };
+            let mut w = &s;
+            let _ = write!(
+                w,
+                "HTTP/1.0 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    t.config("services: []\n").script(
+        "probe.rhai",
+        r#"
+fn run(ctx) {
+    let r = docker::container("web");
+    if !r.ok || !r.message.contains("healthy") { throw `web: ${r}`; }
+    let r = docker::container("sick");
+    if r.ok || !r.message.contains("unhealthy") { throw `sick: ${r}`; }
+    let r = docker::container("stopped");
+    if r.ok || !r.message.contains("exited") { throw `stopped: ${r}`; }
+    let r = docker::container("gone");
+    if r.ok || !r.message.contains("no such container") { throw `gone: ${r}`; }
+    let r = docker::container("../etc");
+    if r.ok { throw "path"; }
+    #{ ok: true }
+}
+"#,
+    );
+    let out = t
+        .command(&["run", "probe"])
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .output()
+        .unwrap();
+    crate::harness::Run::from_output(out).code(0);
+}

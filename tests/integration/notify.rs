@@ -858,3 +858,45 @@ fn smtp_tls_roundtrip(mode: &str) {
     assert!(!mails[0].contains(SENTINEL));
     assert_nowhere(&t, SENTINEL, &[&run.stdout, &run.stderr]);
 }
+
+#[test]
+fn a_dry_run_sends_nothing_and_says_what_it_would_send() {
+    let t = Test::new();
+    let rx = Receiver::start(ok());
+    t.config(&format!(
+        "notifications:\n  channels:\n    - name: hook\n      type: webhook\n      url: {}\n    - name: hc\n      type: healthchecks\n      url: {}\nservices: []\n",
+        rx.url("/hook"),
+        rx.url("/ping/abc"),
+    ))
+    .script("notifytest.rhai", &sender(&[("backup_failed", r#"#{ summary: "x" }"#)]));
+    t.run(&["run", "notifytest", "--dry-run"])
+        .code(0)
+        .stderr_has("[dry-run] would send backup_failed to channel hook (webhook)")
+        .stderr_has("[dry-run] would ping hc");
+    assert!(rx.requests().is_empty());
+    assert!(!t.path("state/state.db").exists());
+}
+
+#[test]
+fn the_next_message_that_gets_through_mentions_earlier_failures() {
+    let t = Test::new();
+    let rx = Receiver::start(ok());
+    let yaml = |url: String| {
+        format!(
+            "notifications:\n  cooldown_minutes: 0\n  channels:\n    - name: hook\n      type: webhook\n      url: {url}\nservices: []\n"
+        )
+    };
+    t.config(&yaml(format!("http://127.0.0.1:{}/hook", closed_port())))
+        .script(
+            "notifytest.rhai",
+            &sender(&[("backup_failed", r#"#{ summary: "x" }"#)]),
+        );
+    t.run(&["run", "notifytest"]).code(0);
+    t.config(&yaml(rx.url("/hook")));
+    t.run(&["run", "notifytest"]).code(0);
+    t.run(&["run", "notifytest"]).code(0);
+    let r = rx.requests();
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].json()["earlier_failures"], 1);
+    assert_eq!(r[1].json()["earlier_failures"], 0, "counted once");
+}
