@@ -119,6 +119,11 @@ pub struct ScriptsConfig {
     pub timeout_seconds: u64,
     /// Rhai operation budget per script call.
     pub max_operations: u64,
+    /// Track the last statement run, so that a script stopped by the
+    /// deadline or the operation budget is reported at its file and line.
+    /// Costs script speed (every call copies its arguments); see
+    /// docs/decisions.md.
+    pub locate_stops: bool,
 }
 
 impl Default for ScriptsConfig {
@@ -126,6 +131,7 @@ impl Default for ScriptsConfig {
         Self {
             timeout_seconds: 6 * 3600,
             max_operations: 50_000_000,
+            locate_stops: true,
         }
     }
 }

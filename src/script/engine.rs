@@ -21,6 +21,8 @@ use std::time::{Duration, Instant};
 pub struct Limits {
     pub deadline: Duration,
     pub max_operations: u64,
+    /// Register the debugger hook that records where a stopped script was.
+    pub locate_stops: bool,
 }
 
 impl Default for Limits {
@@ -28,6 +30,7 @@ impl Default for Limits {
         Limits {
             deadline: Duration::from_secs(6 * 3600),
             max_operations: 50_000_000,
+            locate_stops: true,
         }
     }
 }
@@ -92,6 +95,9 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
         None
     });
 
+    if !limits.locate_stops {
+        return engine;
+    }
     let w = watch;
     // Marked deprecated only as "volatile" by Rhai; see docs/decisions.md.
     #[allow(deprecated)]

@@ -85,6 +85,7 @@ impl Host {
         let limits = Limits {
             deadline: std::time::Duration::from_secs(config.global.scripts.timeout_seconds),
             max_operations: config.global.scripts.max_operations,
+            locate_stops: config.global.scripts.locate_stops,
         };
         Host {
             scripts: Scripts::new(paths.scripts_dir.clone()),

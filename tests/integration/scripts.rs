@@ -174,3 +174,18 @@ fn step(svc, ctx) {
     assert_eq!(s[0]["service"], "a");
     assert!(s[0]["result"]["end"].as_i64().unwrap() <= s[1]["result"]["start"].as_i64().unwrap());
 }
+
+#[test]
+fn without_locate_stops_a_runaway_is_still_stopped() {
+    let t = Test::new();
+    t.data("data/web");
+    t.config(&basic_config(
+        "  scripts:\n    timeout_seconds: 1\n    locate_stops: false\n",
+        "",
+    ));
+    t.script(
+        "services/web.rhai",
+        "fn pre_backup(svc, ctx) {\n    loop { }\n}\n",
+    );
+    t.run(&["run", "backup"]).code(1).stderr_has("deadline");
+}
