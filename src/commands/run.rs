@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
     let cfg = Arc::new(env.load_config()?);
+    tracing::trace!("configuration loaded");
     let paths = env.paths(&cfg);
     let services = select_services(&cfg.services, &args.services)?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
@@ -28,6 +29,7 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         crate::logging::open_workflow_log(&paths.log_dir, &args.workflow)?;
         let lock = crate::lock::acquire(&paths.lock_dir, &args.workflow)?;
         let store = env.open_store(&paths)?;
+        tracing::trace!("state opened");
         let stale = store.abort_stale_runs(&args.workflow)?;
         if stale > 0 {
             tracing::warn!("{stale} earlier '{}' run(s) ended without finishing (process died); marked aborted", args.workflow);
@@ -61,6 +63,7 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
     // Dead-man pings (healthchecks.io /start, Uptime Kuma) for this run.
     let pinger = crate::notify::pings::Pinger::start(&cfg, &args.workflow, args.dry_run);
     let engine = build_engine(&host);
+    tracing::trace!("engine built");
     let program = match Program::load(&engine, &host.scripts, &args.workflow, &names) {
         Ok(p) => p,
         Err(e) => {
@@ -72,6 +75,7 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         }
     };
     let _ = host.program.set(program);
+    tracing::trace!("workflow compiled");
     tracing::info!(
         "{}workflow {} started for {} service(s){}",
         if args.dry_run { "[dry-run] " } else { "" },
