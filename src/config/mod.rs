@@ -577,6 +577,22 @@ fn register_secrets(cfg: &Config, slots: &[SecretSlot]) {
             url::register_url_secrets(u.expose());
         }
     }
+    // Health-check URLs may carry credentials too (`https://user:pw@host/`,
+    // `?token=`): mask those pieces wherever the URL is printed.
+    for svc in &cfg.services {
+        let restore = svc
+            .restore_testing
+            .iter()
+            .flat_map(|r| r.health_checks.iter());
+        for check in svc.health_checks.iter().chain(restore) {
+            if let Some(u) = &check.url {
+                url::register_url_secrets(u);
+            }
+        }
+        if let Some(u) = &svc.external_url {
+            url::register_url_secrets(u);
+        }
+    }
 }
 
 impl Config {

@@ -105,3 +105,27 @@ fn config_show_fills_in_defaults() {
     assert_eq!(doc["global"]["backup"]["compression_level"], 3);
     assert_eq!(doc["services"][0]["enabled"], true);
 }
+
+#[test]
+fn credentials_in_health_check_urls_are_redacted() {
+    let t = Test::new();
+    t.config(&basic_config(
+        "",
+        "    health_checks:\n      - type: http\n        url: \"http://admin:sentinel-hc-password-1@127.0.0.1:9/health?token=sentinelquerytoken99\"\n",
+    ));
+    for args in [
+        &["config", "show"][..],
+        &["--json", "config", "show"][..],
+        &["--json", "services", "list"][..],
+    ] {
+        let r = t.run(args);
+        r.code(0);
+        for s in ["sentinel-hc-password-1", "sentinelquerytoken99"] {
+            assert!(
+                !r.stdout.contains(s) && !r.stderr.contains(s),
+                "{args:?} leaked {s}:\n{}",
+                r.stdout
+            );
+        }
+    }
+}
