@@ -178,9 +178,9 @@ fn import(env: &Env, dir: &Path) -> Result<Report> {
                 continue;
             }
         };
-        let (ok, _, line) = match archive::verify_checksum(&p, None) {
-            Ok(_) => (true, (), String::new()),
-            Err(e) => (false, (), format!("FAILED  {}: {e}", p.display())),
+        let (ok, line) = match archive::verify_checksum(&p, None) {
+            Ok(_) => (true, String::new()),
+            Err(e) => (false, format!("FAILED  {}: {e}", p.display())),
         };
         let now = chrono::Utc::now().timestamp();
         let size = std::fs::metadata(&p)

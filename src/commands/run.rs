@@ -253,23 +253,8 @@ fn select_services<'a>(
 /// The seed's "lower priority" for heavy work: nice and ionice for this
 /// process (threads started later, like zstd's workers, inherit it).
 fn apply_priority(backup: &crate::config::BackupConfig) {
-    if let Some(n) = backup.nice {
-        // SAFETY: plain syscall on our own process.
-        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
-            tracing::warn!(
-                "could not set nice {n}: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-    let class = match backup.ionice.as_deref() {
-        Some("idle") => 3,
-        Some("best-effort") => 2,
-        _ => return,
-    };
-    let level = if class == 2 { 7 } else { 0 };
-    // SAFETY: ioprio_set(IOPRIO_WHO_PROCESS, self, prio).
-    if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, (class << 13) | level) } != 0 {
-        tracing::warn!("could not set ionice: {}", std::io::Error::last_os_error());
+    let ioclass = crate::primitives::proc::ionice_class(backup.ionice.as_deref());
+    if let Err((what, e)) = crate::primitives::proc::set_priority(backup.nice, ioclass) {
+        tracing::warn!("could not set {what}: {e}");
     }
 }

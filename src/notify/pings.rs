@@ -78,17 +78,7 @@ impl Pinger {
             .targets
             .iter()
             .filter(|t| t.kind == ChannelType::Healthchecks)
-            .map(|t| {
-                (
-                    t.name.clone(),
-                    HttpRequest {
-                        method: "POST",
-                        url: format!("{}/start?rid={}", base(&t.url), p.rid),
-                        headers: vec![],
-                        body: vec![],
-                    },
-                )
-            })
+            .map(|t| (t.name.clone(), p.hc_ping(t, "start", None)))
             .collect();
         p.send_all(reqs, "start");
         p
@@ -96,53 +86,61 @@ impl Pinger {
 
     /// The run ended with `exit_code`; `log_tail` is the end of its log.
     pub fn finish(&self, exit_code: u8, log_tail: &str, summary: &str) {
-        let body = tail(log_tail);
+        let what = if exit_code == 0 {
+            "success"
+        } else {
+            "exit code"
+        };
+        self.end(
+            &exit_code.to_string(),
+            tail(log_tail),
+            exit_code == 0,
+            summary,
+            what,
+        );
+    }
+
+    /// The run could not run at all (configuration, lock, script compile).
+    pub fn fail(&self, message: &str) {
+        self.end("fail", tail(message), false, message, "fail");
+    }
+
+    /// A healthchecks.io ping: POST `<base>/<path>?rid=<rid>`, with `body`
+    /// (if any) as plain text.
+    fn hc_ping(&self, t: &Target, path: &str, body: Option<String>) -> HttpRequest {
+        let url = format!("{}/{path}?rid={}", base(&t.url), self.rid);
+        match body {
+            None => HttpRequest {
+                method: "POST",
+                url,
+                headers: vec![],
+                body: vec![],
+            },
+            Some(b) => HttpRequest {
+                method: "POST",
+                url,
+                headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
+                body: b.into_bytes(),
+            },
+        }
+    }
+
+    /// The end-of-run ping to every target: healthchecks.io `<hc_path>` with
+    /// `body`, Uptime Kuma up (`ok`) or down with `msg`.
+    fn end(&self, hc_path: &str, body: String, ok: bool, msg: &str, what: &str) {
         let ms = self.started.elapsed().as_millis();
         let reqs = self
             .targets
             .iter()
             .map(|t| {
                 let req = match t.kind {
-                    ChannelType::Healthchecks => HttpRequest {
-                        method: "POST",
-                        url: format!("{}/{exit_code}?rid={}", base(&t.url), self.rid),
-                        headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
-                        body: body.clone().into_bytes(),
-                    },
-                    _ => kuma(&t.url, exit_code == 0, summary, ms),
+                    ChannelType::Healthchecks => self.hc_ping(t, hc_path, Some(body.clone())),
+                    _ => kuma(&t.url, ok, msg, ms),
                 };
                 (t.name.clone(), req)
             })
             .collect();
-        self.send_all(
-            reqs,
-            if exit_code == 0 {
-                "success"
-            } else {
-                "exit code"
-            },
-        );
-    }
-
-    /// The run could not run at all (configuration, lock, script compile).
-    pub fn fail(&self, message: &str) {
-        let reqs = self
-            .targets
-            .iter()
-            .map(|t| {
-                let req = match t.kind {
-                    ChannelType::Healthchecks => HttpRequest {
-                        method: "POST",
-                        url: format!("{}/fail?rid={}", base(&t.url), self.rid),
-                        headers: vec![("Content-Type".into(), "text/plain; charset=utf-8".into())],
-                        body: tail(message).into_bytes(),
-                    },
-                    _ => kuma(&t.url, false, message, self.started.elapsed().as_millis()),
-                };
-                (t.name.clone(), req)
-            })
-            .collect();
-        self.send_all(reqs, "fail");
+        self.send_all(reqs, what);
     }
 
     fn send_all(&self, reqs: Vec<(String, HttpRequest)>, what: &str) {

@@ -77,6 +77,42 @@ fn read_bounded(mut r: impl Read, max: usize) -> (Vec<u8>, bool) {
     (kept, truncated)
 }
 
+/// The ioprio class for an `ionice` word: `idle` 3, `best-effort` 2;
+/// None (or `none`) leaves it unchanged.
+pub fn ionice_class(word: Option<&str>) -> Option<i32> {
+    match word {
+        Some("idle") => Some(3),
+        Some("best-effort") => Some(2),
+        _ => None,
+    }
+}
+
+/// Set the nice level and ioprio class of the calling process (between fork
+/// and exec: of the child). Only syscalls, so it is safe in `pre_exec`.
+/// Both are tried; the error names the first that failed.
+pub fn set_priority(
+    nice: Option<i32>,
+    ioclass: Option<i32>,
+) -> Result<(), (&'static str, std::io::Error)> {
+    let mut first_err = Ok(());
+    if let Some(n) = nice {
+        // SAFETY: plain syscall on the calling process.
+        if unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, n) } != 0 {
+            first_err = Err(("nice", std::io::Error::last_os_error()));
+        }
+    }
+    if let Some(class) = ioclass {
+        // ioprio_set(IOPRIO_WHO_PROCESS, self, class << 13 | level); the
+        // best-effort class at its lowest level (7).
+        let level = if class == 2 { 7 } else { 0 };
+        // SAFETY: plain syscall on the calling process.
+        if unsafe { libc::syscall(libc::SYS_ioprio_set, 1, 0, (class << 13) | level) } != 0 {
+            first_err = first_err.and(Err(("ionice", std::io::Error::last_os_error())));
+        }
+    }
+    first_err
+}
+
 /// Run `argv` to completion or timeout.
 pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
     let Some((program, args)) = argv.split_first() else {
@@ -98,23 +134,13 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
     // Own process group, so a timeout kills the command's children too.
     cmd.process_group(0);
     let nice = opts.nice;
-    let ioclass: Option<i32> = match opts.ionice.as_deref() {
-        Some("idle") => Some(3),
-        Some("best-effort") => Some(2),
-        _ => None,
-    };
+    let ioclass = ionice_class(opts.ionice.as_deref());
     if nice.is_some() || ioclass.is_some() {
-        // SAFETY: only async-signal-safe syscalls between fork and exec.
+        // SAFETY: set_priority makes only async-signal-safe syscalls, as
+        // required between fork and exec. A failure leaves the priority as is.
         unsafe {
             cmd.pre_exec(move || {
-                if let Some(n) = nice {
-                    libc::setpriority(libc::PRIO_PROCESS, 0, n);
-                }
-                if let Some(class) = ioclass {
-                    // ioprio_set(IOPRIO_WHO_PROCESS, self, class << 13 | level)
-                    let level = if class == 2 { 7 } else { 0 };
-                    libc::syscall(libc::SYS_ioprio_set, 1, 0, (class << 13) | level);
-                }
+                let _ = set_priority(nice, ioclass);
                 Ok(())
             });
         }
