@@ -396,8 +396,8 @@ async fn inspect_via_cli(name: &str) -> Result<serde_json::Value, String> {
     Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
 }
 
-/// A container is healthy when it is running and not `unhealthy` (when its
-/// image has a HEALTHCHECK). Through the engine's socket when there is one,
+/// A container is healthy when it is running (not paused, not restarting)
+/// and not `unhealthy` (when it has a HEALTHCHECK). Through the engine's socket when there is one,
 /// else the `docker` CLI.
 async fn container(name: &str) -> Outcome {
     // Container names are [a-zA-Z0-9][a-zA-Z0-9_.-]*; anything else cannot
@@ -426,6 +426,12 @@ async fn container(name: &str) -> Outcome {
         .get("Health")
         .and_then(|h| h.get("Status"))
         .and_then(|s| s.as_str());
+    // A paused container still says Running; a crash-looping one says
+    // Restarting between attempts. Neither is serving.
+    let flag = |k: &str| state.get(k).and_then(|v| v.as_bool()) == Some(true);
+    if flag("Paused") || flag("Restarting") {
+        return Outcome::fail(format!("container {name} is {status}"));
+    }
     match (running, health) {
         (false, _) => Outcome::fail(format!("container {name} is {status}")),
         (true, Some("unhealthy")) => Outcome::fail(format!("container {name} is unhealthy")),

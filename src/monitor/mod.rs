@@ -18,13 +18,29 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// The checks of these services: every `health_checks` entry plus an
-/// `external` HTTP check of `external_url`.
+/// The checks of these services: every `health_checks` entry, a
+/// `container` check of a `type: docker` service's container when its
+/// health_checks have none, plus an `external` HTTP check of `external_url`.
 pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
     let default_timeout = cfg.monitoring.timeout_seconds.max(1);
     let mut out = Vec::new();
     for svc in services {
-        for c in &svc.health_checks {
+        let implicit = match (&svc.service_type, &svc.container) {
+            (crate::config::ServiceType::Docker, Some(name))
+                if !svc
+                    .health_checks
+                    .iter()
+                    .any(|c| c.check_type == HealthCheckType::Container) =>
+            {
+                Some(HealthCheckConfig {
+                    check_type: HealthCheckType::Container,
+                    container: Some(name.clone()),
+                    ..Default::default()
+                })
+            }
+            _ => None,
+        };
+        for c in svc.health_checks.iter().chain(implicit.as_ref()) {
             let name = check_name(c);
             out.push(CheckSpec {
                 id: format!("{}/{name}", svc.name),

@@ -5,6 +5,7 @@ mod harness;
 
 mod backup;
 mod config_errors;
+mod docker;
 mod monitor;
 mod notify;
 mod pve;

@@ -11,7 +11,7 @@ fn down() -> Reply {
 }
 
 /// Config: a webhook channel to `hooks`, `monitoring` keys, services.
-fn config(t: &Test, hooks: &Receiver, monitoring: &str, services: &str) {
+pub(crate) fn config(t: &Test, hooks: &Receiver, monitoring: &str, services: &str) {
     t.config(&format!(
         "notifications:\n  cooldown_minutes: 0\n  channels:\n    - name: hook\n      type: webhook\n      url: {}\nmonitoring:\n{monitoring}services:\n{services}",
         hooks.url("/hook")
@@ -19,7 +19,7 @@ fn config(t: &Test, hooks: &Receiver, monitoring: &str, services: &str) {
 }
 
 /// Events delivered so far, in order, across every message.
-fn events(hooks: &Receiver) -> Vec<String> {
+pub(crate) fn events(hooks: &Receiver) -> Vec<String> {
     hooks
         .requests()
         .iter()
