@@ -30,6 +30,7 @@ pub const JSON_SCHEMA_VERSION: u32 = 1;
 /// Run a parsed command line; returns the process exit code.
 pub fn run(cli: cli::Cli) -> u8 {
     logging::init(&cli.global);
+    tracing::trace!("started");
     let json = cli.global.json;
     match commands::dispatch(&cli) {
         Ok(report) => {

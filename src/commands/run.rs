@@ -20,6 +20,7 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
     let paths = env.paths(&cfg);
     let services = select_services(&cfg.services, &args.services)?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    crate::monitor::checks::prewarm_http_client(&services);
 
     let (_lock, store) = if args.dry_run {
         (None, env.existing_store(&paths)?)

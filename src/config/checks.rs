@@ -139,6 +139,9 @@ impl Default for HealthCheckConfig {
 }
 
 impl HealthCheckConfig {
+    /// The keys every check has, whatever its type.
+    pub const COMMON_KEYS: &'static [&'static str] = &["type", "name", "timeout_seconds", "parent"];
+
     /// The type-specific keys given a non-default value (validation
     /// rejects those the check's type does not use). Judged by value, not
     /// by presence in the YAML, so `config show` output (which prints every

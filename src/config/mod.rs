@@ -628,6 +628,23 @@ impl Config {
         v
     }
 
+    /// One top-level section (`global`, `notifications`, `monitoring`,
+    /// `updates`, `services`) of [`Config::to_redacted_json`], serialised
+    /// alone; null for any other name.
+    pub fn redacted_section_json(&self, name: &str) -> serde_json::Value {
+        let v = match name {
+            "global" => serde_json::to_value(&self.global),
+            "notifications" => serde_json::to_value(&self.notifications),
+            "monitoring" => serde_json::to_value(&self.monitoring),
+            "updates" => serde_json::to_value(&self.updates),
+            "services" => serde_json::to_value(&self.services),
+            _ => Ok(serde_json::Value::Null),
+        };
+        let mut v = v.unwrap_or(serde_json::Value::Null);
+        crate::redact::scrub_json(&mut v);
+        v
+    }
+
     /// Every cron schedule in the configuration with its dotted path.
     pub fn schedules(&self) -> Vec<(String, CronSchedule)> {
         let mut out = Vec::new();

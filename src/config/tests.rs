@@ -768,6 +768,13 @@ fn show_output_redacts_secrets_and_urls() {
     assert_eq!(json["monitoring"]["schedule"], "*/5 * * * *");
     let text = json.to_string();
     assert!(!text.contains("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"));
+    // config::get serialises one section at a time: the same values.
+    let sections = json.as_object().unwrap();
+    assert_eq!(sections.len(), 5);
+    for (name, value) in sections {
+        assert_eq!(&cfg.redacted_section_json(name), value, "{name}");
+    }
+    assert!(cfg.redacted_section_json("nope").is_null());
 }
 
 #[test]
@@ -798,4 +805,28 @@ fn locate_prefers_the_flag_then_the_environment() {
         "{err}"
     );
     std::env::remove_var(CONFIG_ENV);
+}
+
+#[test]
+fn every_check_key_is_common_or_belongs_to_a_type() {
+    // Service maps keep a check's common keys and its type's keys: no
+    // field may fall outside both.
+    let json = serde_json::to_value(HealthCheckConfig::default()).unwrap();
+    let all_types = [
+        HealthCheckType::Http,
+        HealthCheckType::Tcp,
+        HealthCheckType::Dns,
+        HealthCheckType::Process,
+        HealthCheckType::Container,
+        HealthCheckType::Command,
+        HealthCheckType::Database,
+        HealthCheckType::Custom,
+    ];
+    for key in json.as_object().unwrap().keys() {
+        assert!(
+            HealthCheckConfig::COMMON_KEYS.contains(&key.as_str())
+                || all_types.iter().any(|t| t.keys().contains(&key.as_str())),
+            "{key}"
+        );
+    }
 }

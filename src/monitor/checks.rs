@@ -143,6 +143,26 @@ async fn check(c: &HealthCheckConfig, timeout: Duration) -> Outcome {
 
 /// Shared HTTP clients (one following redirects, one not): a 500-check
 /// cycle reuses connections and TLS configuration.
+/// Start the async runtime and build the shared HTTP client on a thread of
+/// their own when these services have HTTP checks, so both (threads, CA
+/// roots) overlap the rest of start-up instead of delaying the first check.
+pub fn prewarm_http_client(services: &[&crate::config::ServiceConfig]) {
+    let http = services.iter().any(|s| {
+        s.external_url.is_some()
+            || s.health_checks
+                .iter()
+                .any(|c| c.check_type == HealthCheckType::Http)
+    });
+    if http {
+        let _ = std::thread::Builder::new()
+            .name("http-client".into())
+            .spawn(|| {
+                crate::notify::block_on(async {});
+                http_client(true);
+            });
+    }
+}
+
 fn http_client(follow: bool) -> &'static reqwest::Client {
     static FOLLOW: OnceLock<reqwest::Client> = OnceLock::new();
     static NO_FOLLOW: OnceLock<reqwest::Client> = OnceLock::new();

@@ -1,6 +1,7 @@
 //! `workflow::each_service(ctx, "step")`: run a step function once per
 //! service in `ctx.services`, each in that service's program (its
-//! `services/<name>.rhai` override merged in). A service that fails does not
+//! `services/<name>.rhai` override merged in), as `step(svc, ctx)` with
+//! `ctx` less its `services`. A service that fails does not
 //! stop the others; each outcome is recorded for the run summary. A deadline
 //! stop is passed through: no script can swallow it.
 //!
@@ -78,13 +79,16 @@ struct Queue {
 fn each_service(
     h: &Host,
     ctx: &NativeCallContext,
-    run_ctx: Map,
+    mut run_ctx: Map,
     step: &str,
     opts: Map,
 ) -> RhaiResult<Array> {
+    // Each step gets its own `svc` and the rest of ctx: not ctx.services,
+    // which would be copied into every call (Rhai passes by value), making
+    // a run of n services cost n².
     let services = run_ctx
-        .get("services")
-        .and_then(|s| s.clone().try_cast::<Array>())
+        .remove("services")
+        .and_then(|s| s.try_cast::<Array>())
         .ok_or_else(|| {
             throw(
                 "invalid_argument",

@@ -7,7 +7,7 @@
 use super::engine::{self, Limits, Watch};
 use super::sources::Scripts;
 use super::workflow::Program;
-use crate::config::{Config, Paths, ServiceConfig};
+use crate::config::{Config, HealthCheckConfig, Paths, ServiceConfig};
 use crate::error::{Error, Result};
 use crate::state::Store;
 use rhai::{Array, CallFnOptions, Dynamic, Engine, EvalAltResult, Map, Scope};
@@ -52,7 +52,31 @@ pub struct Host {
     pub notifications: Mutex<Vec<serde_json::Value>>,
     pub warnings: AtomicUsize,
     pub limits: Limits,
+    /// Run events not yet in the state DB (see [`Host::event`]).
+    events: Mutex<EventBuffer>,
 }
+
+/// Run events waiting to be written: one transaction (one fsync) per batch
+/// rather than per log line.
+#[derive(Default)]
+struct EventBuffer {
+    pending: Vec<(i64, String, Option<String>, String)>,
+    /// When the oldest pending event was added.
+    since: Option<std::time::Instant>,
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.flush_events();
+    }
+}
+
+/// Pending events are written with a warning or an error, when this many
+/// wait, when the oldest is this old as the next one comes, and when the
+/// run ends. The log files have every line at once; only the state DB's
+/// copy (the run's log tail) of info lines waits.
+const EVENT_FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+const EVENT_FLUSH_COUNT: usize = 256;
 
 /// The local host name (for manifests and run rows).
 pub fn hostname() -> String {
@@ -63,8 +87,26 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "localhost".into())
 }
 
-fn json_to_dynamic(v: &serde_json::Value) -> Dynamic {
-    rhai::serde::to_dynamic(v).unwrap_or(Dynamic::UNIT)
+/// Mask registered secrets in every string of a value, recursively.
+fn scrub_dynamic(d: &mut Dynamic) {
+    if let Some(mut m) = d.write_lock::<Map>() {
+        m.values_mut().for_each(scrub_dynamic);
+        return;
+    }
+    if let Some(mut a) = d.write_lock::<Array>() {
+        a.iter_mut().for_each(scrub_dynamic);
+        return;
+    }
+    let masked = match d.read_lock::<rhai::ImmutableString>() {
+        Some(s) => match crate::redact::scrub(&s) {
+            std::borrow::Cow::Owned(o) => Some(o),
+            std::borrow::Cow::Borrowed(_) => None,
+        },
+        None => None,
+    };
+    if let Some(o) = masked {
+        *d = o.into();
+    }
 }
 
 pub fn dynamic_to_json(d: &Dynamic) -> serde_json::Value {
@@ -102,6 +144,7 @@ impl Host {
             notifications: Mutex::new(Vec::new()),
             warnings: AtomicUsize::new(0),
             limits,
+            events: Mutex::new(EventBuffer::default()),
         }
     }
 
@@ -118,14 +161,47 @@ impl Host {
             tracing::Level::INFO => tracing::info!("{prefix}{message}"),
             _ => tracing::debug!("{prefix}{message}"),
         }
-        if let (Some(store), Some(run_id), false) = (&self.store, self.run_id, self.dry_run) {
-            if level <= tracing::Level::INFO {
-                if let Err(e) =
-                    store.add_event(run_id, &level.to_string().to_lowercase(), service, &message)
-                {
-                    tracing::warn!("could not record run event: {e}");
-                }
+        if self.store.is_some()
+            && self.run_id.is_some()
+            && !self.dry_run
+            && level <= tracing::Level::INFO
+        {
+            let due = {
+                let mut b = self.events.lock().unwrap_or_else(|e| e.into_inner());
+                b.pending.push((
+                    crate::state::now(),
+                    level.to_string().to_lowercase(),
+                    service.map(str::to_string),
+                    message.into_owned(),
+                ));
+                let since = *b.since.get_or_insert_with(std::time::Instant::now);
+                level <= tracing::Level::WARN
+                    || b.pending.len() >= EVENT_FLUSH_COUNT
+                    || since.elapsed() >= EVENT_FLUSH_AFTER
+            };
+            if due {
+                self.flush_events();
             }
+        }
+    }
+
+    /// Write the buffered run events to the state DB (also done when the
+    /// run ends).
+    pub fn flush_events(&self) {
+        let (Some(store), Some(run_id)) = (&self.store, self.run_id) else {
+            return;
+        };
+        let batch = {
+            let mut b = self.events.lock().unwrap_or_else(|e| e.into_inner());
+            b.since = None;
+            std::mem::take(&mut b.pending)
+        };
+        let rows: Vec<(i64, &str, Option<&str>, &str)> = batch
+            .iter()
+            .map(|(ts, l, s, m)| (*ts, l.as_str(), s.as_deref(), m.as_str()))
+            .collect();
+        if let Err(e) = store.add_events(run_id, &rows) {
+            tracing::warn!("could not record {} run event(s): {e}", rows.len());
         }
     }
 
@@ -138,9 +214,27 @@ impl Host {
     /// plus resolved values (`backup_dir`, effective `retention`,
     /// `destinations` as `{name, path}` maps).
     pub fn service_map(&self, svc: &ServiceConfig) -> Dynamic {
-        let mut v = serde_json::to_value(svc).unwrap_or_default();
-        crate::redact::scrub_json(&mut v);
-        if let serde_json::Value::Object(m) = &mut v {
+        // Straight to a Rhai map (no JSON in between): this runs for every
+        // service of every run, and a service can hold many checks.
+        let mut d = rhai::serde::to_dynamic(svc).unwrap_or(Dynamic::UNIT);
+        scrub_dynamic(&mut d);
+        if let Some(mut m) = d.write_lock::<Map>() {
+            // Each check keeps the keys of its type (and the common ones):
+            // a map of 13 keys rather than 21, copied with ctx on every step.
+            if let Some(mut checks) = m
+                .get_mut("health_checks")
+                .and_then(|c| c.write_lock::<Array>())
+            {
+                for (c, cfg) in checks.iter_mut().zip(&svc.health_checks) {
+                    if let Some(mut cm) = c.write_lock::<Map>() {
+                        let keep = cfg.check_type.keys();
+                        cm.retain(|k, _| {
+                            HealthCheckConfig::COMMON_KEYS.contains(&k.as_str())
+                                || keep.contains(&k.as_str())
+                        });
+                    }
+                }
+            }
             m.insert("type".into(), svc.service_type.as_str().into());
             m.insert(
                 "backup_dir".into(),
@@ -148,13 +242,13 @@ impl Host {
             );
             let retention = svc
                 .retention
-                .clone()
-                .unwrap_or_else(|| self.config.global.backup.retention.clone());
+                .as_ref()
+                .unwrap_or(&self.config.global.backup.retention);
             m.insert(
                 "retention".into(),
-                serde_json::to_value(retention).unwrap_or_default(),
+                rhai::serde::to_dynamic(retention).unwrap_or(Dynamic::UNIT),
             );
-            let dests: Vec<serde_json::Value> = self
+            let dests: Array = self
                 .config
                 .global
                 .backup
@@ -165,11 +259,16 @@ impl Host {
                         .as_ref()
                         .is_none_or(|names| names.contains(&d.name))
                 })
-                .map(|d| serde_json::json!({"name": d.name, "path": d.path.display().to_string()}))
+                .map(|d| {
+                    let mut dm = Map::new();
+                    dm.insert("name".into(), d.name.clone().into());
+                    dm.insert("path".into(), d.path.display().to_string().into());
+                    Dynamic::from_map(dm)
+                })
                 .collect();
             m.insert("destinations".into(), dests.into());
         }
-        json_to_dynamic(&v)
+        d
     }
 
     /// The `ctx` map handed to `run(ctx)` and to every step.
@@ -354,6 +453,7 @@ pub fn run_program(
         });
     }
     let ctx = host.ctx_map(services);
+    tracing::trace!("run context built");
     let options = CallFnOptions::new()
         .with_tag(Dynamic::from(String::new()))
         .eval_ast(true);
@@ -375,6 +475,7 @@ pub fn run_program(
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let warnings = host.warnings.load(Ordering::Relaxed);
+    host.flush_events();
     match res {
         Ok(v) => {
             let value = dynamic_to_json(&v);

@@ -150,28 +150,50 @@ impl Store {
         service: Option<&str>,
         message: &str,
     ) -> Result<()> {
-        let message = scrub(message);
-        let message = truncate(&message, EVENT_MESSAGE_MAX);
+        self.add_events(run_id, &[(now(), level, service, message)])
+    }
+
+    /// [`Store::add_event`] for several `(ts, level, service, message)`
+    /// events, in order, in one transaction (one fsync).
+    pub fn add_events(
+        &self,
+        run_id: i64,
+        events: &[(i64, &str, Option<&str>, &str)],
+    ) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let n = events.len() as i64;
         self.with(|c| {
             let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // A per-run sequence number makes pruning one index range delete
             // (usually of one row) instead of counting the run's events.
-            let seq: i64 = tx
+            let last: i64 = tx
                 .query_row(
-                    "UPDATE runs SET event_seq = event_seq + 1 WHERE id = ?1 RETURNING event_seq",
-                    [run_id],
+                    "UPDATE runs SET event_seq = event_seq + ?2 WHERE id = ?1 RETURNING event_seq",
+                    params![run_id, n],
                     |r| r.get(0),
                 )
                 .optional()?
                 .ok_or_else(|| not_found(format!("no run with id {run_id}")))?;
-            tx.prepare_cached(
-                "INSERT INTO run_events (run_id, seq, ts, level, service, message)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![run_id, seq, now(), level, service, message])?;
-            if seq > EVENT_TAIL {
+            {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO run_events (run_id, seq, ts, level, service, message)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?;
+                for (i, (ts, level, service, message)) in events.iter().enumerate() {
+                    let seq = last - n + 1 + i as i64;
+                    if seq <= last - EVENT_TAIL {
+                        continue; // pruned at once below
+                    }
+                    let message = scrub(message);
+                    let message = truncate(&message, EVENT_MESSAGE_MAX);
+                    ins.execute(params![run_id, seq, ts, level, service, message])?;
+                }
+            }
+            if last > EVENT_TAIL {
                 tx.prepare_cached("DELETE FROM run_events WHERE run_id = ?1 AND seq <= ?2")?
-                    .execute(params![run_id, seq - EVENT_TAIL])?;
+                    .execute(params![run_id, last - EVENT_TAIL])?;
             }
             tx.commit()
         })

@@ -230,6 +230,32 @@ fn abort_stale_runs_marks_only_running_rows_of_the_workflow() {
 }
 
 #[test]
+fn batched_events_keep_order_timestamps_and_the_cap() {
+    let (_t, s) = tmp_store();
+    let run = s.begin_run("monitor", &[], false).unwrap();
+    s.add_event(run, "info", None, "first").unwrap();
+    // One batch larger than the tail: only its newest EVENT_TAIL survive,
+    // after the single event before it.
+    let n = EVENT_TAIL + 10;
+    let msgs: Vec<String> = (0..n).map(|i| format!("batch {i}")).collect();
+    let rows: Vec<(i64, &str, Option<&str>, &str)> = msgs
+        .iter()
+        .enumerate()
+        .map(|(i, m)| (1_000 + i as i64, "info", Some("web"), m.as_str()))
+        .collect();
+    s.add_events(run, &rows).unwrap();
+    s.add_events(run, &[]).unwrap();
+    s.add_event(run, "warn", None, "last").unwrap();
+    let all = s.run_events(run, 100_000).unwrap();
+    assert_eq!(all.len() as i64, EVENT_TAIL);
+    assert_eq!(all[0].message, "batch 11");
+    assert_eq!(all[0].ts, 1_011, "each event keeps its own time");
+    assert_eq!(all[all.len() - 2].message, format!("batch {}", n - 1));
+    assert_eq!(all.last().unwrap().message, "last");
+    assert!(s.add_events(9999, &rows[..1]).is_err());
+}
+
+#[test]
 fn event_tail_is_capped_per_run() {
     let (_t, s) = tmp_store();
     // Speed: the cap logic does not depend on durability.

@@ -69,7 +69,7 @@ impl Lab {
         }
         let prefix = format!("hla-test-{}-{tag}", std::process::id());
         let image = format!("homelab-autopilot-test/{prefix}:1");
-        let tar = Command::new("tar")
+        let mut tar = Command::new("tar")
             .arg("-C")
             .arg(dir.path().join("rootfs"))
             .args(["-c", "."])
@@ -78,10 +78,11 @@ impl Lab {
             .unwrap();
         let st = Command::new("docker")
             .args(["import", "-", &image])
-            .stdin(tar.stdout.unwrap())
+            .stdin(tar.stdout.take().unwrap())
             .stdout(Stdio::null())
             .status()
             .unwrap();
+        assert!(tar.wait().unwrap().success(), "tar of the rootfs");
         assert!(st.success(), "docker import");
         Lab {
             image,
