@@ -98,6 +98,7 @@ PER=$(( (N + 49) / 50 ))
 } >"$WORK/config.yaml"
 
 reset() {
+    sleep 0.5 # the server closes the last run's connections first
     curl -s -X POST "http://127.0.0.1:$PORT/reset" >/dev/null
     rm -f "$WORK/first"
 }

@@ -45,11 +45,13 @@ pub(crate) struct Diagnostic {
 pub(crate) struct Diagnostics {
     files: Vec<PathBuf>,
     errors: RefCell<Vec<Diagnostic>>,
-    positions: RefCell<HashMap<(usize, String), Pos>>,
+    // Keyed by file, then path: a lookup by `&str` allocates nothing (a
+    // load records a position for every node).
+    positions: RefCell<HashMap<usize, HashMap<String, Pos>>>,
     /// Original indices of the items each sequence yielded (poisoned items
     /// are left out, so item `i` of the Vec may be item `j` of the YAML).
-    seq_indices: RefCell<HashMap<(usize, String), Vec<usize>>>,
-    poisoned: RefCell<HashSet<(usize, String)>>,
+    seq_indices: RefCell<HashMap<usize, HashMap<String, Vec<usize>>>>,
+    poisoned: RefCell<HashMap<usize, HashSet<String>>>,
 }
 
 impl Diagnostics {
@@ -94,9 +96,12 @@ impl Diagnostics {
     /// Whether `path` or one of its ancestors failed to deserialize.
     pub fn is_poisoned(&self, file: usize, path: &str) -> bool {
         let poisoned = self.poisoned.borrow();
+        let Some(poisoned) = poisoned.get(&file) else {
+            return false;
+        };
         let mut p = path;
         loop {
-            if poisoned.contains(&(file, p.to_string())) {
+            if poisoned.contains(p) {
                 return true;
             }
             match parent(p) {
@@ -110,15 +115,17 @@ impl Diagnostics {
     pub fn has(&self, file: usize, path: &str) -> bool {
         self.positions
             .borrow()
-            .contains_key(&(file, path.to_string()))
+            .get(&file)
+            .is_some_and(|m| m.contains_key(path))
     }
 
     /// Position of `path`, or of its nearest recorded ancestor.
     pub fn pos(&self, file: usize, path: &str) -> Pos {
         let positions = self.positions.borrow();
+        let positions = positions.get(&file);
         let mut p = path;
         loop {
-            if let Some(pos) = positions.get(&(file, p.to_string())) {
+            if let Some(pos) = positions.and_then(|m| m.get(p)) {
                 return *pos;
             }
             match parent(p) {
@@ -138,7 +145,8 @@ impl Diagnostics {
     pub fn yaml_index(&self, file: usize, path: &str, i: usize) -> usize {
         self.seq_indices
             .borrow()
-            .get(&(file, path.to_string()))
+            .get(&file)
+            .and_then(|m| m.get(path))
             .and_then(|v| v.get(i).copied())
             .unwrap_or(i)
     }
@@ -170,17 +178,31 @@ impl Diagnostics {
     }
 
     fn poison(&self, file: usize, path: &str) {
-        self.poisoned.borrow_mut().insert((file, path.to_string()));
+        self.poisoned
+            .borrow_mut()
+            .entry(file)
+            .or_default()
+            .insert(path.to_string());
     }
 
     fn poisoned_count(&self) -> usize {
-        self.poisoned.borrow().len()
+        self.poisoned.borrow().values().map(HashSet::len).sum()
     }
 
     fn record_pos(&self, file: usize, path: &str, pos: Pos) {
         self.positions
             .borrow_mut()
-            .insert((file, path.to_string()), pos);
+            .entry(file)
+            .or_default()
+            .insert(path.to_string(), pos);
+    }
+
+    /// Whether this very node (not an ancestor) failed to deserialize.
+    fn is_poisoned_exactly(&self, file: usize, path: &str) -> bool {
+        self.poisoned
+            .borrow()
+            .get(&file)
+            .is_some_and(|s| s.contains(path))
     }
 }
 
@@ -469,7 +491,7 @@ impl<'a> NodeDe<'a> {
                         continue;
                     }
                 }
-                if self.diag.poisoned.borrow().contains(&(file, path.clone())) {
+                if self.diag.is_poisoned_exactly(file, &path) {
                     continue;
                 }
                 let pos = entry_pos(k, v);
@@ -491,7 +513,7 @@ impl<'a> NodeDe<'a> {
         if let Node::Sequence(s) = self.node {
             for (i, item) in s.iter().enumerate() {
                 let path = child_index(&self.path, i);
-                if self.diag.poisoned.borrow().contains(&(file, path.clone())) {
+                if self.diag.is_poisoned_exactly(file, &path) {
                     continue;
                 }
                 let pos = node_pos(item);
@@ -503,7 +525,9 @@ impl<'a> NodeDe<'a> {
         self.diag
             .seq_indices
             .borrow_mut()
-            .insert((file, self.path.clone()), indices);
+            .entry(file)
+            .or_default()
+            .insert(self.path.clone(), indices);
         SeqAcc {
             items: items.into_iter(),
             diag: self.diag,
