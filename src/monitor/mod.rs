@@ -295,13 +295,8 @@ pub struct ServiceStatus {
 }
 
 pub fn service_status(store: &Store, service: &str) -> crate::Result<ServiceStatus> {
-    let checks: Vec<CheckState> = store
-        .check_states()?
-        .into_iter()
-        .filter(|c| c.service == service)
-        .collect();
+    let checks: Vec<CheckState> = store.service_check_states(service)?;
     let now = chrono::Utc::now().timestamp();
-    let prefix = format!("{service}/");
     let state = if checks.iter().any(|c| c.status == "down") {
         "down"
     } else if !checks.is_empty() && checks.iter().all(|c| c.status == "up") {
@@ -318,9 +313,9 @@ pub fn service_status(store: &Store, service: &str) -> crate::Result<ServiceStat
         service: service.into(),
         state: state.into(),
         since,
-        uptime_24h: store.uptime(&prefix, now - 86_400)?,
-        uptime_7d: store.uptime(&prefix, now - 7 * 86_400)?,
-        uptime_30d: store.uptime(&prefix, now - 30 * 86_400)?,
+        uptime_24h: store.uptime(service, now - 86_400)?,
+        uptime_7d: store.uptime(service, now - 7 * 86_400)?,
+        uptime_30d: store.uptime(service, now - 30 * 86_400)?,
         checks,
     })
 }

@@ -122,8 +122,24 @@ CREATE TABLE monitor_history (
 CREATE INDEX monitor_history_check_ts ON monitor_history (check_id, ts);
 "#;
 
+/// v3: uptime per service and cycle (read by `status` without scanning the
+/// per-check history), and an index for pruning the history by age.
+const V3: &str = r#"
+CREATE TABLE monitor_service_cycles (
+    service TEXT    NOT NULL,
+    cycle   INTEGER NOT NULL,                             -- monitor_history.cycle
+    ok      INTEGER NOT NULL CHECK (ok IN (0, 1)),         -- every check passed
+    PRIMARY KEY (service, cycle)
+) WITHOUT ROWID;
+INSERT INTO monitor_service_cycles (service, cycle, ok)
+    SELECT substr(check_id, 1, instr(check_id, '/') - 1), cycle, min(ok)
+    FROM monitor_history WHERE instr(check_id, '/') > 1
+    GROUP BY 1, cycle;
+CREATE INDEX monitor_history_ts ON monitor_history (ts);
+"#;
+
 /// All migrations, in order. The schema version is their count.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -1,6 +1,6 @@
 //! Notification cooldowns and monitor alert state (migration v2): one row
-//! per health check with its UP/DOWN state machine, and a history of
-//! results for uptime percentages.
+//! per health check with its UP/DOWN state machine, a history of results,
+//! and (v3) one row per service and cycle for uptime percentages.
 
 use super::{now, Store};
 use crate::error::Result;
@@ -115,6 +115,21 @@ impl Store {
                     "INSERT INTO monitor_history (check_id, ts, cycle, ok, latency_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?;
+                let mut svc = tx.prepare_cached(
+                    "INSERT INTO monitor_service_cycles (service, cycle, ok) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (service, cycle) DO UPDATE SET ok = min(ok, excluded.ok)",
+                )?;
+                let mut services: std::collections::BTreeMap<&str, bool> = Default::default();
+                for (s, ok, _) in results {
+                    *services.entry(s.service.as_str()).or_insert(true) &= *ok;
+                }
+                let mut prune = tx.prepare_cached(
+                    "DELETE FROM monitor_service_cycles WHERE service = ?1 AND cycle < ?2",
+                )?;
+                for (service, ok) in services {
+                    svc.execute(params![service, cycle, ok])?;
+                    prune.execute(params![service, (now() - HISTORY_KEEP_SECS) * 1000])?;
+                }
                 for (s, ok, latency_ms) in results {
                     let message = scrub(&s.message).into_owned();
                     up.execute(params![
@@ -147,19 +162,32 @@ impl Store {
         })
     }
 
-    /// Uptime since `since` of the checks whose id starts with `prefix`
-    /// (`service/`): the percentage of monitor cycles in which every one of
-    /// them passed. None: no results.
-    pub fn uptime(&self, prefix: &str, since: i64) -> Result<Option<f64>> {
+    /// Uptime of a service since `since` (unix seconds): the percentage of
+    /// monitor cycles in which every one of its checks passed. None: no
+    /// results.
+    pub fn uptime(&self, service: &str, since: i64) -> Result<Option<f64>> {
         self.with(|c| {
-            let (total, ok): (i64, i64) = c.query_row(
-                "SELECT count(*), coalesce(sum(all_ok), 0) FROM
-                   (SELECT min(ok) AS all_ok FROM monitor_history
-                    WHERE substr(check_id, 1, length(?1)) = ?1 AND ts >= ?2 GROUP BY cycle)",
-                params![prefix, since],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (total, ok): (i64, i64) = c
+                .prepare_cached(
+                    "SELECT count(*), coalesce(sum(ok), 0) FROM monitor_service_cycles
+                     WHERE service = ?1 AND cycle >= ?2",
+                )?
+                .query_row(params![service, since.saturating_mul(1000)], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
             Ok((total > 0).then(|| ok as f64 * 100.0 / total as f64))
+        })
+    }
+
+    /// The alert state of one service's checks.
+    pub fn service_check_states(&self, service: &str) -> Result<Vec<CheckState>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(
+                "SELECT id, service, name, status, fails, oks, since, last_checked, last_alert,
+                        alerted, message FROM monitor_checks WHERE service = ?1 ORDER BY name",
+            )?;
+            let rows = st.query_map([service], state_from_row)?;
+            rows.collect()
         })
     }
 }

@@ -744,3 +744,65 @@ fn crash_leaves_a_consistent_database() {
     assert_eq!(s.abort_stale_runs("crash").unwrap(), running.len());
     s.begin_run("crash", &[], false).unwrap();
 }
+
+#[test]
+fn v3_carries_uptime_history_over_and_status_reads_it_per_service() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("state.db");
+    // A v2 database with two cycles of history for "web" (2 checks) and
+    // one for "db".
+    let v2 = &super::migrations::MIGRATIONS[..2];
+    let s = Store::open_with(&path, v2).unwrap();
+    let now = super::now();
+    s.with(|c| {
+        c.execute_batch(&format!(
+            "INSERT INTO monitor_history (check_id, ts, cycle, ok) VALUES
+               ('web/a', {now}, {c1}, 1), ('web/b', {now}, {c1}, 0),
+               ('web/a', {now}, {c2}, 1), ('web/b', {now}, {c2}, 1),
+               ('db/port', {now}, {c2}, 1);",
+            c1 = now * 1000 - 60_000,
+            c2 = now * 1000,
+        ))
+    })
+    .unwrap();
+    drop(s);
+    let s = Store::open(&path).unwrap();
+    assert_eq!(pragma_i64(&s, "user_version"), SCHEMA_VERSION);
+    assert_eq!(s.uptime("web", now - 3600).unwrap(), Some(50.0));
+    assert_eq!(s.uptime("db", now - 3600).unwrap(), Some(100.0));
+    assert_eq!(s.uptime("db", now + 3600).unwrap(), None);
+    assert_eq!(s.uptime("nope", 0).unwrap(), None);
+
+    // New cycles are written per service: web fails one of its checks.
+    let state = |id: &str, svc: &str| CheckState {
+        id: id.into(),
+        service: svc.into(),
+        name: id.split('/').nth(1).unwrap().into(),
+        status: "up".into(),
+        fails: 0,
+        oks: 1,
+        since: now,
+        last_checked: now,
+        last_alert: None,
+        alerted: false,
+        message: String::new(),
+    };
+    s.save_check_results(
+        now * 1000 + 1,
+        &[
+            (state("web/a", "web"), true, Some(3)),
+            (state("web/b", "web"), false, None),
+            (state("db/port", "db"), true, Some(1)),
+        ],
+    )
+    .unwrap();
+    assert!((s.uptime("web", now - 3600).unwrap().unwrap() - 100.0 / 3.0).abs() < 1e-9);
+    assert_eq!(s.uptime("db", now - 3600).unwrap(), Some(100.0));
+    let web: Vec<String> = s
+        .service_check_states("web")
+        .unwrap()
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(web, ["web/a", "web/b"]);
+}
