@@ -85,13 +85,16 @@ fn state_survives_restarts_without_duplicate_alerts_and_status_shows_it() {
         &t,
         &hooks,
         "  fail_after: 1\n",
+        // "files" has nothing to check: reported as skipped, no failure.
         &format!(
-            "  - name: web\n    health_checks:\n      - type: http\n        url: {}\n",
+            "  - name: web\n    health_checks:\n      - type: http\n        url: {}\n  - name: files\n",
             web.url("/health")
         ),
     );
     for _ in 0..3 {
-        t.run(&["run", "monitor"]).code(0);
+        t.run(&["run", "monitor"])
+            .code(0)
+            .stdout_has("no health checks");
     }
     assert_eq!(events(&hooks), vec!["service_down web"]);
     let st = t.run(&["status"]);
