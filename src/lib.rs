@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod lock;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod primitives;

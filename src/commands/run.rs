@@ -165,6 +165,13 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
             d.error.as_deref().unwrap_or("")
         ));
     }
+    // The Prometheus textfile, after the deliveries so their failures count.
+    if let (Some(s), Some(dir), false) = (&store, &host.paths.metrics_dir, args.dry_run) {
+        if let Err(e) = crate::metrics::write(&cfg, s, dir) {
+            tracing::warn!("metrics file not written in {}: {e}", dir.display());
+            text.push_str(&format!("warning: metrics file not written: {e}\n"));
+        }
+    }
     let exit = if outcome.ok {
         0
     } else {

@@ -416,6 +416,7 @@ fn resolve_relative_paths(cfg: &mut Config, origins: &[ServiceOrigin], dirs: &[P
         &mut g.paths.log_dir,
         &mut g.paths.scripts_dir,
         &mut g.paths.lock_dir,
+        &mut g.paths.metrics_dir,
     ] {
         resolve_opt(main, p);
     }

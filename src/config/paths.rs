@@ -30,6 +30,8 @@ pub struct Paths {
     pub lock_dir: PathBuf,
     /// `global.backup.root`, defaulting to `state_dir/backups`.
     pub backup_root: PathBuf,
+    /// `global.paths.metrics_dir` (no default: metrics are opt-in).
+    pub metrics_dir: Option<PathBuf>,
 }
 
 const APP: &str = "homelab-autopilot";
@@ -105,6 +107,7 @@ impl Paths {
             scripts_dir,
             lock_dir,
             backup_root,
+            metrics_dir: conf.metrics_dir.clone(),
         }
     }
 
@@ -188,6 +191,7 @@ mod tests {
             log_dir: Some("/srv/logs".into()),
             scripts_dir: Some("/srv/scripts".into()),
             lock_dir: None,
+            metrics_dir: Some("/var/lib/prometheus/node-exporter".into()),
         };
         let cfg = cfg_with(conf, Some("/mnt/backups"));
         let cli = PathOverrides {
@@ -200,6 +204,10 @@ mod tests {
         assert_eq!(p.scripts_dir, Path::new("/srv/scripts"));
         assert_eq!(p.lock_dir, Path::new("/run/lock/homelab-autopilot"));
         assert_eq!(p.backup_root, Path::new("/mnt/backups"));
+        assert_eq!(
+            p.metrics_dir.as_deref(),
+            Some(Path::new("/var/lib/prometheus/node-exporter"))
+        );
 
         // A config log_dir wins over the "under --state-dir" rule.
         let cli = PathOverrides {

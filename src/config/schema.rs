@@ -110,6 +110,10 @@ pub struct PathsConfig {
     pub log_dir: Option<PathBuf>,
     pub scripts_dir: Option<PathBuf>,
     pub lock_dir: Option<PathBuf>,
+    /// The Prometheus node_exporter textfile collector's directory:
+    /// `homelab_autopilot.prom` is written there after every run. Unset: no
+    /// metrics file.
+    pub metrics_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

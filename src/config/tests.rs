@@ -51,6 +51,7 @@ global:
     log_dir: /var/log/ha
     scripts_dir: scripts
     lock_dir: /run/lock/ha
+    metrics_dir: prom
   scripts:
     timeout_seconds: 600
     max_operations: 1000000
@@ -321,6 +322,10 @@ fn every_documented_key_loads() {
     assert_eq!(
         cfg.global.paths.state_dir.as_deref(),
         Some(etc.join("state").as_path())
+    );
+    assert_eq!(
+        cfg.global.paths.metrics_dir.as_deref(),
+        Some(etc.join("prom").as_path())
     );
 
     let kinds: Vec<_> = cfg

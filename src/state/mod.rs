@@ -15,12 +15,14 @@
 
 mod catalog;
 mod kv;
+mod metrics;
 mod migrations;
 mod monitor;
 mod runs;
 #[cfg(test)]
 mod tests;
 
+pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
 pub use monitor::CheckState;
 

@@ -1,0 +1,179 @@
+//! The Prometheus node_exporter textfile (CONVENTIONS.md, Metrics):
+//! `<global.paths.metrics_dir>/homelab_autopilot.prom`, rewritten atomically
+//! from the state DB after every run, so it always describes every
+//! workflow, not only the one that just ran.
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::state::{MetricsSnapshot, Store};
+use std::fmt::Write;
+use std::path::Path;
+
+/// The file's name in the collector's directory.
+pub const FILE_NAME: &str = "homelab_autopilot.prom";
+
+/// `job_last_status` values.
+fn status_code(status: &str) -> u8 {
+    match status {
+        "success" => 0,
+        "warning" => 1,
+        "failed" => 2,
+        _ => 3, // aborted
+    }
+}
+
+/// A label value in the text format: `\`, `"` and newlines escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+struct Out(String);
+
+impl Out {
+    /// One metric family: HELP, TYPE, then a sample per `(label, value)`.
+    fn series<'a, V: std::fmt::Display>(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        key: &str,
+        samples: impl IntoIterator<Item = (&'a str, V)>,
+    ) {
+        let _ = writeln!(self.0, "# HELP homelab_autopilot_{name} {help}");
+        let _ = writeln!(self.0, "# TYPE homelab_autopilot_{name} {kind}");
+        for (value, v) in samples {
+            let _ = writeln!(
+                self.0,
+                "homelab_autopilot_{name}{{{key}=\"{}\"}} {v}",
+                label(value)
+            );
+        }
+    }
+}
+
+/// The file's text. Service and channel series only for the services and
+/// channels in the configuration (a removed one does not linger).
+pub fn render(cfg: &Config, m: &MetricsSnapshot) -> String {
+    let service = |s: &&(String, i64, i64)| cfg.service(&s.0).is_some();
+    let channel = |c: &&(String, i64)| cfg.notifications.channels.iter().any(|ch| ch.name == c.0);
+    let jobs = || m.jobs.iter();
+    let mut o = Out(String::new());
+    o.series(
+        "job_last_success_timestamp_seconds",
+        "gauge",
+        "When the workflow last finished with success or warnings (unix seconds).",
+        "workflow",
+        jobs().filter_map(|j| Some((j.workflow.as_str(), j.last_success?))),
+    );
+    o.series(
+        "job_last_status",
+        "gauge",
+        "The workflow's last run: 0 success, 1 warnings, 2 failed, 3 aborted.",
+        "workflow",
+        jobs().map(|j| (j.workflow.as_str(), status_code(&j.last_status))),
+    );
+    o.series(
+        "job_duration_seconds",
+        "gauge",
+        "How long the workflow's last run took.",
+        "workflow",
+        jobs().filter_map(|j| Some((j.workflow.as_str(), j.last_duration?.max(0)))),
+    );
+    o.series(
+        "backup_last_success_timestamp_seconds",
+        "gauge",
+        "When the service's newest verified backup was made (unix seconds).",
+        "service",
+        m.backups
+            .iter()
+            .filter(service)
+            .map(|b| (b.0.as_str(), b.1)),
+    );
+    o.series(
+        "backup_last_size_bytes",
+        "gauge",
+        "Size of the service's newest verified backup.",
+        "service",
+        m.backups
+            .iter()
+            .filter(service)
+            .map(|b| (b.0.as_str(), b.2)),
+    );
+    o.series(
+        "notification_failures_total",
+        "counter",
+        "Deliveries to the channel that failed after their retries.",
+        "channel",
+        m.notification_failures
+            .iter()
+            .filter(channel)
+            .map(|n| (n.0.as_str(), n.1)),
+    );
+    o.series(
+        "service_up",
+        "gauge",
+        "1 when every health check of the service is UP, 0 when one is DOWN.",
+        "service",
+        m.services_up
+            .iter()
+            .filter(|u| cfg.service(&u.0).is_some())
+            .map(|u| (u.0.as_str(), u8::from(u.1))),
+    );
+    o.0
+}
+
+/// Rewrite the metrics file in `dir` (created if missing; the file is 0644:
+/// node_exporter reads it).
+pub fn write(cfg: &Config, store: &Store, dir: &Path) -> Result<()> {
+    let text = render(cfg, &store.metrics_snapshot()?);
+    std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
+    crate::primitives::fs::write_atomic(&dir.join(FILE_NAME), text.as_bytes(), 0o644)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::JobMetric;
+
+    #[test]
+    fn renders_the_text_format_with_escaped_labels_and_known_names_only() {
+        let cfg: Config = Config {
+            services: vec![crate::config::ServiceConfig {
+                name: "web".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let m = MetricsSnapshot {
+            jobs: vec![JobMetric {
+                workflow: "we\"ird\\".into(),
+                last_success: None,
+                last_status: "failed".into(),
+                last_duration: Some(12),
+            }],
+            backups: vec![("web".into(), 1_700_000_000, 4096), ("gone".into(), 1, 1)],
+            notification_failures: vec![("old".into(), 3)],
+            services_up: vec![("web".into(), false)],
+        };
+        let text = render(&cfg, &m);
+        assert!(
+            text.contains("homelab_autopilot_job_last_status{workflow=\"we\\\"ird\\\\\"} 2\n"),
+            "{text}"
+        );
+        assert!(text
+            .contains("homelab_autopilot_job_duration_seconds{workflow=\"we\\\"ird\\\\\"} 12\n"));
+        assert!(
+            !text.contains("job_last_success_timestamp_seconds{"),
+            "no success yet"
+        );
+        assert!(text.contains("homelab_autopilot_backup_last_size_bytes{service=\"web\"} 4096\n"));
+        assert!(text.contains("homelab_autopilot_service_up{service=\"web\"} 0\n"));
+        assert!(!text.contains("gone") && !text.contains("old"), "{text}");
+        assert!(text.contains("# TYPE homelab_autopilot_notification_failures_total counter\n"));
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert!(line.starts_with("homelab_autopilot_"), "{line}");
+        }
+    }
+}
