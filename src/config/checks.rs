@@ -21,6 +21,9 @@ pub enum HealthCheckType {
     Process,
     /// A Docker container named `container` is running (and healthy).
     Container,
+    /// Every container of the Docker Compose project `compose_project` is
+    /// running (and healthy), and there is at least one.
+    Compose,
     /// `command` exits 0.
     Command,
     /// `command` (a database client query such as `mysql -e 'SELECT 1'`)
@@ -38,6 +41,7 @@ impl HealthCheckType {
             HealthCheckType::Dns => "dns",
             HealthCheckType::Process => "process",
             HealthCheckType::Container => "container",
+            HealthCheckType::Compose => "compose",
             HealthCheckType::Command => "command",
             HealthCheckType::Database => "database",
             HealthCheckType::Custom => "custom",
@@ -62,6 +66,7 @@ impl HealthCheckType {
             HealthCheckType::Dns => &["hostname", "max_latency_ms"],
             HealthCheckType::Process => &["process", "pid_file"],
             HealthCheckType::Container => &["container"],
+            HealthCheckType::Compose => &["compose_project"],
             HealthCheckType::Command | HealthCheckType::Database => &["command"],
             HealthCheckType::Custom => &["script"],
         }
@@ -99,6 +104,8 @@ pub struct HealthCheckConfig {
     pub pid_file: Option<PathBuf>,
     // container
     pub container: Option<String>,
+    // compose
+    pub compose_project: Option<String>,
     // command / database
     pub command: Option<CommandSpec>,
     // custom
@@ -130,6 +137,7 @@ impl Default for HealthCheckConfig {
             process: None,
             pid_file: None,
             container: None,
+            compose_project: None,
             command: None,
             script: None,
             timeout_seconds: None,
@@ -163,6 +171,7 @@ impl HealthCheckConfig {
             ("process", self.process.is_some()),
             ("pid_file", self.pid_file.is_some()),
             ("container", self.container.is_some()),
+            ("compose_project", self.compose_project.is_some()),
             ("command", self.command.is_some()),
             ("script", self.script.is_some()),
         ];
@@ -190,6 +199,7 @@ impl HealthCheckConfig {
                 .clone()
                 .or_else(|| self.pid_file.as_ref().map(|p| p.display().to_string())),
             HealthCheckType::Container => self.container.clone(),
+            HealthCheckType::Compose => self.compose_project.clone(),
             HealthCheckType::Command | HealthCheckType::Database => {
                 self.command.as_ref().map(|c| c.program().to_string())
             }

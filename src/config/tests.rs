@@ -823,6 +823,7 @@ fn every_check_key_is_common_or_belongs_to_a_type() {
         HealthCheckType::Dns,
         HealthCheckType::Process,
         HealthCheckType::Container,
+        HealthCheckType::Compose,
         HealthCheckType::Command,
         HealthCheckType::Database,
         HealthCheckType::Custom,

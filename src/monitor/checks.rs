@@ -130,6 +130,7 @@ async fn check(c: &HealthCheckConfig, timeout: Duration) -> Outcome {
         HealthCheckType::Dns => dns(c.hostname.as_deref().unwrap_or("")).await,
         HealthCheckType::Process => process(c),
         HealthCheckType::Container => container(c.container.as_deref().unwrap_or("")).await,
+        HealthCheckType::Compose => compose(c.compose_project.as_deref().unwrap_or("")).await,
         HealthCheckType::Command | HealthCheckType::Database => match &c.command {
             Some(cmd) => command(&cmd.argv()).await,
             None => Outcome::fail("no command"),
@@ -363,17 +364,28 @@ fn docker_socket() -> Option<std::path::PathBuf> {
     }
 }
 
-/// `GET /containers/NAME/json` on the engine's socket (HTTP/1.0, so the
-/// engine closes the connection after the answer): the `State` object.
+/// `GET /containers/NAME/json` on the engine's socket: the `State` object.
 async fn inspect_via_socket(
     socket: &std::path::Path,
     name: &str,
 ) -> Result<serde_json::Value, String> {
+    match engine_get(socket, &format!("/containers/{name}/json")).await? {
+        Some(v) => Ok(v.get("State").cloned().unwrap_or_default()),
+        None => Err(format!("no such container: {name}")),
+    }
+}
+
+/// `GET path` on the engine's socket (HTTP/1.0, so the engine closes the
+/// connection after the answer): the JSON body, None on 404.
+async fn engine_get(
+    socket: &std::path::Path,
+    path: &str,
+) -> Result<Option<serde_json::Value>, String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| format!("docker socket {}: {e}", socket.display()))?;
-    s.write_all(format!("GET /containers/{name}/json HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut buf = Vec::new();
@@ -393,17 +405,109 @@ async fn inspect_via_socket(
         .ok_or("malformed status line from the Docker engine")?;
     match status {
         200 => serde_json::from_str::<serde_json::Value>(body)
-            .map(|v| v.get("State").cloned().unwrap_or_default())
+            .map(Some)
             .map_err(|e| format!("Docker engine answer: {e}")),
-        404 => Err(format!("no such container: {name}")),
+        404 => Ok(None),
         other => Err(format!("Docker engine answered HTTP {other}")),
     }
 }
 
-/// `docker inspect --format '{{json .State}}' -- NAME` (argv, no shell).
-async fn inspect_via_cli(name: &str) -> Result<serde_json::Value, String> {
+/// The containers of a Compose project (`com.docker.compose.project`
+/// label, as both Compose v1 and v2 set it): `(name, state, status)`.
+async fn compose_containers(project: &str) -> Result<Vec<(String, String, String)>, String> {
+    let label = format!("com.docker.compose.project={project}");
+    let rows: Vec<serde_json::Value> = match docker_socket() {
+        Some(sock) => {
+            // filters={"label":["com.docker.compose.project=P"]}, URL-encoded;
+            // P is [a-z0-9_-] (validated), so only the JSON needs escaping.
+            let filters =
+                format!("%7B%22label%22%3A%5B%22com.docker.compose.project%3D{project}%22%5D%7D");
+            let v = engine_get(&sock, &format!("/containers/json?all=1&filters={filters}"))
+                .await?
+                .unwrap_or_default();
+            v.as_array().cloned().unwrap_or_default()
+        }
+        None => {
+            let filter = format!("label={label}");
+            let out = docker_cli(
+                "docker ps",
+                &[
+                    "ps",
+                    "--all",
+                    "--no-trunc",
+                    "--format",
+                    "{{json .}}",
+                    "--filter",
+                    &filter,
+                ],
+            )
+            .await?;
+            String::from_utf8_lossy(&out)
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect()
+        }
+    };
+    Ok(rows
+        .iter()
+        .map(|r| {
+            // The API has Names ["/x"] and State; `docker ps` has Names "x"
+            // and State.
+            let name = match &r["Names"] {
+                serde_json::Value::Array(a) => a.first().and_then(|n| n.as_str()).unwrap_or(""),
+                v => v.as_str().unwrap_or(""),
+            };
+            let text = |k: &str| r[k].as_str().unwrap_or("").to_string();
+            (
+                name.trim_start_matches('/').to_string(),
+                text("State"),
+                text("Status"),
+            )
+        })
+        .collect())
+}
+
+/// Every container of the Compose project runs and none is unhealthy.
+async fn compose(project: &str) -> Outcome {
+    if project.is_empty()
+        || !project
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(c))
+    {
+        return Outcome::fail(format!("invalid compose project name {project:?}"));
+    }
+    let containers = match compose_containers(project).await {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(e),
+    };
+    if containers.is_empty() {
+        return Outcome::fail(format!("compose project {project} has no containers"));
+    }
+    let bad: Vec<String> = containers
+        .iter()
+        .filter(|(_, state, status)| state != "running" || status.contains("(unhealthy)"))
+        .map(|(name, state, _)| {
+            if state == "running" {
+                format!("{name} is unhealthy")
+            } else {
+                format!("{name} is {state}")
+            }
+        })
+        .collect();
+    if bad.is_empty() {
+        Outcome::ok(format!(
+            "compose project {project}: {} container(s) running",
+            containers.len()
+        ))
+    } else {
+        Outcome::fail(format!("compose project {project}: {}", bad.join(", ")))
+    }
+}
+
+/// `docker ARGS` (argv, no shell): its stdout, or its stderr as the error.
+async fn docker_cli(what: &str, args: &[&str]) -> Result<Vec<u8>, String> {
     let out = tokio::process::Command::new("docker")
-        .args(["inspect", "--format", "{{json .State}}", "--", name])
+        .args(args)
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -411,9 +515,19 @@ async fn inspect_via_cli(name: &str) -> Result<serde_json::Value, String> {
         .map_err(|e| format!("docker: {e}"))?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("docker inspect {name}: {}", err.trim()));
+        return Err(format!("{what}: {}", err.trim()));
     }
-    Ok(serde_json::from_slice(&out.stdout).unwrap_or_default())
+    Ok(out.stdout)
+}
+
+/// `docker inspect --format '{{json .State}}' -- NAME`.
+async fn inspect_via_cli(name: &str) -> Result<serde_json::Value, String> {
+    let out = docker_cli(
+        &format!("docker inspect {name}"),
+        &["inspect", "--format", "{{json .State}}", "--", name],
+    )
+    .await?;
+    Ok(serde_json::from_slice(&out).unwrap_or_default())
 }
 
 /// A container is healthy when it is running (not paused, not restarting)

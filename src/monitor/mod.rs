@@ -10,7 +10,9 @@ pub mod checks;
 pub mod resources;
 pub mod tls;
 
-use crate::config::{Config, HealthCheckConfig, HealthCheckType, Paths, ServiceConfig};
+use crate::config::{
+    Config, HealthCheckConfig, HealthCheckType, Paths, ServiceConfig, ServiceType,
+};
 use crate::state::{CheckState, Store};
 use alert::{Alert, AlertPolicy};
 use checks::{CheckResult, CheckSpec};
@@ -18,26 +20,30 @@ use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// The checks of these services: every `health_checks` entry, a
-/// `container` check of a `type: docker` service's container when its
-/// health_checks have none, plus an `external` HTTP check of `external_url`.
+/// The checks of these services: every `health_checks` entry; for a
+/// `type: docker` service a `container` check of its container, for a
+/// `type: docker_compose` service a `compose` check of its project, unless
+/// its health_checks have one of that type; plus an `external` HTTP check
+/// of `external_url`.
 pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
     let default_timeout = cfg.monitoring.timeout_seconds.max(1);
     let mut out = Vec::new();
     for svc in services {
-        let implicit = match (&svc.service_type, &svc.container) {
-            (crate::config::ServiceType::Docker, Some(name))
-                if !svc
-                    .health_checks
-                    .iter()
-                    .any(|c| c.check_type == HealthCheckType::Container) =>
-            {
-                Some(HealthCheckConfig {
+        let has = |t| svc.health_checks.iter().any(|c| c.check_type == t);
+        let implicit = match svc.service_type {
+            ServiceType::Docker if !has(HealthCheckType::Container) => {
+                svc.container.as_ref().map(|name| HealthCheckConfig {
                     check_type: HealthCheckType::Container,
                     container: Some(name.clone()),
                     ..Default::default()
                 })
             }
+            ServiceType::DockerCompose if !has(HealthCheckType::Compose) => compose_project(svc)
+                .map(|p| HealthCheckConfig {
+                    check_type: HealthCheckType::Compose,
+                    compose_project: Some(p),
+                    ..Default::default()
+                }),
             _ => None,
         };
         for c in svc.health_checks.iter().chain(implicit.as_ref()) {
@@ -67,6 +73,23 @@ pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
         }
     }
     out
+}
+
+/// A compose service's project: `compose_project`, else what Compose
+/// derives from the compose file's directory (lower case, only
+/// `[a-z0-9_-]`, starting with a letter or digit).
+pub fn compose_project(svc: &ServiceConfig) -> Option<String> {
+    if let Some(p) = &svc.compose_project {
+        return Some(p.clone());
+    }
+    let dir = svc.compose_file.as_ref()?.parent()?.file_name()?.to_str()?;
+    let name: String = dir
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_-".contains(*c))
+        .skip_while(|c| !c.is_ascii_alphanumeric())
+        .collect();
+    (!name.is_empty()).then_some(name)
 }
 
 /// The check's name: `name`, else `type:target` with an HTTP URL's
@@ -318,4 +341,33 @@ pub fn service_status(store: &Store, service: &str) -> crate::Result<ServiceStat
         uptime_30d: store.uptime(service, now - 30 * 86_400)?,
         checks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compose_project_names_follow_compose() {
+        let svc = |file: &str, project: Option<&str>| ServiceConfig {
+            service_type: ServiceType::DockerCompose,
+            compose_file: Some(file.into()),
+            compose_project: project.map(str::to_string),
+            ..Default::default()
+        };
+        let p = |file, project| compose_project(&svc(file, project));
+        assert_eq!(
+            p("/opt/Web App.v2/docker-compose.yml", None).as_deref(),
+            Some("webappv2")
+        );
+        assert_eq!(
+            p("/srv/_media-stack/compose.yaml", None).as_deref(),
+            Some("media-stack")
+        );
+        assert_eq!(
+            p("/srv/x/compose.yaml", Some("given")).as_deref(),
+            Some("given")
+        );
+        assert_eq!(p("/srv/.../compose.yaml", None), None);
+    }
 }

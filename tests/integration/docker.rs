@@ -258,3 +258,76 @@ fn a_stopped_container_alerts_and_recovers_through_run_monitor() {
     let st: Run = t.run(&["status"]);
     st.code(0).stdout_has("app").stdout_has("UP");
 }
+
+#[test]
+fn a_compose_project_is_up_only_while_all_its_containers_are() {
+    if !engine() {
+        return;
+    }
+    let lab = Lab::new("compose");
+    // Compose labels its containers with the project; so do we.
+    let project = lab.name("stack");
+    let label = format!("com.docker.compose.project={project}");
+    let web = lab.run(
+        "web",
+        &[
+            "--label",
+            &label,
+            "--health-cmd",
+            "true",
+            "--health-interval",
+            "1s",
+        ],
+        &["sleep", "600"],
+    );
+    let db = lab.run("db", &["--label", &label], &["sleep", "600"]);
+    lab.wait_health(&web, "healthy");
+
+    let t = Test::new();
+    let hooks = Receiver::start(ok());
+    t.write("stack/compose.yaml", "services: {}\n");
+    config(
+        &t,
+        &hooks,
+        "  fail_after: 1\n",
+        // No health_checks: a compose service gets its project checked.
+        &format!(
+            "  - name: stack\n    type: docker_compose\n    compose_file: {{root}}/stack/compose.yaml\n    compose_project: {project}\n"
+        ),
+    );
+    t.run(&["run", "monitor"])
+        .code(0)
+        .stdout_has("1 check(s) passing");
+    assert_eq!(events(&hooks), Vec::<String>::new());
+
+    docker(&["stop", "-t", "0", &db]);
+    t.run(&["run", "monitor"]).code(0);
+    assert_eq!(events(&hooks), vec!["service_down stack"]);
+    let down = hooks.requests()[0].json()["events"][0].to_string();
+    assert!(down.contains(&format!("{db} is exited")), "{down}");
+
+    docker(&["start", &db]);
+    t.run(&["run", "monitor"]).code(0);
+    assert_eq!(
+        events(&hooks),
+        vec!["service_down stack", "service_recovered stack"]
+    );
+
+    t.script(
+        "probe.rhai",
+        &format!(
+            r#"
+fn run(ctx) {{
+    let r = docker::compose("{project}");
+    if !r.ok || !r.message.contains("2 container(s) running") {{ throw `up: ${{r}}`; }}
+    let r = docker::compose("hla-no-such-project");
+    if r.ok || !r.message.contains("no containers") {{ throw `none: ${{r}}`; }}
+    let r = docker::compose("Bad Name");
+    if r.ok {{ throw "name"; }}
+    #{{ ok: true }}
+}}
+"#
+        ),
+    );
+    t.run(&["run", "probe"]).code(0);
+}

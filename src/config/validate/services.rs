@@ -263,6 +263,17 @@ fn validate_check(v: &Validator, at: &At, c: &HealthCheckConfig) {
                 v.ident(&at.key("container"), n, is_docker_name, "container name");
             }
         }
+        HealthCheckType::Compose => {
+            v.required(at, "compose_project", &c.compose_project);
+            if let Some(p) = &c.compose_project {
+                v.ident(
+                    &at.key("compose_project"),
+                    p,
+                    is_compose_project,
+                    "compose project name (expected [a-z0-9][a-z0-9_-]*)",
+                );
+            }
+        }
         HealthCheckType::Command | HealthCheckType::Database => match &c.command {
             Some(cmd) if cmd.is_empty() => v.err(&at.key("command"), "empty command"),
             Some(_) => {}
