@@ -217,7 +217,29 @@ impl Host {
         // Straight to a Rhai map (no JSON in between): this runs for every
         // service of every run, and a service can hold many checks.
         let mut d = rhai::serde::to_dynamic(svc).unwrap_or(Dynamic::UNIT);
-        scrub_dynamic(&mut d);
+        self.complete_service_map(svc, &mut d);
+        d
+    }
+
+    /// [`Host::service_map`] without `health_checks`, as in `ctx.services`:
+    /// the checks are most of a service's configuration, and ctx is copied
+    /// into every step call (scripts get them from `config::service`).
+    pub fn service_map_for_ctx(&self, svc: &ServiceConfig) -> Dynamic {
+        let light = ServiceConfig {
+            health_checks: Vec::new(),
+            ..svc.clone()
+        };
+        let mut d = rhai::serde::to_dynamic(&light).unwrap_or(Dynamic::UNIT);
+        if let Some(mut m) = d.write_lock::<Map>() {
+            m.remove("health_checks");
+        }
+        self.complete_service_map(svc, &mut d);
+        d
+    }
+
+    /// Redact a serialised service and add its resolved values.
+    fn complete_service_map(&self, svc: &ServiceConfig, d: &mut Dynamic) {
+        scrub_dynamic(d);
         if let Some(mut m) = d.write_lock::<Map>() {
             // Each check keeps the keys of its type (and the common ones):
             // a map of 13 keys rather than 21, copied with ctx on every step.
@@ -268,7 +290,6 @@ impl Host {
                 .collect();
             m.insert("destinations".into(), dests.into());
         }
-        d
     }
 
     /// The `ctx` map handed to `run(ctx)` and to every step.
@@ -286,7 +307,10 @@ impl Host {
             "backup_root".into(),
             self.paths.backup_root.display().to_string().into(),
         );
-        let svcs: Array = services.iter().map(|s| self.service_map(s)).collect();
+        let svcs: Array = services
+            .iter()
+            .map(|s| self.service_map_for_ctx(s))
+            .collect();
         ctx.insert("services".into(), svcs.into());
         ctx
     }

@@ -189,3 +189,30 @@ fn without_locate_stops_a_runaway_is_still_stopped() {
     );
     t.run(&["run", "backup"]).code(1).stderr_has("deadline");
 }
+
+#[test]
+fn ctx_services_leave_checks_to_config_service() {
+    let t = Test::new();
+    t.config(
+        "services:\n  - name: web\n    health_checks:\n      - type: http\n        url: http://127.0.0.1:9/\n      - type: tcp\n        host: 127.0.0.1\n        port: 9\n",
+    )
+    .script(
+        "probe.rhai",
+        r#"
+fn run(ctx) {
+    let svc = ctx.services[0];
+    if "health_checks" in svc { throw "ctx.services carries the checks"; }
+    if svc.backup_dir == () { throw "resolved values missing"; }
+    let checks = config::service(svc.name).health_checks;
+    if checks.len() != 2 { throw `checks: ${checks}`; }
+    // Each check holds its own type's keys, and the common ones.
+    let http = checks[0];
+    let tcp = checks[1];
+    if http.url != "http://127.0.0.1:9/" || "port" in http { throw `http: ${http}`; }
+    if tcp.port != 9 || "url" in tcp || !("timeout_seconds" in tcp) { throw `tcp: ${tcp}`; }
+    #{ ok: true }
+}
+"#,
+    );
+    t.run(&["run", "probe"]).code(0);
+}
