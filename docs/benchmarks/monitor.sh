@@ -134,8 +134,18 @@ done
 for i in $(seq "$RUNS"); do
     IN=$WORK/urls measure "sequential curl" sh -c 'while read -r u; do curl -s -o /dev/null "$u"; done'
 done
+spread() { # label: min, median, p90 of the numbers on stdin
+    sort -n | awk -v label="$1" '{ v[NR] = $1 } END {
+        printf "%s over %d runs: min %.1f ms, median %.1f ms, p90 %.1f ms\n",
+            label, NR, v[1], v[int((NR + 1) / 2)], v[int(NR * 0.9 + 0.5)] }'
+}
 for i in $(seq "$LAT_RUNS"); do
     latency "${AUTOPILOT[@]}"
-done | sort -n | awk '{ v[NR] = $1 } END {
-    printf "homelab-autopilot start to first connection over %d runs: min %.1f ms, median %.1f ms, p90 %.1f ms\n",
-        NR, v[1], v[int((NR + 1) / 2)], v[int(NR * 0.9 + 0.5)] }'
+done | spread "homelab-autopilot start to first connection"
+# The measurement's own share: the same launcher and server with a client
+# that does nothing but connect (a static busybox starts in well under 1 ms).
+if command -v busybox >/dev/null; then
+    for i in $(seq "$LAT_RUNS"); do
+        latency busybox nc 127.0.0.1 "$PORT"
+    done | spread "baseline (busybox nc) start to first connection"
+fi

@@ -50,11 +50,20 @@ impl Store {
         let services = serde_json::to_string(services).expect("a list of strings serializes");
         let host = crate::lock::hostname();
         self.with(|c| {
-            c.execute(
+            // No fsync for the start row: it stands between the process
+            // start and the workflow's first action (on an SD card or a
+            // busy disk an fsync can take tens of ms), and losing it to a
+            // power cut loses nothing. WAL keeps the DB consistent either
+            // way; the next commit (an event batch, the finish) is synced
+            // and carries it.
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            let res = c.execute(
                 "INSERT INTO runs (workflow, services, dry_run, started_at, status, pid, hostname)
                  VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
                 params![workflow, services, dry_run, now(), std::process::id(), host],
-            )?;
+            );
+            c.pragma_update(None, "synchronous", "FULL")?;
+            res?;
             Ok(c.last_insert_rowid())
         })
     }

@@ -61,6 +61,9 @@ fn open_creates_private_dirs_and_file() {
         .unwrap();
     assert_eq!(jm, "wal");
     assert_eq!(pragma_i64(&store, "synchronous"), 2, "FULL");
+    // The start row is written without an fsync; everything after is FULL.
+    store.begin_run("backup", &[], false).unwrap();
+    assert_eq!(pragma_i64(&store, "synchronous"), 2, "FULL after begin_run");
     assert_eq!(pragma_i64(&store, "foreign_keys"), 1);
     assert_eq!(pragma_i64(&store, "busy_timeout"), 5000);
 }
