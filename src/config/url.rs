@@ -211,7 +211,8 @@ fn has_secret_parts(url: &str) -> bool {
         return true;
     };
     p.userinfo.is_some()
-        || p.query.is_some_and(|q| q.split('&').any(|kv| kv.contains('=')))
+        || p.query
+            .is_some_and(|q| q.split('&').any(|kv| kv.contains('=')))
         || p.fragment.is_some()
         || p.scheme.eq_ignore_ascii_case("pushover")
         || p.path.split('/').any(is_token_like)
