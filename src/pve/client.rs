@@ -397,22 +397,9 @@ impl Transport for HttpTransport {
 pub fn encode_form(params: &Params) -> String {
     params
         .iter()
-        .map(|(k, v)| format!("{}={}", form_enc(k), form_enc(v)))
+        .map(|(k, v)| format!("{}={}", super::enc(k), super::enc(v)))
         .collect::<Vec<_>>()
         .join("&")
-}
-
-fn form_enc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
