@@ -418,10 +418,10 @@ async fn compose_containers(project: &str) -> Result<Vec<(String, String, String
     let label = format!("com.docker.compose.project={project}");
     let rows: Vec<serde_json::Value> = match docker_socket() {
         Some(sock) => {
-            // filters={"label":["com.docker.compose.project=P"]}, URL-encoded;
-            // P is [a-z0-9_-] (validated), so only the JSON needs escaping.
-            let filters =
-                format!("%7B%22label%22%3A%5B%22com.docker.compose.project%3D{project}%22%5D%7D");
+            // filters={"label":["com.docker.compose.project=P"]}, URL-encoded.
+            let filters = serde_json::json!({ "label": [&label] }).to_string();
+            let filters: String =
+                url::form_urlencoded::byte_serialize(filters.as_bytes()).collect();
             let v = engine_get(&sock, &format!("/containers/json?all=1&filters={filters}"))
                 .await?
                 .unwrap_or_default();
