@@ -3,72 +3,19 @@
 //! trust (the HTTP check itself verifies it), so an expiring certificate is
 //! reported even when it is also untrusted or already expired.
 
-use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, SignatureScheme};
+use rustls::pki_types::ServerName;
 use std::sync::Arc;
 use std::time::Duration;
-
-#[derive(Debug)]
-struct RecordOnly(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for RecordOnly {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
 
 /// Days until the certificate served at `url` expires (negative: expired).
 pub async fn days_left(url: &str, timeout: Duration) -> Result<i64, String> {
     let u = url::Url::parse(url).map_err(|e| e.to_string())?;
     let host = u.host_str().ok_or("no host")?.to_string();
     let port = u.port_or_known_default().unwrap_or(443);
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(RecordOnly(provider)))
-        .with_no_client_auth();
+    // The PVE client's verifier without pins: any certificate is taken (to
+    // read its dates), its signatures are still checked.
+    let (cfg, _) = crate::pve::tls::client_config(&crate::pve::tls::TlsMode::Insecure)
+        .map_err(|e| e.to_string())?;
     let name = ServerName::try_from(host.trim_matches(['[', ']']).to_string())
         .map_err(|e| e.to_string())?;
     let fut = async {
