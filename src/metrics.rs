@@ -5,7 +5,7 @@
 
 use crate::config::Config;
 use crate::error::Result;
-use crate::state::{MetricsSnapshot, Store};
+use crate::state::{MetricsSnapshot, RunStatus, Store};
 use std::fmt::Write;
 use std::path::Path;
 
@@ -13,12 +13,12 @@ use std::path::Path;
 pub const FILE_NAME: &str = "homelab_autopilot.prom";
 
 /// `job_last_status` values.
-fn status_code(status: &str) -> u8 {
+fn status_code(status: RunStatus) -> u8 {
     match status {
-        "success" => 0,
-        "warning" => 1,
-        "failed" => 2,
-        _ => 3, // aborted
+        RunStatus::Success => 0,
+        RunStatus::Warning => 1,
+        RunStatus::Failed => 2,
+        RunStatus::Aborted | RunStatus::Running => 3,
     }
 }
 
@@ -72,7 +72,7 @@ pub fn render(cfg: &Config, m: &MetricsSnapshot) -> String {
         "gauge",
         "The workflow's last run: 0 success, 1 warnings, 2 failed, 3 aborted.",
         "workflow",
-        jobs().map(|j| (j.workflow.as_str(), status_code(&j.last_status))),
+        jobs().map(|j| (j.workflow.as_str(), status_code(j.last_status))),
     );
     o.series(
         "job_duration_seconds",
@@ -150,7 +150,7 @@ mod tests {
             jobs: vec![JobMetric {
                 workflow: "we\"ird\\".into(),
                 last_success: None,
-                last_status: "failed".into(),
+                last_status: RunStatus::Failed,
                 last_duration: Some(12),
             }],
             backups: vec![("web".into(), 1_700_000_000, 4096), ("gone".into(), 1, 1)],

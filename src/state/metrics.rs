@@ -1,7 +1,7 @@
 //! What the Prometheus textfile (`crate::metrics`) reports, read from the
 //! state DB in one pass of small grouped queries.
 
-use super::Store;
+use super::{bad_column, RunStatus, Store};
 use crate::error::Result;
 
 /// The last finished (non-dry) run of one workflow.
@@ -10,8 +10,8 @@ pub struct JobMetric {
     pub workflow: String,
     /// When a run last ended `success` or `warning`.
     pub last_success: Option<i64>,
-    /// `success`, `warning`, `failed` or `aborted`.
-    pub last_status: String,
+    /// Never `Running` (only finished runs are read).
+    pub last_status: RunStatus,
     pub last_duration: Option<i64>,
 }
 
@@ -45,7 +45,10 @@ impl Store {
                 .query_map([], |r| {
                     Ok(JobMetric {
                         workflow: r.get(0)?,
-                        last_status: r.get(1)?,
+                        last_status: r
+                            .get::<_, String>(1)?
+                            .parse()
+                            .map_err(|e: String| bad_column(1, e))?,
                         last_duration: r.get(2)?,
                         last_success: r.get(3)?,
                     })
