@@ -6,22 +6,28 @@
 //! (`scripts/`) over a Rhai library (`stdlib/`), both embedded in the binary
 //! and overridable from the user scripts directory.
 
+pub mod archive;
+pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod lock;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;
 pub mod notify;
 pub mod primitives;
+pub mod proc;
 pub mod pve;
 pub mod redact;
 pub mod retention;
 pub mod schedule;
 pub mod script;
 pub mod state;
+pub mod system;
+pub mod units;
 
 pub use error::{Error, Result};
 

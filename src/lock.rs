@@ -75,7 +75,7 @@ pub fn acquire(lock_dir: &Path, workflow: &str) -> Result<WorkflowLock> {
     let info = format!(
         "pid={} host={} started={} workflow={}\n",
         std::process::id(),
-        hostname(),
+        crate::system::hostname(),
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
         workflow
     );
@@ -157,26 +157,6 @@ fn proc_locks_pid(locks: &str, major: u32, minor: u32, ino: u64) -> Option<u32> 
     })
 }
 
-/// This machine's hostname ("unknown" if it cannot be read).
-pub fn hostname() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: the buffer is valid for its length; gethostname writes at most
-    // that many bytes.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        let name = String::from_utf8_lossy(&buf[..end]).trim().to_string();
-        if !name.is_empty() {
-            return name;
-        }
-    }
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +196,11 @@ mod tests {
         // A second open file description in this process conflicts.
         let (wf, holder) = expect_locked(acquire(&dir, "backup"));
         assert_eq!(wf, "backup");
-        let me = format!("pid {} on {} since ", std::process::id(), hostname());
+        let me = format!(
+            "pid {} on {} since ",
+            std::process::id(),
+            crate::system::hostname()
+        );
         assert!(holder.starts_with(&me), "{holder}");
         // The contender did not clobber the holder's info.
         assert_eq!(std::fs::read_to_string(lock.path()).unwrap(), info);

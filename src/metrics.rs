@@ -129,7 +129,7 @@ pub fn render(cfg: &Config, m: &MetricsSnapshot) -> String {
 pub fn write(cfg: &Config, store: &Store, dir: &Path) -> Result<()> {
     let text = render(cfg, &store.metrics_snapshot()?);
     std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
-    crate::primitives::fs::write_atomic(&dir.join(FILE_NAME), text.as_bytes(), 0o644)
+    crate::files::write_atomic(&dir.join(FILE_NAME), text.as_bytes(), 0o644)
 }
 
 #[cfg(test)]

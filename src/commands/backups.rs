@@ -3,11 +3,12 @@
 //! `backups verify PATH` needs no configuration and no state DB: an archive
 //! copied off-site is verified with nothing but the binary and its sidecars.
 
-use super::{human_bytes, local_time, parse_target, Env, Report, Target};
+use super::{parse_target, Env, Report, Target};
+use crate::archive;
 use crate::cli::BackupsCommand;
 use crate::error::{exit, Error, Result};
-use crate::primitives::archive;
 use crate::state::{BackupRecord, NewBackup};
+use crate::units::{human_bytes, local_time};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 

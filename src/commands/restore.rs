@@ -2,9 +2,9 @@
 //! new directory. By path it needs no configuration and no state DB.
 
 use super::{parse_target, Env, Report, Target};
+use crate::archive::{self, ExtractOptions};
 use crate::cli::RestoreArgs;
 use crate::error::{Error, Result};
-use crate::primitives::archive::{self, ExtractOptions};
 use serde_json::json;
 
 pub fn run(env: &Env, args: &RestoreArgs) -> Result<Report> {

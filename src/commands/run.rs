@@ -38,7 +38,7 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
         for svc in &services {
             let dir = paths.backup_root.join(&svc.name);
             if dir.is_dir() {
-                for p in crate::primitives::archive::cleanup_debris(&dir)? {
+                for p in crate::archive::cleanup_debris(&dir)? {
                     tracing::info!("removed debris of an interrupted run: {}", p.display());
                 }
             }
@@ -185,7 +185,7 @@ pub fn run(env: &Env, args: &RunArgs) -> Result<Report> {
             .map(|e| {
                 format!(
                     "{} {} {}{}\n",
-                    super::local_time(e.ts),
+                    crate::units::local_time(e.ts),
                     e.level,
                     e.service
                         .as_deref()
@@ -226,7 +226,7 @@ fn describe_result(v: &serde_json::Value) -> String {
         v.get("path").and_then(|p| p.as_str()),
         v.get("size").and_then(|s| s.as_u64()),
     ) {
-        (Some(p), Some(size)) => format!("{p} ({})", super::human_bytes(size)),
+        (Some(p), Some(size)) => format!("{p} ({})", crate::units::human_bytes(size)),
         (Some(p), None) => p.to_string(),
         _ => v
             .get("summary")
@@ -261,8 +261,8 @@ fn select_services<'a>(
 /// The seed's "lower priority" for heavy work: nice and ionice for this
 /// process (threads started later, like zstd's workers, inherit it).
 fn apply_priority(backup: &crate::config::BackupConfig) {
-    let ioclass = crate::primitives::proc::ionice_class(backup.ionice.as_deref());
-    if let Err((what, e)) = crate::primitives::proc::set_priority(backup.nice, ioclass) {
+    let ioclass = crate::proc::ionice_class(backup.ionice.as_deref());
+    if let Err((what, e)) = crate::proc::set_priority(backup.nice, ioclass) {
         tracing::warn!("could not set {what}: {e}");
     }
 }

@@ -116,7 +116,7 @@ fn export(dir: &Path, force: bool) -> Result<Report> {
     for (path, code) in files {
         let parent = path.parent().unwrap_or(dir);
         std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-        crate::primitives::fs::write_atomic(&path, code.as_bytes(), 0o644)?;
+        crate::files::write_atomic(&path, code.as_bytes(), 0o644)?;
         written.push(path.display().to_string());
     }
     let text = format!(

@@ -1,7 +1,8 @@
 //! `status`: the last run of each workflow, the newest backup of each service.
 
-use super::{human_bytes, local_time, Env, Report};
+use super::{Env, Report};
 use crate::error::Result;
+use crate::units::{human_bytes, local_time};
 use serde_json::json;
 
 pub fn run(env: &Env) -> Result<Report> {

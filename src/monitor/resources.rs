@@ -99,7 +99,7 @@ pub fn check(cfg: &ResourcesConfig) -> Resources {
                             "{} is {:.0}% full ({} free; disk_warn_percent {})",
                             d.path,
                             d.used_percent,
-                            crate::commands::human_bytes(d.available_bytes),
+                            crate::units::human_bytes(d.available_bytes),
                             cfg.disk_warn_percent
                         ),
                     });

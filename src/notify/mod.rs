@@ -410,7 +410,7 @@ pub fn test_channels(
     store: Option<&Store>,
     only: Option<&str>,
 ) -> Vec<DeliveryReport> {
-    let host = crate::script::host::hostname();
+    let host = crate::system::hostname();
     let event = Event {
         event: "test".into(),
         severity: Severity::Info,

@@ -2,8 +2,8 @@
 //! the service's destinations (directories: local disks, NFS/SMB mounts),
 //! hashing while copying and comparing with the recorded checksum.
 
-use super::catalog::KIND_COPY;
 use super::{dry_run, service_of, throw, to_rhai, RhaiResult};
+use crate::catalog::KIND_COPY;
 use crate::script::Host;
 use crate::state::NewBackup;
 use rhai::{Array, Dynamic, FuncRegistration, Map, Module, NativeCallContext};
@@ -52,7 +52,7 @@ fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResul
             continue;
         }
         let copied =
-            super::archive::copy_to(Path::new(&path), &dir).map_err(|e| to_rhai(e, ctx))?;
+            crate::archive::copy_to(Path::new(&path), &dir).map_err(|e| to_rhai(e, ctx))?;
         h.event(
             tracing::Level::INFO,
             Some(&service),

@@ -15,7 +15,7 @@ type ModuleBuilder = fn(&Arc<Host>) -> Module;
 /// Register every primitive module into `engine` for this run's host.
 pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     let modules: &[(&str, ModuleBuilder)] = &[
-        ("archive", archive_rhai::module),
+        ("archive", archive::module),
         ("catalog", catalog::module),
         ("config", config_rhai::module),
         ("dest", dest::module),

@@ -5,13 +5,12 @@
 //! Every mutating primitive honours `--dry-run`: it logs exactly what it
 //! would do and does nothing, so user scripts get dry-run for free.
 
-pub mod archive;
-mod archive_rhai;
+mod archive;
 mod catalog;
 mod config_rhai;
 mod dest;
 mod docker;
-pub mod fs;
+mod fs;
 mod glue;
 mod http;
 mod kv;
@@ -20,7 +19,7 @@ mod monitor;
 mod net;
 mod notify;
 mod pbs;
-pub mod proc;
+mod proc;
 mod pve;
 mod sys;
 mod time;

@@ -221,7 +221,7 @@ fn prune(
         Some(r) if r.is_map() => from_map(r.clone().cast::<Map>(), "retention")?,
         _ => host.config.global.backup.retention.clone(),
     };
-    let mut report = super::catalog::PruneReport::default();
+    let mut report = crate::catalog::PruneReport::default();
     let Some(store) = &host.store else {
         return to_dyn(&report);
     };

@@ -7,7 +7,7 @@
 
 use super::error::{PveError, PveResult};
 use super::{Method, Params, Transport};
-use crate::primitives::proc::{run, RunInfo, RunOptions};
+use crate::proc::{run, RunInfo, RunOptions};
 use serde_json::Value;
 use std::time::Duration;
 

@@ -8,7 +8,7 @@ use super::error::{PveError, PveResult};
 use super::types::num;
 use super::{enc, tasks, Method, ParamsBuilder, Transport};
 use crate::config::Secret;
-use crate::primitives::proc::{run, RunOptions};
+use crate::proc::{run, RunOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -78,15 +78,6 @@ impl Drop for Host {
 const EVENT_FLUSH_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
 const EVENT_FLUSH_COUNT: usize = 256;
 
-/// The local host name (for manifests and run rows).
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".into())
-}
-
 /// Mask registered secrets in every string of a value, recursively.
 fn scrub_dynamic(d: &mut Dynamic) {
     if let Some(mut m) = d.write_lock::<Map>() {
@@ -137,7 +128,7 @@ impl Host {
             dry_run,
             run_id,
             workflow: workflow.to_string(),
-            hostname: hostname(),
+            hostname: crate::system::hostname(),
             watch: Arc::new(Watch::default()),
             program: OnceLock::new(),
             outcomes: Mutex::new(Vec::new()),

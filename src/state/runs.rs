@@ -48,7 +48,7 @@ impl Store {
     /// the hostname) and return its id.
     pub fn begin_run(&self, workflow: &str, services: &[String], dry_run: bool) -> Result<i64> {
         let services = serde_json::to_string(services).expect("a list of strings serializes");
-        let host = crate::lock::hostname();
+        let host = crate::system::hostname();
         self.with(|c| {
             // No fsync for the start row: it stands between the process
             // start and the workflow's first action (on an SD card or a

@@ -179,7 +179,7 @@ fn run_lifecycle() {
     assert_eq!(r.pid, Some(std::process::id()));
     assert_eq!(
         r.hostname.as_deref(),
-        Some(crate::lock::hostname().as_str())
+        Some(crate::system::hostname().as_str())
     );
 
     s.finish_run(a, RunStatus::Warning, "1 warning").unwrap();

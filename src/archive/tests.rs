@@ -1234,7 +1234,7 @@ fn sigkill_leaves_only_temp_debris() {
         .args([
             "--ignored",
             "--exact",
-            "primitives::archive::tests::child_create_slow",
+            "archive::tests::child_create_slow",
             "--test-threads=1",
         ])
         .env("HLA_CHILD_SRC", &src)

@@ -1,8 +1,8 @@
-//! The Rhai adapter of [`super::archive`]: `archive::create`, `verify`,
+//! The Rhai adapter of [`crate::archive`]: `archive::create`, `verify`,
 //! `verify_checksum`, `list`, `extract`.
 
-use super::archive::{self, CreateRequest, ExtractOptions, ManifestMeta};
 use super::{dry_run, from_map, service_of, strings, to_dyn, to_rhai, RhaiResult};
+use crate::archive::{self, CreateRequest, ExtractOptions, ManifestMeta};
 use crate::script::Host;
 use rhai::{Array, Dynamic, FuncRegistration, Map, Module, NativeCallContext};
 use serde::Deserialize;
