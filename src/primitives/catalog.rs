@@ -1,9 +1,8 @@
 //! `catalog::` for scripts: record a verified artifact, list a service's
 //! backups, and prune them by retention (never the newest verified one).
 
-use super::{dry_run, from_map, service_of, throw, to_dyn, to_rhai, RhaiResult};
+use super::{dry_run, from_map, service_config, service_of, to_dyn, to_rhai, RhaiResult};
 use crate::catalog::{prune, PruneReport, KIND_ARCHIVE};
-use crate::config::RetentionConfig;
 use crate::script::Host;
 use crate::state::NewBackup;
 use rhai::{Array, Dynamic, FuncRegistration, Map, Module, NativeCallContext};
@@ -89,13 +88,9 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     v("prune").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, svc: Map| -> RhaiResult<Dynamic> {
-            let name = svc.get("name").map(|n| n.to_string()).ok_or_else(|| {
-                throw("invalid_argument", "catalog::prune: svc.name missing", None)
-            })?;
-            let policy: RetentionConfig = match svc.get("retention") {
-                Some(r) if r.is_map() => from_map(r.clone().cast::<Map>(), "retention")?,
-                _ => h.config.global.backup.retention.clone(),
-            };
+            let service = service_config(&h, &svc, "catalog::prune")?;
+            let name = service.name.clone();
+            let policy = h.retention_for(service);
             let Some(store) = &h.store else {
                 return to_dyn(&PruneReport::default());
             };
@@ -110,7 +105,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             let report = prune(
                 store,
                 &name,
-                &policy,
+                policy,
                 chrono::Utc::now().timestamp(),
                 h.dry_run,
                 pending,

@@ -2,6 +2,7 @@
 //! module, thrown error maps, dry-run logging, argument conversion.
 
 use super::*;
+use crate::config::ServiceConfig;
 use crate::error::Error;
 use crate::script::Host;
 use rhai::{Dynamic, Engine, EvalAltResult, Map, Module, NativeCallContext};
@@ -117,4 +118,38 @@ pub(crate) fn strings(arr: rhai::Array, what: &str) -> RhaiResult<Vec<String>> {
 /// The service of the current call, if any.
 pub(crate) fn service_of(ctx: &NativeCallContext) -> Option<String> {
     Host::tag_service(ctx.tag())
+}
+
+/// The configured service a script's `svc` map stands for, found once by its
+/// `name`: adapters read the typed [`ServiceConfig`] rather than the map's
+/// fields one by one.
+pub(crate) fn service_config<'a>(
+    host: &'a Host,
+    svc: &Map,
+    what: &str,
+) -> RhaiResult<&'a ServiceConfig> {
+    let name = svc
+        .get("name")
+        .and_then(|n| {
+            n.read_lock::<rhai::ImmutableString>()
+                .map(|s| s.to_string())
+        })
+        .ok_or_else(|| {
+            throw(
+                "invalid_argument",
+                format!("{what}: svc.name missing"),
+                None,
+            )
+        })?;
+    host.config
+        .services
+        .iter()
+        .find(|s| s.name == name)
+        .ok_or_else(|| {
+            throw(
+                "invalid_argument",
+                format!("{what}: no configured service named '{name}'"),
+                Some(&name),
+            )
+        })
 }

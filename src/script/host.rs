@@ -196,6 +196,16 @@ impl Host {
         }
     }
 
+    /// A service's effective retention: its own, else the global one.
+    pub fn retention_for<'a>(
+        &'a self,
+        svc: &'a ServiceConfig,
+    ) -> &'a crate::config::RetentionConfig {
+        svc.retention
+            .as_ref()
+            .unwrap_or(&self.config.global.backup.retention)
+    }
+
     /// The directory a service's archives live in.
     pub fn backup_dir(&self, service: &str) -> std::path::PathBuf {
         self.paths.backup_root.join(service)
@@ -253,10 +263,7 @@ impl Host {
                 "backup_dir".into(),
                 self.backup_dir(&svc.name).display().to_string().into(),
             );
-            let retention = svc
-                .retention
-                .as_ref()
-                .unwrap_or(&self.config.global.backup.retention);
+            let retention = self.retention_for(svc);
             m.insert(
                 "retention".into(),
                 rhai::serde::to_dynamic(retention).unwrap_or(Dynamic::UNIT),
