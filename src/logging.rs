@@ -3,7 +3,6 @@
 //! in the log dir, and one file per workflow (`backup.log`, ...) while a run
 //! goes on. Every line passes through [`crate::redact::scrub`] first.
 
-use crate::cli::{GlobalArgs, LogFormat};
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::Path;
@@ -64,9 +63,20 @@ impl<'a> MakeWriter<'a> for MakeSink {
     }
 }
 
+/// How much to log on stderr, and in which format.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogOptions {
+    /// 0: info, 1: debug, 2 and more: trace (the files get debug too).
+    pub verbose: u8,
+    /// Only warnings and errors on stderr.
+    pub quiet: bool,
+    /// One JSON object per line on stderr, for log shippers.
+    pub json: bool,
+}
+
 /// Install the global subscriber. File sinks start closed; see
 /// [`open_main_log`] and [`open_workflow_log`].
-pub fn init(args: &GlobalArgs) {
+pub fn init(args: &LogOptions) {
     let level = if args.quiet {
         LevelFilter::WARN
     } else {
@@ -78,20 +88,20 @@ pub fn init(args: &GlobalArgs) {
     };
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let ansi = !journal && io::IsTerminal::is_terminal(&io::stderr());
-    let stderr_layer: Box<dyn Layer<_> + Send + Sync> = match args.log_format {
-        LogFormat::Json => tracing_subscriber::fmt::layer()
+    let stderr_layer: Box<dyn Layer<_> + Send + Sync> = match args.json {
+        true => tracing_subscriber::fmt::layer()
             .json()
             .with_writer(MakeSink(Sink::Stderr))
             .with_filter(level)
             .boxed(),
-        LogFormat::Text if journal => tracing_subscriber::fmt::layer()
+        false if journal => tracing_subscriber::fmt::layer()
             .without_time()
             .with_ansi(false)
             .with_target(false)
             .with_writer(MakeSink(Sink::Stderr))
             .with_filter(level)
             .boxed(),
-        LogFormat::Text => tracing_subscriber::fmt::layer()
+        false => tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
             .with_target(false)
             .with_writer(MakeSink(Sink::Stderr))

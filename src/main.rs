@@ -3,5 +3,5 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = homelab_autopilot::cli::Cli::parse();
-    ExitCode::from(homelab_autopilot::run(cli))
+    ExitCode::from(homelab_autopilot::commands::main(cli))
 }

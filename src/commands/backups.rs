@@ -3,7 +3,8 @@
 //! `backups verify PATH` needs no configuration and no state DB: an archive
 //! copied off-site is verified with nothing but the binary and its sidecars.
 
-use super::{parse_target, Env, Report, Target};
+use super::{parse_target, Report, Target};
+use crate::app::Setup;
 use crate::archive;
 use crate::cli::BackupsCommand;
 use crate::error::{exit, Error, Result};
@@ -12,7 +13,7 @@ use crate::units::{human_bytes, local_time};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 
-pub fn run(env: &Env, cmd: &BackupsCommand) -> Result<Report> {
+pub fn run(env: &Setup, cmd: &BackupsCommand) -> Result<Report> {
     match cmd {
         BackupsCommand::List { service } => list(env, service.as_deref()),
         BackupsCommand::Verify { service, target } => {
@@ -22,7 +23,7 @@ pub fn run(env: &Env, cmd: &BackupsCommand) -> Result<Report> {
     }
 }
 
-fn list(env: &Env, service: Option<&str>) -> Result<Report> {
+fn list(env: &Setup, service: Option<&str>) -> Result<Report> {
     let cfg = env.load_config()?;
     let paths = env.paths(&cfg);
     let rows = match env.existing_store(&paths)? {
@@ -77,7 +78,7 @@ fn verify_one(path: &Path, expected: Option<&str>) -> (bool, serde_json::Value, 
     }
 }
 
-fn verify(env: &Env, service: Option<&str>, target: Option<&str>) -> Result<Report> {
+fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Report> {
     // By path: no config, no state needed.
     if let Some(Target::Path(p)) = target.map(parse_target) {
         if !p.exists() {
@@ -159,7 +160,7 @@ fn find_archives(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
-fn import(env: &Env, dir: &Path) -> Result<Report> {
+fn import(env: &Setup, dir: &Path) -> Result<Report> {
     let cfg = env.load_config()?;
     let paths = env.paths(&cfg);
     let store = env.open_store(&paths)?;

@@ -1,11 +1,12 @@
 //! `config validate` and `config show`.
 
-use super::{Env, Report};
+use super::Report;
+use crate::app::Setup;
 use crate::cli::ConfigCommand;
 use crate::error::Result;
 use serde_json::json;
 
-pub fn run(env: &Env, cmd: &ConfigCommand) -> Result<Report> {
+pub fn run(env: &Setup, cmd: &ConfigCommand) -> Result<Report> {
     let cfg = env.load_config()?;
     match cmd {
         ConfigCommand::Validate => {

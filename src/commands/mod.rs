@@ -10,10 +10,12 @@ pub mod run;
 pub mod scripts;
 pub mod status;
 
-use crate::cli::{Cli, Command, GlobalArgs, ServicesCommand, WorkflowsCommand};
-use crate::config::{self, Config, LoadOptions, PathOverrides, Paths};
-use crate::error::Result;
-use crate::state::Store;
+use crate::app::Setup;
+use crate::cli::{Cli, Command, GlobalArgs, LogFormat, ServicesCommand, WorkflowsCommand};
+use crate::config::PathOverrides;
+use crate::error::{Error, Result};
+use crate::logging::LogOptions;
+use crate::{redact, JSON_SCHEMA_VERSION};
 use serde_json::json;
 
 /// What a command produced.
@@ -33,67 +35,93 @@ impl Report {
     }
 }
 
-/// Shared set-up: configuration, paths, state.
-pub struct Env<'a> {
-    pub args: &'a GlobalArgs,
+/// The application's set-up from the global options.
+pub fn setup(args: &GlobalArgs) -> Setup {
+    Setup {
+        config: args.config.clone(),
+        overrides: PathOverrides {
+            state_dir: args.state_dir.clone(),
+            log_dir: args.log_dir.clone(),
+            scripts_dir: args.scripts_dir.clone(),
+            lock_dir: args.lock_dir.clone(),
+        },
+        insecure_permissions: args.insecure_permissions,
+    }
 }
 
-impl Env<'_> {
-    pub fn load_config(&self) -> Result<Config> {
-        let path = config::locate(self.args.config.as_deref())?;
-        config::load(
-            &path,
-            &LoadOptions {
-                insecure_permissions: self.args.insecure_permissions,
-            },
-        )
+/// The logging options from the global options.
+pub fn log_options(args: &GlobalArgs) -> LogOptions {
+    LogOptions {
+        verbose: args.verbose,
+        quiet: args.quiet,
+        json: args.log_format == LogFormat::Json,
     }
+}
 
-    pub fn overrides(&self) -> PathOverrides {
-        PathOverrides {
-            state_dir: self.args.state_dir.clone(),
-            log_dir: self.args.log_dir.clone(),
-            scripts_dir: self.args.scripts_dir.clone(),
-            lock_dir: self.args.lock_dir.clone(),
+/// Run a parsed command line: set up logging, dispatch, print the report
+/// (text, or one JSON document with `--json`) or the error; returns the
+/// process exit code.
+pub fn main(cli: Cli) -> u8 {
+    crate::logging::init(&log_options(&cli.global));
+    tracing::trace!("started");
+    let json = cli.global.json;
+    match dispatch(&cli) {
+        Ok(report) => {
+            if json {
+                let mut doc =
+                    json!({"schema_version": JSON_SCHEMA_VERSION, "ok": report.exit == 0});
+                if let (serde_json::Value::Object(d), serde_json::Value::Object(r)) =
+                    (&mut doc, report.json)
+                {
+                    d.extend(r);
+                }
+                redact::scrub_json(&mut doc);
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            } else {
+                print!("{}", redact::scrub(&report.text));
+            }
+            report.exit
         }
-    }
-
-    pub fn paths(&self, cfg: &Config) -> Paths {
-        Paths::resolve(cfg, &self.overrides())
-    }
-
-    /// Open (creating) the state store.
-    pub fn open_store(&self, paths: &Paths) -> Result<Store> {
-        paths.ensure_dirs()?;
-        Store::open(&paths.state_db)
-    }
-
-    /// Open the state store only if it exists (read paths never create it).
-    pub fn existing_store(&self, paths: &Paths) -> Result<Option<Store>> {
-        if paths.state_db.exists() {
-            Store::open(&paths.state_db).map(Some)
-        } else {
-            Ok(None)
+        Err(e) => {
+            let msg = redact::scrub(&e.to_string()).into_owned();
+            if let Error::Config(lines) = &e {
+                for l in lines {
+                    eprintln!("{}", redact::scrub(l));
+                }
+                eprintln!("error: {} configuration error(s)", lines.len());
+            } else {
+                eprintln!("error: {msg}");
+            }
+            if json {
+                let doc = json!({
+                    "schema_version": JSON_SCHEMA_VERSION,
+                    "ok": false,
+                    "error": {"kind": e.kind(), "message": msg, "exit_code": e.exit_code()},
+                });
+                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+            }
+            e.exit_code()
         }
     }
 }
 
 pub fn dispatch(cli: &Cli) -> Result<Report> {
-    let env = Env { args: &cli.global };
+    let env = setup(&cli.global);
+    let env = &env;
     match &cli.command {
-        Command::Run(a) => run::run(&env, a),
-        Command::Workflows(WorkflowsCommand::List) => scripts::workflows_list(&env),
-        Command::Services(ServicesCommand::List) => services_list(&env),
-        Command::Config(c) => config_cmd::run(&env, c),
-        Command::Scripts(c) => scripts::run(&env, c),
-        Command::Backups(c) => backups::run(&env, c),
-        Command::Restore(a) => restore::run(&env, a),
-        Command::Status => status::run(&env),
-        Command::Notify(c) => notify_cmd::run(&env, c),
+        Command::Run(a) => run::run(env, a),
+        Command::Workflows(WorkflowsCommand::List) => scripts::workflows_list(env),
+        Command::Services(ServicesCommand::List) => services_list(env),
+        Command::Config(c) => config_cmd::run(env, c),
+        Command::Scripts(c) => scripts::run(env, c),
+        Command::Backups(c) => backups::run(env, c),
+        Command::Restore(a) => restore::run(env, a),
+        Command::Status => status::run(env),
+        Command::Notify(c) => notify_cmd::run(env, c),
     }
 }
 
-fn services_list(env: &Env) -> Result<Report> {
+fn services_list(env: &Setup) -> Result<Report> {
     let cfg = env.load_config()?;
     let mut text = format!(
         "{:<24} {:<15} {:<8} {:<7}\n",

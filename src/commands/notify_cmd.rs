@@ -2,12 +2,13 @@
 //! result. Unlike a workflow's notifications, a failed test exits 1: the
 //! command exists to find out whether delivery works.
 
-use super::{Env, Report};
+use super::Report;
+use crate::app::Setup;
 use crate::cli::NotifyCommand;
 use crate::error::{Error, Result};
 use serde_json::json;
 
-pub fn run(env: &Env, cmd: &NotifyCommand) -> Result<Report> {
+pub fn run(env: &Setup, cmd: &NotifyCommand) -> Result<Report> {
     let NotifyCommand::Test { channel } = cmd;
     let cfg = env.load_config()?;
     if let Some(name) = channel {

@@ -1,13 +1,14 @@
 //! `restore ID|ARCHIVE_PATH --to DIR`: verify, then extract safely into a
 //! new directory. By path it needs no configuration and no state DB.
 
-use super::{parse_target, Env, Report, Target};
+use super::{parse_target, Report, Target};
+use crate::app::Setup;
 use crate::archive::{self, ExtractOptions};
 use crate::cli::RestoreArgs;
 use crate::error::{Error, Result};
 use serde_json::json;
 
-pub fn run(env: &Env, args: &RestoreArgs) -> Result<Report> {
+pub fn run(env: &Setup, args: &RestoreArgs) -> Result<Report> {
     let (path, expected) = match parse_target(&args.target) {
         Target::Path(p) => (p, None),
         Target::Id(id) => {

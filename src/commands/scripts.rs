@@ -1,19 +1,20 @@
 //! `workflows list`, `scripts list | export DIR | check`.
 
-use super::{Env, Report};
+use super::Report;
+use crate::app::session::build_engine;
+use crate::app::Setup;
 use crate::cli::ScriptsCommand;
 use crate::config::Paths;
 use crate::error::{Error, Result};
-use crate::script::host::build_engine;
 use crate::script::sources::{shipped_scripts, shipped_stdlib, ScriptSource};
 use crate::script::workflow::compile;
-use crate::script::{Host, Program, Scripts};
+use crate::script::{Engine, Host, Program, Scripts};
 use serde_json::json;
 use std::path::Path;
 use std::sync::Arc;
 
 /// The scripts dir and service names, from the configuration.
-fn scripts_for(env: &Env) -> Result<(Scripts, Vec<String>, rhai::Engine)> {
+fn scripts_for(env: &Setup) -> Result<(Scripts, Vec<String>, Engine)> {
     let cfg = Arc::new(env.load_config()?);
     let paths: Paths = env.paths(&cfg);
     let names = cfg.services.iter().map(|s| s.name.clone()).collect();
@@ -23,7 +24,7 @@ fn scripts_for(env: &Env) -> Result<(Scripts, Vec<String>, rhai::Engine)> {
     Ok((Scripts::new(paths.scripts_dir), names, build_engine(&host)))
 }
 
-pub fn workflows_list(env: &Env) -> Result<Report> {
+pub fn workflows_list(env: &Setup) -> Result<Report> {
     let (scripts, _, _) = scripts_for(env)?;
     let mut rows = Vec::new();
     let mut text = String::new();
@@ -39,7 +40,7 @@ pub fn workflows_list(env: &Env) -> Result<Report> {
     Ok(Report::ok(json!({"workflows": rows}), text))
 }
 
-pub fn run(env: &Env, cmd: &ScriptsCommand) -> Result<Report> {
+pub fn run(env: &Setup, cmd: &ScriptsCommand) -> Result<Report> {
     match cmd {
         ScriptsCommand::List => list(env),
         ScriptsCommand::Export { dir, force } => export(dir, *force),
@@ -47,7 +48,7 @@ pub fn run(env: &Env, cmd: &ScriptsCommand) -> Result<Report> {
     }
 }
 
-fn list(env: &Env) -> Result<Report> {
+fn list(env: &Setup) -> Result<Report> {
     let (scripts, services, engine) = scripts_for(env)?;
     let mut text = format!("user scripts directory: {}\n", scripts.user_dir.display());
     let mut workflows = Vec::new();
@@ -127,7 +128,7 @@ fn export(dir: &Path, force: bool) -> Result<Report> {
     Ok(Report::ok(json!({"written": written}), text))
 }
 
-fn check(env: &Env) -> Result<Report> {
+fn check(env: &Setup) -> Result<Report> {
     let (scripts, services, engine) = scripts_for(env)?;
     let mut errors = Vec::new();
     let mut checked = Vec::new();

@@ -1,11 +1,12 @@
 //! `status`: the last run of each workflow, the newest backup of each service.
 
-use super::{Env, Report};
+use super::Report;
+use crate::app::Setup;
 use crate::error::Result;
 use crate::units::{human_bytes, local_time};
 use serde_json::json;
 
-pub fn run(env: &Env) -> Result<Report> {
+pub fn run(env: &Setup) -> Result<Report> {
     let cfg = env.load_config()?;
     let paths = env.paths(&cfg);
     let Some(store) = env.existing_store(&paths)? else {

@@ -526,9 +526,11 @@ pub fn run_program(
     }
 }
 
-/// Build the engine for a host, with every primitive registered.
-pub fn build_engine(host: &Arc<Host>) -> Engine {
+/// Build the engine for a host. `register` adds the primitive modules (the
+/// run session passes `primitives::register_all`), so this layer does not
+/// depend on them.
+pub fn build_engine(host: &Arc<Host>, register: impl FnOnce(&mut Engine, &Arc<Host>)) -> Engine {
     let mut engine = engine::new_engine(&host.limits, &host.scripts, host.watch.clone());
-    crate::primitives::register_all(&mut engine, host);
+    register(&mut engine, host);
     engine
 }

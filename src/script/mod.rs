@@ -8,5 +8,7 @@ pub mod sources;
 pub mod workflow;
 
 pub use host::{Host, RunOutcome, ServiceOutcome};
+/// The script layer's engine; other layers hold it without naming Rhai.
+pub type Engine = rhai::Engine;
 pub use sources::Scripts;
 pub use workflow::Program;

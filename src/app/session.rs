@@ -1,0 +1,318 @@
+//! The run session: one workflow run from lock to report, the same for
+//! every workflow (backup, monitor, and any the user writes).
+//!
+//! 1. [`prepare`]: load the configuration, pick the services; unless dry
+//!    run, open the log files, take the workflow's lock, open the state DB,
+//!    mark runs a dead process left `running` as aborted, remove our own temp
+//!    debris, lower the priority, insert the run row. A dry run creates
+//!    nothing (no lock file, no state DB, no log file).
+//! 2. [`execute`]: the dead-man pings start, the engine is built with every
+//!    primitive registered for this run's [`Host`], the program (shipped,
+//!    user and per-service layers) is compiled and its `run(ctx)` called.
+//! 3. [`conclude`]: the outcome is recorded, the run's notifications are
+//!    delivered (one message per channel), the metrics file rewritten and
+//!    the pings finished; the caller gets a typed [`RunReport`] to print.
+
+use crate::config::{Config, ServiceConfig};
+use crate::error::{exit, Error, Result};
+use crate::lock::WorkflowLock;
+use crate::notify::pings::Pinger;
+use crate::notify::DeliveryReport;
+use crate::script::host::run_program;
+use crate::script::{Engine, Host, Program, RunOutcome};
+use crate::state::{RunStatus, Store};
+use std::sync::Arc;
+
+use super::Setup;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct RunRequest {
+    /// The workflow's name: a shipped one or one in the user scripts dir.
+    pub workflow: String,
+    /// `--service` names; empty means every enabled service.
+    pub services: Vec<String>,
+    pub dry_run: bool,
+}
+
+/// What a run did, for the command to print.
+#[derive(Debug)]
+pub struct RunReport {
+    pub run_id: Option<i64>,
+    pub workflow: String,
+    pub dry_run: bool,
+    pub status: RunStatus,
+    pub summary: String,
+    pub outcome: RunOutcome,
+    pub deliveries: Vec<DeliveryReport>,
+    /// Problems after the workflow itself (e.g. the metrics file), each a
+    /// line for the user; they never change the exit code.
+    pub warnings: Vec<String>,
+    pub exit: u8,
+}
+
+/// Run one workflow through the whole session.
+pub fn run(setup: &Setup, req: &RunRequest) -> Result<RunReport> {
+    let prepared = prepare(setup, req)?;
+    let executed = execute(&prepared, req)?;
+    conclude(&prepared, req, executed)
+}
+
+/// A run that holds its lock and state, ready to execute.
+struct Prepared {
+    cfg: Arc<Config>,
+    host: Arc<Host>,
+    names: Vec<String>,
+    _lock: Option<WorkflowLock>,
+}
+
+fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
+    let cfg = Arc::new(setup.load_config()?);
+    tracing::trace!("configuration loaded");
+    let paths = setup.paths(&cfg);
+    let services = select_services(&cfg.services, &req.services)?;
+    let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
+    crate::monitor::checks::prewarm_http_client(&services);
+
+    let (lock, store) = if req.dry_run {
+        (None, setup.existing_store(&paths)?)
+    } else {
+        paths.ensure_dirs()?;
+        crate::logging::open_main_log(&paths.log_dir)?;
+        crate::logging::open_workflow_log(&paths.log_dir, &req.workflow)?;
+        let lock = crate::lock::acquire(&paths.lock_dir, &req.workflow)?;
+        let store = setup.open_store(&paths)?;
+        tracing::trace!("state opened");
+        let stale = store.abort_stale_runs(&req.workflow)?;
+        if stale > 0 {
+            tracing::warn!(
+                "{stale} earlier '{}' run(s) ended without finishing (process died); marked aborted",
+                req.workflow
+            );
+        }
+        remove_debris(&paths.backup_root, &names)?;
+        apply_priority(&cfg.global.backup);
+        (Some(lock), Some(store))
+    };
+    let store = store.map(Arc::new);
+    let run_id = match (&store, req.dry_run) {
+        (Some(s), false) => Some(s.begin_run(&req.workflow, &names, false)?),
+        _ => None,
+    };
+    let host = Arc::new(Host::new(
+        cfg.clone(),
+        paths,
+        store,
+        req.dry_run,
+        run_id,
+        &req.workflow,
+    ));
+    Ok(Prepared {
+        cfg,
+        host,
+        names,
+        _lock: lock,
+    })
+}
+
+/// The workflow's outcome and the pings still to finish.
+struct Executed {
+    outcome: RunOutcome,
+    pinger: Pinger,
+}
+
+fn execute(p: &Prepared, req: &RunRequest) -> Result<Executed> {
+    let host = &p.host;
+    // Dead-man pings (healthchecks.io /start, Uptime Kuma) for this run.
+    let pinger = Pinger::start(&p.cfg, &req.workflow, req.dry_run);
+    let engine = build_engine(host);
+    tracing::trace!("engine built");
+    let program = match Program::load(&engine, &host.scripts, &req.workflow, &p.names) {
+        Ok(program) => program,
+        Err(e) => {
+            if let (Some(s), Some(id)) = (&host.store, host.run_id) {
+                let _ = s.finish_run(id, RunStatus::Failed, &e.to_string());
+            }
+            pinger.fail(&e.to_string());
+            return Err(e);
+        }
+    };
+    let _ = host.program.set(program);
+    tracing::trace!("workflow compiled");
+    tracing::info!(
+        "{}workflow {} started for {} service(s){}",
+        if req.dry_run { "[dry-run] " } else { "" },
+        req.workflow,
+        p.names.len(),
+        host.run_id
+            .map(|id| format!(" (run {id})"))
+            .unwrap_or_default()
+    );
+    let services: Vec<&ServiceConfig> = p
+        .names
+        .iter()
+        .filter_map(|n| p.cfg.services.iter().find(|s| &s.name == n))
+        .collect();
+    match run_program(host, &engine, &services) {
+        Ok(outcome) => Ok(Executed { outcome, pinger }),
+        Err(e) => {
+            pinger.fail(&e.to_string());
+            Err(e)
+        }
+    }
+}
+
+/// The engine of one run: the script layer's limits and sandbox, with every
+/// primitive module registered for this run's host.
+pub fn build_engine(host: &Arc<Host>) -> Engine {
+    crate::script::host::build_engine(host, crate::primitives::register_all)
+}
+
+fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
+    let host = &p.host;
+    let store = host.store.as_deref();
+    let outcome = x.outcome;
+    let status = status_of(&outcome);
+    let summary = summarize(&outcome);
+    if let (Some(s), Some(id)) = (store, host.run_id) {
+        s.finish_run(id, status, &summary)?;
+    }
+    if !outcome.ok {
+        tracing::error!("{summary}");
+    }
+    // One message per channel for the whole run; a failed delivery is
+    // recorded and warned about and never changes the exit code.
+    let deliveries = crate::notify::deliver_run(
+        &p.cfg,
+        store,
+        host.run_id,
+        &outcome.notifications,
+        req.dry_run,
+    );
+    let mut warnings = Vec::new();
+    // The Prometheus textfile, after the deliveries so their failures count.
+    if let (Some(s), Some(dir), false) = (store, &host.paths.metrics_dir, req.dry_run) {
+        if let Err(e) = crate::metrics::write(&p.cfg, s, dir) {
+            tracing::warn!("metrics file not written in {}: {e}", dir.display());
+            warnings.push(format!("metrics file not written: {e}"));
+        }
+    }
+    let exit = if outcome.ok { 0 } else { exit::FAILED };
+    let log_tail = match (store, host.run_id) {
+        (Some(s), Some(id)) => log_tail(s, id),
+        _ => String::new(),
+    };
+    x.pinger
+        .finish(exit, &format!("{log_tail}{summary}\n"), &summary);
+    Ok(RunReport {
+        run_id: host.run_id,
+        workflow: req.workflow.clone(),
+        dry_run: req.dry_run,
+        status,
+        summary,
+        outcome,
+        deliveries,
+        warnings,
+        exit,
+    })
+}
+
+fn status_of(outcome: &RunOutcome) -> RunStatus {
+    if !outcome.ok {
+        RunStatus::Failed
+    } else if outcome.warnings > 0 {
+        RunStatus::Warning
+    } else {
+        RunStatus::Success
+    }
+}
+
+/// The run's one-line summary (run row, pings, the last line printed).
+fn summarize(outcome: &RunOutcome) -> String {
+    let failed: Vec<&str> = outcome
+        .services
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| o.service.as_str())
+        .collect();
+    match (&outcome.error, failed.is_empty()) {
+        (Some(e), _) => format!("workflow failed: {e}"),
+        (None, false) => format!(
+            "{} of {} service(s) failed: {}",
+            failed.len(),
+            outcome.services.len(),
+            failed.join(", ")
+        ),
+        (None, true) => format!(
+            "{} service(s) done, {} warning(s)",
+            outcome.services.len(),
+            outcome.warnings
+        ),
+    }
+}
+
+/// The last lines of a run's event log, as a ping body.
+fn log_tail(store: &Store, run_id: i64) -> String {
+    store
+        .run_events(run_id, 200)
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {}{}\n",
+                crate::units::local_time(e.ts),
+                e.level,
+                e.service
+                    .as_deref()
+                    .map(|s| format!("[{s}] "))
+                    .unwrap_or_default(),
+                e.message
+            )
+        })
+        .collect()
+}
+
+/// Our own temp files left by an interrupted run in the services' backup
+/// dirs (only ours: see `archive::cleanup_debris`).
+fn remove_debris(backup_root: &std::path::Path, services: &[String]) -> Result<()> {
+    for name in services {
+        let dir = backup_root.join(name);
+        if dir.is_dir() {
+            for p in crate::archive::cleanup_debris(&dir)? {
+                tracing::info!("removed debris of an interrupted run: {}", p.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `--service` names must exist; without them, every enabled service.
+fn select_services<'a>(
+    all: &'a [ServiceConfig],
+    wanted: &[String],
+) -> Result<Vec<&'a ServiceConfig>> {
+    if wanted.is_empty() {
+        return Ok(all.iter().filter(|s| s.enabled).collect());
+    }
+    wanted
+        .iter()
+        .map(|w| {
+            all.iter().find(|s| &s.name == w).ok_or_else(|| {
+                let known: Vec<&str> = all.iter().map(|s| s.name.as_str()).collect();
+                Error::Usage(format!(
+                    "no service named '{w}' (configured: {})",
+                    known.join(", ")
+                ))
+            })
+        })
+        .collect()
+}
+
+/// Lower priority for heavy work: nice and ionice for this process
+/// (threads started later, like zstd's workers, inherit it).
+fn apply_priority(backup: &crate::config::BackupConfig) {
+    let ioclass = crate::proc::ionice_class(backup.ionice.as_deref());
+    if let Err((what, e)) = crate::proc::set_priority(backup.nice, ioclass) {
+        tracing::warn!("could not set {what}: {e}");
+    }
+}
