@@ -6,12 +6,13 @@
 use super::{parse_target, Report, Target};
 use crate::app::Setup;
 use crate::archive;
+use crate::catalog;
 use crate::cli::BackupsCommand;
 use crate::error::{exit, Error, Result};
-use crate::state::{BackupRecord, NewBackup};
+use crate::state::BackupRecord;
 use crate::units::{human_bytes, local_time};
 use serde_json::json;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 pub fn run(env: &Setup, cmd: &BackupsCommand) -> Result<Report> {
     match cmd {
@@ -123,7 +124,7 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
     };
     let rows: Vec<BackupRecord> = rows
         .into_iter()
-        .filter(|b| b.kind.starts_with("archive"))
+        .filter(|b| catalog::is_archive_kind(&b.kind))
         .collect();
     let mut results = Vec::new();
     let mut text = String::new();
@@ -145,72 +146,41 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
     })
 }
 
-fn find_archives(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let e = e.map_err(|e| Error::io(dir, e))?;
-        let p = e.path();
-        let ft = e.file_type().map_err(|e| Error::io(&p, e))?;
-        let name = e.file_name().to_string_lossy().into_owned();
-        if ft.is_dir() && !name.starts_with('.') {
-            find_archives(&p, out)?;
-        } else if ft.is_file() && name.ends_with(".tar.zst") && !name.starts_with('.') {
-            out.push(p);
-        }
-    }
-    Ok(())
-}
-
 fn import(env: &Setup, dir: &Path) -> Result<Report> {
     let cfg = env.load_config()?;
     let paths = env.paths(&cfg);
     let store = env.open_store(&paths)?;
-    let mut found = Vec::new();
-    find_archives(dir, &mut found)?;
-    found.sort();
+    let results = catalog::import_dir(&store, dir)?;
     let mut text = String::new();
     let mut imported = Vec::new();
     let mut failed = 0;
-    for p in found {
-        let p = std::fs::canonicalize(&p).unwrap_or(p);
-        let manifest = match archive::read_manifest(&p) {
-            Ok(m) => m,
-            Err(e) => {
-                text.push_str(&format!("skipped {}: {e}\n", p.display()));
-                failed += 1;
-                continue;
+    for r in &results {
+        match (&r.service, r.id) {
+            (Some(service), Some(id)) => {
+                if r.ok {
+                    text.push_str(&format!(
+                        "imported {} (service {service}, ID {id})\n",
+                        r.path.display()
+                    ));
+                } else {
+                    failed += 1;
+                    text.push_str(&format!(
+                        "FAILED  {}: {} (catalogued as failed_verify, ID {id})\n",
+                        r.path.display(),
+                        r.error.as_deref().unwrap_or("")
+                    ));
+                }
+                imported.push(json!({"id": id, "path": r.path, "service": service, "ok": r.ok}));
             }
-        };
-        let (ok, line) = match archive::verify_checksum(&p, None) {
-            Ok(_) => (true, String::new()),
-            Err(e) => (false, format!("FAILED  {}: {e}", p.display())),
-        };
-        let now = chrono::Utc::now().timestamp();
-        let size = std::fs::metadata(&p)
-            .map(|m| m.len())
-            .unwrap_or(manifest.size);
-        let b = NewBackup {
-            service: manifest.service.clone(),
-            kind: "archive".into(),
-            location: p.display().to_string(),
-            size,
-            sha256: Some(manifest.sha256.clone()),
-            created_at: manifest.created_at,
-            verified_at: None,
-            run_id: None,
-        };
-        let id = store.record_backup(&b)?;
-        store.set_verified(id, ok, now)?;
-        if ok {
-            text.push_str(&format!(
-                "imported {} (service {}, ID {id})\n",
-                p.display(),
-                manifest.service
-            ));
-        } else {
-            failed += 1;
-            text.push_str(&format!("{line} (catalogued as failed_verify, ID {id})\n"));
+            _ => {
+                failed += 1;
+                text.push_str(&format!(
+                    "skipped {}: {}\n",
+                    r.path.display(),
+                    r.error.as_deref().unwrap_or("")
+                ));
+            }
         }
-        imported.push(json!({"id": id, "path": p, "service": manifest.service, "ok": ok}));
     }
     text.push_str(&format!(
         "{} archive(s) catalogued, {failed} problem(s)\n",
