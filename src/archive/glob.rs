@@ -1,172 +1,113 @@
-//! Exclude patterns: a small glob dialect, gitignore-like.
+//! Exclude patterns, gitignore-like, compiled with `globset`.
 //!
-//! - `*` matches any run of bytes except `/`; `?` one byte except `/`;
-//!   `[abc]`, `[a-z]`, `[!a-z]` (or `[^a-z]`) one byte from a class;
-//!   `\x` the literal `x`.
+//! - `*` matches any run of characters except `/`; `?` one character
+//!   except `/`; `[abc]`, `[a-z]`, `[!a-z]` (or `[^a-z]`) one character from
+//!   a class; `{tmp,log}` one of the alternatives; `\x` the literal `x`.
 //! - `**` matches anything including `/`; `**/` zero or more whole
 //!   directories (`**/cache` matches `cache` and `a/b/cache`).
-//! - A pattern is matched against an entry's path relative to its source root
-//!   (`cache/*.tmp`) and against its file name (`*.log`). A pattern starting
-//!   with `/` is matched against the entry's absolute path instead
-//!   (`/srv/app/cache`), as borgmatic users write them.
+//! - A pattern without a `/` matches an entry's name at any depth (`*.log`,
+//!   `node_modules`); one with a `/` is anchored at the source root
+//!   (`cache/*.tmp`, `**/cache/**`); one starting with `/` is matched
+//!   against the entry's absolute path (`/srv/app/cache`), as borgmatic
+//!   users write them.
 //! - A leading `./` and a trailing `/` are ignored. An excluded directory is
 //!   not descended into. The source roots themselves are never excluded.
 
-#[derive(Debug, Clone, PartialEq)]
-enum Tok {
-    Lit(u8),
-    One,
-    Star,
-    DStar,
-    DStarSlash,
-    Class { neg: bool, ranges: Vec<(u8, u8)> },
+use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// Which path of an entry a pattern is matched against.
+#[derive(Clone, Copy)]
+enum Anchor {
+    Name,
+    Relative,
+    Absolute,
 }
 
 #[derive(Debug, Clone)]
-struct Pat {
-    toks: Vec<Tok>,
-    absolute: bool,
+pub(super) struct Excludes {
+    by_name: GlobSet,
+    by_rel: GlobSet,
+    by_abs: GlobSet,
+    count: usize,
 }
 
-#[derive(Debug, Clone, Default)]
-pub(super) struct Excludes {
-    pats: Vec<Pat>,
+impl Default for Excludes {
+    fn default() -> Self {
+        Excludes {
+            by_name: GlobSet::empty(),
+            by_rel: GlobSet::empty(),
+            by_abs: GlobSet::empty(),
+            count: 0,
+        }
+    }
 }
 
 impl Excludes {
     pub fn new(patterns: &[String]) -> Result<Self, String> {
-        let mut pats = Vec::with_capacity(patterns.len());
+        let mut sets = [
+            GlobSetBuilder::new(),
+            GlobSetBuilder::new(),
+            GlobSetBuilder::new(),
+        ];
         for p in patterns {
-            pats.push(compile(p).map_err(|m| format!("invalid exclude pattern {p:?}: {m}"))?);
+            let (glob, anchor) =
+                compile(p).map_err(|m| format!("invalid exclude pattern {p:?}: {m}"))?;
+            sets[anchor as usize].add(glob);
         }
-        Ok(Excludes { pats })
+        let [name, rel, abs] = sets.map(|b| b.build().map_err(|e| e.to_string()));
+        Ok(Excludes {
+            by_name: name?,
+            by_rel: rel?,
+            by_abs: abs?,
+            count: patterns.len(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
-        self.pats.is_empty()
+        self.count == 0
     }
 
     /// `rel`: path relative to the source root; `name`: file name; `abs`:
     /// absolute path.
     pub fn is_excluded(&self, rel: &[u8], name: &[u8], abs: &[u8]) -> bool {
-        self.pats.iter().any(|p| {
-            if p.absolute {
-                matches(&p.toks, abs)
-            } else {
-                matches(&p.toks, rel) || matches(&p.toks, name)
-            }
-        })
+        (!self.by_name.is_empty() && self.by_name.is_match(path(name)))
+            || (!self.by_rel.is_empty() && self.by_rel.is_match(path(rel)))
+            || (!self.by_abs.is_empty() && self.by_abs.is_match(path(abs)))
     }
 }
 
-fn compile(pat: &str) -> Result<Pat, String> {
-    let mut b = pat.as_bytes();
-    if b.is_empty() {
+fn path(b: &[u8]) -> &Path {
+    Path::new(OsStr::from_bytes(b))
+}
+
+fn compile(pat: &str) -> Result<(globset::Glob, Anchor), String> {
+    let mut p = pat;
+    while let Some(r) = p.strip_prefix("./") {
+        p = r;
+    }
+    while p.len() > 1 && p.ends_with('/') {
+        p = &p[..p.len() - 1];
+    }
+    if p.is_empty() {
         return Err("empty pattern".into());
     }
-    while let Some(r) = b.strip_prefix(b"./") {
-        b = r;
-    }
-    let absolute = b.first() == Some(&b'/');
-    while b.len() > 1 && b.ends_with(b"/") {
-        b = &b[..b.len() - 1];
-    }
-    let mut toks = Vec::new();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'*' => {
-                if b.get(i + 1) == Some(&b'*') {
-                    i += 2;
-                    while b.get(i) == Some(&b'*') {
-                        i += 1;
-                    }
-                    if b.get(i) == Some(&b'/') {
-                        i += 1;
-                        toks.push(Tok::DStarSlash);
-                    } else {
-                        toks.push(Tok::DStar);
-                    }
-                    continue;
-                }
-                toks.push(Tok::Star);
-            }
-            b'?' => toks.push(Tok::One),
-            b'\\' => {
-                i += 1;
-                let c = *b.get(i).ok_or("trailing backslash")?;
-                toks.push(Tok::Lit(c));
-            }
-            b'[' => {
-                let mut j = i + 1;
-                let neg = matches!(b.get(j), Some(b'!') | Some(b'^'));
-                if neg {
-                    j += 1;
-                }
-                let mut ranges = Vec::new();
-                let mut first = true;
-                loop {
-                    let c = *b.get(j).ok_or("unclosed '['")?;
-                    if c == b']' && !first {
-                        break;
-                    }
-                    first = false;
-                    let c = if c == b'\\' {
-                        j += 1;
-                        *b.get(j).ok_or("trailing backslash")?
-                    } else {
-                        c
-                    };
-                    if b.get(j + 1) == Some(&b'-') && b.get(j + 2).is_some_and(|&d| d != b']') {
-                        let d = b[j + 2];
-                        if d < c {
-                            return Err("reversed range in class".into());
-                        }
-                        ranges.push((c, d));
-                        j += 3;
-                    } else {
-                        ranges.push((c, c));
-                        j += 1;
-                    }
-                }
-                toks.push(Tok::Class { neg, ranges });
-                i = j;
-            }
-            c => toks.push(Tok::Lit(c)),
-        }
-        i += 1;
-    }
-    Ok(Pat { toks, absolute })
-}
-
-fn matches(p: &[Tok], s: &[u8]) -> bool {
-    let Some((tok, rest)) = p.split_first() else {
-        return s.is_empty();
+    let anchor = if p.starts_with('/') {
+        Anchor::Absolute
+    } else if p.contains('/') {
+        Anchor::Relative
+    } else {
+        Anchor::Name
     };
-    match tok {
-        Tok::Lit(c) => s.first() == Some(c) && matches(rest, &s[1..]),
-        Tok::One => s.first().is_some_and(|&c| c != b'/') && matches(rest, &s[1..]),
-        Tok::Class { neg, ranges } => {
-            s.first().is_some_and(|&c| {
-                c != b'/' && (ranges.iter().any(|&(lo, hi)| lo <= c && c <= hi) != *neg)
-            }) && matches(rest, &s[1..])
-        }
-        Tok::Star => {
-            for i in 0..=s.len() {
-                if matches(rest, &s[i..]) {
-                    return true;
-                }
-                if i < s.len() && s[i] == b'/' {
-                    break;
-                }
-            }
-            false
-        }
-        Tok::DStar => (0..=s.len()).any(|i| matches(rest, &s[i..])),
-        Tok::DStarSlash => {
-            matches(rest, s) || (1..=s.len()).any(|i| s[i - 1] == b'/' && matches(rest, &s[i..]))
-        }
-    }
+    let glob = GlobBuilder::new(p)
+        .literal_separator(true)
+        .backslash_escape(true)
+        .empty_alternates(true)
+        .build()
+        .map_err(|e| e.kind().to_string())?;
+    Ok((glob, anchor))
 }
 
 #[cfg(test)]
@@ -222,6 +163,33 @@ mod tests {
             ("/s/cache", "x/cache", "cache", "/s/x/cache", false),
             ("/s/*/tmp", "x/tmp", "tmp", "/s/x/tmp", true),
             ("*", "a/b", "b", "/s/a/b", true),
+            ("*.{tmp,log}", "a.tmp", "a.tmp", "/s/a.tmp", true),
+            ("*.{tmp,log}", "d/a.log", "a.log", "/s/d/a.log", true),
+            ("*.{tmp,log}", "a.txt", "a.txt", "/s/a.txt", false),
+            (
+                "*.{tmp,log}",
+                "a.{tmp,log}",
+                "a.{tmp,log}",
+                "/s/a.{tmp,log}",
+                false,
+            ),
+            ("**/cache/**", "cache/x", "x", "/s/cache/x", true),
+            (
+                "**/cache/**",
+                "a/b/cache/x/y",
+                "y",
+                "/s/a/b/cache/x/y",
+                true,
+            ),
+            ("**/cache/**", "a/cachex/y", "y", "/s/a/cachex/y", false),
+            (
+                "cache/*.tmp",
+                "d/cache/x.tmp",
+                "x.tmp",
+                "/s/d/cache/x.tmp",
+                false,
+            ),
+            ("x[0-9].dat", "d/x7.dat", "x7.dat", "/s/d/x7.dat", true),
         ];
         for &(pat, rel, name, abs, want) in cases {
             let ex = Excludes::new(&[pat.to_string()]).unwrap();

@@ -265,3 +265,62 @@ fn sigkill_during_a_large_archive_leaves_no_visible_partial_backup() {
         .iter()
         .any(|r| r["status"] == "success"));
 }
+
+#[test]
+fn excludes_are_globs_with_alternatives_classes_and_anchors() {
+    let t = Test::new();
+    t.config(
+        "global:\n  backup:\n    root: {root}/backups\nservices:\n  - name: web\n    type: generic\n    backup_paths: [{root}/data/web]\n    exclude: [\"*.{tmp,log}\", \"**/cache/**\", \"x[0-9].dat\", \"sub/only-here.txt\"]\n",
+    );
+    for f in [
+        "keep.txt",
+        "a.tmp",
+        "d/b.log",
+        "d/c.logx",
+        "cache/x",
+        "d/e/cache/y",
+        "cachex/z",
+        "x7.dat",
+        "d/x7.dat",
+        "xa.dat",
+        "sub/only-here.txt",
+        "d/sub/only-here.txt",
+    ] {
+        t.write(&format!("data/web/{f}"), "x\n");
+    }
+    t.run(&["run", "backup"]).code(0);
+    let archives = t.archives("backups/web");
+    assert_eq!(archives.len(), 1);
+    let out = std::process::Command::new("tar")
+        .arg("--zstd")
+        .arg("-tf")
+        .arg(&archives[0])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let listed = String::from_utf8_lossy(&out.stdout);
+    let has = |name: &str| {
+        listed
+            .lines()
+            .any(|l| l.trim_end_matches('/').ends_with(name))
+    };
+    for kept in [
+        "keep.txt",
+        "d/c.logx",
+        "cachex/z",
+        "xa.dat",
+        "d/sub/only-here.txt",
+    ] {
+        assert!(has(kept), "{kept} missing from:\n{listed}");
+    }
+    for gone in [
+        "a.tmp",
+        "d/b.log",
+        "cache/x",
+        "cache/y",
+        "x7.dat",
+        "web/sub/only-here.txt",
+    ] {
+        assert!(!has(gone), "{gone} not excluded:\n{listed}");
+    }
+}
