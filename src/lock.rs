@@ -18,6 +18,10 @@ use std::fs::{DirBuilder, File, OpenOptions, TryLockError};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+/// The holder record's size: longer than any `pid= host= started=
+/// workflow=` line, so every holder overwrites all of the previous one.
+const HOLDER_RECORD_LEN: usize = 512;
+
 /// A held workflow lock; released when dropped (or the process dies).
 #[derive(Debug)]
 pub struct WorkflowLock {
@@ -79,8 +83,12 @@ pub fn acquire(lock_dir: &Path, workflow: &str) -> Result<WorkflowLock> {
         chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ"),
         workflow
     );
-    file.set_len(0).map_err(|e| Error::io(&path, e))?;
-    file.write_all_at(info.as_bytes(), 0)
+    // One write of a fixed-size record, padded with spaces, and no
+    // truncation: a contender reading at any moment sees the old record
+    // or the new one, never an empty file.
+    let mut record = info.into_bytes();
+    record.resize(HOLDER_RECORD_LEN.max(record.len()), b' ');
+    file.write_all_at(&record, 0)
         .map_err(|e| Error::io(&path, e))?;
     Ok(WorkflowLock {
         _file: file,
@@ -102,21 +110,36 @@ fn valid_name(name: &str) -> bool {
 /// 2026-11-25T22:15:00Z" from the file; from /proc/locks when the file has
 /// no (or outdated) holder info, e.g. a lock taken by flock(1).
 fn holder(file: &File) -> String {
-    let mut buf = vec![0u8; 1024];
-    let n = file.read_at(&mut buf, 0).unwrap_or(0);
-    let text = String::from_utf8_lossy(&buf[..n]);
-    let from_file = parse_holder(&text);
-    let from_kernel = file.metadata().ok().and_then(|m| {
-        let locks = std::fs::read_to_string("/proc/locks").ok()?;
-        proc_locks_pid(&locks, libc::major(m.dev()), libc::minor(m.dev()), m.ino())
-    });
-    match (from_file, from_kernel) {
-        (Some((pid, desc)), Some(kpid)) if pid == kpid => desc,
-        (Some((_, desc)), None) => desc,
-        (_, Some(kpid)) => format!("pid {kpid}, no holder info in the lock file"),
-        (None, None) => "holder unknown".to_string(),
+    // The holder writes its record right after it takes the lock: a
+    // contender that comes in between reads the previous holder's record
+    // (or none). Read again for a moment until the record names the pid the
+    // kernel reports.
+    let mut last = String::new();
+    for attempt in 0..HOLDER_READ_ATTEMPTS {
+        let mut buf = vec![0u8; HOLDER_RECORD_LEN * 2];
+        let n = file.read_at(&mut buf, 0).unwrap_or(0);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        let from_file = parse_holder(&text);
+        let from_kernel = file.metadata().ok().and_then(|m| {
+            let locks = std::fs::read_to_string("/proc/locks").ok()?;
+            proc_locks_pid(&locks, libc::major(m.dev()), libc::minor(m.dev()), m.ino())
+        });
+        last = match (from_file, from_kernel) {
+            (Some((pid, desc)), Some(kpid)) if pid == kpid => return desc,
+            (Some((_, desc)), None) => return desc,
+            (_, Some(kpid)) => format!("pid {kpid}, no holder info in the lock file"),
+            (None, None) => "holder unknown".to_string(),
+        };
+        if attempt + 1 < HOLDER_READ_ATTEMPTS {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
+    last
 }
+
+/// 20 reads 10 ms apart: the holder writes its record microseconds after
+/// taking the lock; a lock taken by flock(1) never gets one.
+const HOLDER_READ_ATTEMPTS: u32 = 20;
 
 /// Parse `pid=123 host=pve1 started=... workflow=...` into the pid and
 /// "pid 123 on pve1 since ...".

@@ -18,7 +18,7 @@ fn status_code(status: RunStatus) -> u8 {
         RunStatus::Success => 0,
         RunStatus::Warning => 1,
         RunStatus::Failed => 2,
-        RunStatus::Aborted | RunStatus::Running => 3,
+        RunStatus::Aborted | RunStatus::Running | RunStatus::Skipped => 3,
     }
 }
 

@@ -70,6 +70,15 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
     let cfg = Arc::new(setup.load_config()?);
     tracing::trace!("configuration loaded");
     let paths = setup.paths(&cfg);
+    let known = crate::script::Scripts::new(paths.scripts_dir.clone()).workflow_names();
+    if !known.contains(&req.workflow) {
+        // A usage error: nothing is locked, opened or recorded.
+        return Err(Error::Usage(format!(
+            "no workflow named '{}' (available: {}; see `workflows list`)",
+            req.workflow,
+            known.join(", ")
+        )));
+    }
     let services = select_services(&cfg.services, &req.services)?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
     crate::monitor::checks::prewarm_http_client(&services);
@@ -80,8 +89,18 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
         paths.ensure_dirs()?;
         crate::logging::open_main_log(&paths.log_dir)?;
         crate::logging::open_workflow_log(&paths.log_dir, &req.workflow)?;
-        let lock = crate::lock::acquire(&paths.lock_dir, &req.workflow)?;
         let store = setup.open_store(&paths)?;
+        let lock = match crate::lock::acquire(&paths.lock_dir, &req.workflow) {
+            Ok(lock) => lock,
+            Err(e @ Error::Locked { .. }) => {
+                // The slot is recorded, so `status` shows why nothing ran.
+                if let Err(se) = store.record_skipped_run(&req.workflow, &names, &e.to_string()) {
+                    tracing::warn!("could not record the skipped run: {se}");
+                }
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        };
         tracing::trace!("state opened");
         let stale = store.abort_stale_runs(&req.workflow)?;
         if stale > 0 {

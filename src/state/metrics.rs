@@ -37,7 +37,7 @@ impl Store {
                         (SELECT max(finished_at) FROM runs s WHERE s.workflow = r.workflow
                            AND s.dry_run = 0 AND s.status IN ('success', 'warning'))
                  FROM runs r
-                 WHERE r.id IN (SELECT max(id) FROM runs WHERE dry_run = 0 AND status != 'running'
+                 WHERE r.id IN (SELECT max(id) FROM runs WHERE dry_run = 0 AND status NOT IN ('running', 'skipped')
                                 GROUP BY workflow)
                  ORDER BY r.workflow",
             )?;

@@ -58,6 +58,8 @@ pub enum RunStatus {
     Failed,
     /// The process died (SIGKILL, power loss) while the run was going on.
     Aborted,
+    /// Not run: another run of the workflow held its lock.
+    Skipped,
 }
 
 impl RunStatus {
@@ -68,6 +70,7 @@ impl RunStatus {
             RunStatus::Warning => "warning",
             RunStatus::Failed => "failed",
             RunStatus::Aborted => "aborted",
+            RunStatus::Skipped => "skipped",
         }
     }
 }
@@ -87,6 +90,7 @@ impl FromStr for RunStatus {
             "warning" => RunStatus::Warning,
             "failed" => RunStatus::Failed,
             "aborted" => RunStatus::Aborted,
+            "skipped" => RunStatus::Skipped,
             _ => return Err(format!("unknown run status '{s}'")),
         })
     }

@@ -68,6 +68,19 @@ impl Store {
         })
     }
 
+    /// Record a run that did not start because another run of the workflow
+    /// held its lock: one finished row with status `skipped`.
+    pub fn record_skipped_run(
+        &self,
+        workflow: &str,
+        services: &[String],
+        summary: &str,
+    ) -> Result<i64> {
+        let id = self.begin_run(workflow, services, false)?;
+        self.finish_run(id, RunStatus::Skipped, summary)?;
+        Ok(id)
+    }
+
     /// Record the end of a run. `status` must not be `Running`.
     pub fn finish_run(&self, id: i64, status: RunStatus, summary: &str) -> Result<()> {
         let summary = scrub(summary);
