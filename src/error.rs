@@ -80,6 +80,16 @@ pub enum Error {
     #[error("{0}")]
     WorkflowFailed(String),
 
+    /// The run was cancelled (or the task it was doing was stopped for it).
+    #[error("cancelled")]
+    Cancelled,
+
+    /// A Proxmox VE / Backup Server client error, with its own kind and
+    /// exit code. The message is the PVE error's; `source()` is the PVE
+    /// error itself, so callers can downcast to its variant.
+    #[error("{0}")]
+    Pve(#[from] crate::pve::PveError),
+
     #[error("{0}")]
     Other(String),
 }
@@ -104,7 +114,9 @@ impl Error {
             Error::Io { .. } | Error::State { .. } => exit::IO,
             Error::Usage(_) => exit::USAGE,
             Error::Unreachable(_) => exit::UNAVAILABLE,
+            Error::Pve(e) => e.exit_code(),
             Error::Command { .. }
+            | Error::Cancelled
             | Error::Timeout { .. }
             | Error::Script { .. }
             | Error::WorkflowFailed(_)
@@ -129,6 +141,8 @@ impl Error {
             Error::Usage(_) => "usage",
             Error::Unreachable(_) => "unreachable",
             Error::WorkflowFailed(_) => "workflow_failed",
+            Error::Cancelled => "cancelled",
+            Error::Pve(e) => e.kind(),
             Error::Other(_) => "error",
         }
     }
@@ -136,9 +150,81 @@ impl Error {
     /// Transient failures worth retrying (timeouts, lock contention, remote
     /// unreachable); everything else is permanent.
     pub fn is_retryable(&self) -> bool {
-        matches!(
-            self,
-            Error::Timeout { .. } | Error::Locked { .. } | Error::Unreachable(_)
-        )
+        match self {
+            Error::Pve(e) => e.is_retryable(),
+            _ => matches!(
+                self,
+                Error::Timeout { .. } | Error::Locked { .. } | Error::Unreachable(_)
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pve::PveError;
+    use std::error::Error as _;
+
+    #[test]
+    fn a_pve_error_keeps_its_source_kind_and_exit_code() {
+        let cases = [
+            (
+                PveError::Unreachable("pve1:8006: connection refused".into()),
+                "unreachable",
+                exit::UNAVAILABLE,
+            ),
+            (
+                PveError::PinMismatch {
+                    url: "https://pve1:8006".into(),
+                    seen: "AA:BB".into(),
+                },
+                "tls_pin_mismatch",
+                exit::UNAVAILABLE,
+            ),
+            (
+                PveError::Config("global.proxmox.api_url is not set".into()),
+                "config",
+                exit::CONFIG,
+            ),
+            (
+                PveError::Locked {
+                    guest: "VM 100".into(),
+                    lock: "backup".into(),
+                    detail: String::new(),
+                },
+                "guest_locked",
+                exit::FAILED,
+            ),
+        ];
+        for (inner, kind, code) in cases {
+            let (inner_kind, inner_code, text) =
+                (inner.kind(), inner.exit_code(), inner.to_string());
+            let err: Error = inner.into();
+            assert_eq!(err.kind(), inner_kind);
+            assert_eq!(err.kind(), kind);
+            assert_eq!(err.exit_code(), inner_code);
+            assert_eq!(err.exit_code(), code);
+            assert_eq!(err.to_string(), text);
+            let Error::Pve(wrapped) = &err else {
+                panic!("not kept typed: {err:?}");
+            };
+            assert_eq!(wrapped.kind(), kind);
+            let source = err.source().expect("the PVE error is the source");
+            assert_eq!(
+                source.downcast_ref::<PveError>().map(PveError::kind),
+                Some(kind)
+            );
+        }
+    }
+
+    #[test]
+    fn cancelled_has_its_own_kind() {
+        let err = Error::Cancelled;
+        assert_eq!(err.kind(), "cancelled");
+        assert_eq!(err.exit_code(), exit::FAILED);
+        assert_eq!(err.to_string(), "cancelled");
+        assert!(!err.is_retryable());
+        assert_ne!(err.kind(), Error::Other("cancelled".into()).kind());
     }
 }

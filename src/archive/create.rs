@@ -397,7 +397,7 @@ impl Walker<'_> {
 
     fn check_cancel(&self) -> Result<()> {
         if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
-            return Err(Error::Other("cancelled".into()));
+            return Err(Error::Cancelled);
         }
         Ok(())
     }

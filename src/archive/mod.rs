@@ -72,7 +72,7 @@ pub struct CreateRequest<'a> {
     pub exclude: &'a [String],
     pub meta: ManifestMeta,
     /// Checked between entries; when set, `create` fails with
-    /// `Error::Other("cancelled")` and leaves nothing behind.
+    /// `Error::Cancelled` and leaves nothing behind.
     pub cancel: Option<&'a AtomicBool>,
 }
 

@@ -1066,7 +1066,8 @@ fn create_refusals_and_cancel() {
         cancel: Some(&cancel),
     })
     .unwrap_err();
-    assert!(matches!(&err, Error::Other(m) if m == "cancelled"), "{err}");
+    assert!(matches!(&err, Error::Cancelled), "{err}");
+    assert_eq!(err.to_string(), "cancelled");
     assert_only(
         &dest,
         &["x.tar.zst", "x.tar.zst.manifest.json", "x.tar.zst.sha256"],

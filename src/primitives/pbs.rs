@@ -11,8 +11,8 @@
 use super::pve::pve_err;
 use super::{dry_run, from_map, service_of, throw, to_dyn, RhaiResult};
 use crate::config::ProxmoxBackupServerConfig;
-use crate::pve::connect;
 use crate::pve::pbs::{client_backup, client_installed, ClientBackup, KeepOptions, Pbs};
+use crate::pve::{connect, PveError};
 use crate::script::Host;
 use rhai::{Dynamic, FuncRegistration, Map, Module, NativeCallContext};
 use serde::Deserialize;
@@ -21,7 +21,7 @@ use std::time::Duration;
 
 const CLIENT: &str = "proxmox-backup-client";
 
-type Shared = Arc<OnceLock<Result<Arc<Pbs>, String>>>;
+type Shared = Arc<OnceLock<Result<Arc<Pbs>, Arc<PveError>>>>;
 
 fn cfg(host: &Host) -> Option<&ProxmoxBackupServerConfig> {
     host.config.global.backup.proxmox_backup_server.as_ref()
@@ -29,15 +29,17 @@ fn cfg(host: &Host) -> Option<&ProxmoxBackupServerConfig> {
 
 fn client(host: &Host, cell: &Shared, ctx: &NativeCallContext) -> RhaiResult<Arc<Pbs>> {
     cell.get_or_init(|| {
-        let p = cfg(host).ok_or("global.backup.proxmox_backup_server is not configured")?;
-        let (pbs, warnings) = connect::pbs_from_config(p).map_err(|e| e.to_string())?;
+        let p = cfg(host).ok_or_else(|| {
+            PveError::Config("global.backup.proxmox_backup_server is not configured".into())
+        })?;
+        let (pbs, warnings) = connect::pbs_from_config(p)?;
         for w in warnings {
             host.event(tracing::Level::WARN, None, &w);
         }
         Ok(Arc::new(pbs))
     })
     .clone()
-    .map_err(|m| throw("config", m, service_of(ctx).as_deref()))
+    .map_err(|e| throw(e.kind(), e.to_string(), service_of(ctx).as_deref()))
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,13 +30,15 @@ use std::time::Duration;
 /// Catalog kinds of guest backups.
 pub const KIND_VZDUMP: &str = "vzdump";
 
-type Shared = Arc<OnceLock<Result<Arc<Pve>, String>>>;
+type Shared = Arc<OnceLock<Result<Arc<Pve>, Arc<PveError>>>>;
 
 /// The run's client, built on first use (warnings logged once per run).
 fn client(host: &Host, cell: &Shared, ctx: &NativeCallContext) -> RhaiResult<Arc<Pve>> {
     let r = cell.get_or_init(|| {
         let Some(p) = &host.config.global.proxmox else {
-            return Err("global.proxmox is not configured".to_string());
+            return Err(Arc::new(PveError::Config(
+                "global.proxmox is not configured".into(),
+            )));
         };
         match connect::pve_from_config(p) {
             Ok((pve, warnings)) => {
@@ -45,11 +47,11 @@ fn client(host: &Host, cell: &Shared, ctx: &NativeCallContext) -> RhaiResult<Arc
                 }
                 Ok(Arc::new(pve))
             }
-            Err(e) => Err(e.to_string()),
+            Err(e) => Err(Arc::new(e)),
         }
     });
     r.clone()
-        .map_err(|m| throw("config", m, service_of(ctx).as_deref()))
+        .map_err(|e| throw(e.kind(), e.to_string(), service_of(ctx).as_deref()))
 }
 
 /// A PVE error as a thrown map with its own kind.

@@ -1,7 +1,8 @@
 //! Errors of the PVE/PBS clients, with a kind scripts can match on
-//! (`e.kind == "guest_locked"`) and a conversion to the crate's [`Error`].
+//! (`e.kind == "guest_locked"`) and an exit code; the crate's error wraps it
+//! as [`Error::Pve`](crate::error::Error::Pve), keeping both.
 
-use crate::error::Error;
+use crate::error::exit;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -109,6 +110,25 @@ impl PveError {
         }
     }
 
+    /// The process exit code (CONVENTIONS.md): an unreachable remote or a
+    /// refused TLS certificate 69, a configuration problem 78, anything else
+    /// a failure (1).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            PveError::PinMismatch { .. } | PveError::Unreachable(_) => exit::UNAVAILABLE,
+            PveError::Config(_) => exit::CONFIG,
+            PveError::Auth { .. }
+            | PveError::Params { .. }
+            | PveError::Api { .. }
+            | PveError::Locked { .. }
+            | PveError::TaskFailed { .. }
+            | PveError::Timeout { .. }
+            | PveError::Invalid(_)
+            | PveError::Decode { .. }
+            | PveError::Command { .. } => exit::FAILED,
+        }
+    }
+
     /// Transient failures (network, 595/596, lock held by a running task).
     pub fn is_retryable(&self) -> bool {
         match self {
@@ -135,18 +155,4 @@ impl PveError {
 pub fn lock_in(text: &str) -> Option<String> {
     let re = regex::Regex::new(r"is locked \(([a-z-]+)\)").ok()?;
     re.captures(text).map(|c| c[1].to_string())
-}
-
-impl From<PveError> for Error {
-    fn from(e: PveError) -> Error {
-        match e {
-            PveError::PinMismatch { .. } | PveError::Unreachable(_) => {
-                Error::Unreachable(e.to_string())
-            }
-            PveError::Timeout { what, after } => Error::Timeout { what, after },
-            PveError::Config(m) => Error::Config(vec![m]),
-            PveError::Command { program, message } => Error::Command { program, message },
-            other => Error::Other(other.to_string()),
-        }
-    }
 }

@@ -52,9 +52,13 @@ pub struct Watch {
     pub stopped: AtomicBool,
 }
 
-/// The token returned by `on_progress` when a run is stopped.
-pub const DEADLINE_TOKEN: &str = "deadline";
-pub const CANCEL_TOKEN: &str = "cancelled";
+/// Why `on_progress` stopped a run: the token of Rhai's `ErrorTerminated`,
+/// told apart by its type, never by its text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Deadline,
+    Cancelled,
+}
 
 pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engine {
     let mut engine = Engine::new();
@@ -86,11 +90,11 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
         }
         if w.cancel.load(Ordering::Relaxed) {
             w.stopped.store(true, Ordering::Relaxed);
-            return Some(Dynamic::from(CANCEL_TOKEN));
+            return Some(Dynamic::from(Stop::Cancelled));
         }
         if started.elapsed() > deadline {
             w.stopped.store(true, Ordering::Relaxed);
-            return Some(Dynamic::from(DEADLINE_TOKEN));
+            return Some(Dynamic::from(Stop::Deadline));
         }
         None
     });
@@ -115,4 +119,48 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
         },
     );
     engine
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rhai::EvalAltResult;
+
+    fn stopped(cancel: bool, deadline: Duration) -> Box<EvalAltResult> {
+        let dir = tempfile::tempdir().unwrap();
+        let watch = Arc::new(Watch::default());
+        watch.cancel.store(cancel, Ordering::Relaxed);
+        let limits = Limits {
+            deadline,
+            locate_stops: false,
+            ..Limits::default()
+        };
+        let engine = new_engine(&limits, &Scripts::new(dir.path()), watch);
+        engine
+            .run("let x = 0; loop { try { x += 1; } catch { } }")
+            .unwrap_err()
+    }
+
+    #[test]
+    fn a_stop_says_why_by_its_type() {
+        let err = stopped(true, Duration::from_secs(3600));
+        let EvalAltResult::ErrorTerminated(token, _) = &*err else {
+            panic!("{err}");
+        };
+        assert_eq!(token.clone().try_cast::<Stop>(), Some(Stop::Cancelled));
+        assert_eq!(
+            crate::script::host::error_message(&err),
+            "script stopped: the run was cancelled"
+        );
+
+        let err = stopped(false, Duration::ZERO);
+        let EvalAltResult::ErrorTerminated(token, _) = &*err else {
+            panic!("{err}");
+        };
+        assert_eq!(token.clone().try_cast::<Stop>(), Some(Stop::Deadline));
+        assert_eq!(
+            crate::script::host::error_message(&err),
+            "script stopped: the run's deadline (global.scripts.timeout_seconds) passed"
+        );
+    }
 }

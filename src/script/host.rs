@@ -440,7 +440,7 @@ pub fn error_message(err: &EvalAltResult) -> String {
             v.to_string()
         }
         EvalAltResult::ErrorTerminated(token, _) => {
-            if token.to_string() == engine::CANCEL_TOKEN {
+            if token.clone().try_cast::<engine::Stop>() == Some(engine::Stop::Cancelled) {
                 "script stopped: the run was cancelled".into()
             } else {
                 "script stopped: the run's deadline (global.scripts.timeout_seconds) passed".into()
