@@ -7,11 +7,19 @@
 //! Rhai rewrites the position of a system exception to the call site each time
 //! it leaves a script function, so the place where a runaway loop was stopped
 //! would be lost. The debugger hook records the source and position of the
-//! last statement evaluated; the host reads it back when a run is stopped.
+//! last statement evaluated, per thread (`each_service` runs steps on worker
+//! threads). When a stop hits (the deadline or a cancellation in `on_progress`,
+//! the operation limit or another system exception as it leaves the first
+//! function) that location is kept in [`Watch::stop`], first stop wins; the
+//! host reports it. The hook also keeps where a catchable error began, so an
+//! error caught and thrown again by a shipped step (`backup_service` does)
+//! is still reported where it was raised.
 
 use super::resolver::ModuleResolver;
 use super::sources::Scripts;
-use rhai::{Dynamic, Engine, Position};
+use rhai::debugger::DebuggerEvent;
+use rhai::{Dynamic, Engine, EvalAltResult, Position};
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,11 +53,146 @@ pub struct Location {
 /// Shared between the engine's callbacks and the host.
 #[derive(Debug, Default)]
 pub struct Watch {
-    pub last: Mutex<Location>,
     pub cancel: AtomicBool,
-    /// Set when the run is stopped: the location stays where the stop hit,
-    /// not where the error unwinds to.
+    /// Set when the run is stopped (deadline, cancellation, operation limit).
     pub stopped: AtomicBool,
+    /// Where the first stop hit: the last statement the stopped thread ran.
+    /// Stays `None` without the debugger hook (`locate_stops: false`).
+    pub stop: Mutex<Option<Location>>,
+    /// The step and service a stop passed through first: `(step, service)`.
+    /// Known with or without the hook.
+    pub stopped_in: Mutex<Option<(String, String)>>,
+}
+
+impl Watch {
+    /// Mark the run stopped and keep this thread's last statement as the
+    /// place of the stop, unless an earlier stop was kept already.
+    fn keep_stop(&self, locate: bool) {
+        self.stopped.store(true, Ordering::Relaxed);
+        if !locate {
+            return;
+        }
+        let here = LAST.with(|l| l.borrow().clone());
+        if here.pos.is_none() {
+            return;
+        }
+        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        stop.get_or_insert(here);
+    }
+
+    /// Where the run was stopped, if the hook recorded it.
+    pub fn stop_location(&self) -> Option<Location> {
+        self.stop.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// A stop passed out of `step` run for `service`; the first one is kept.
+    pub fn note_stopped_in(&self, step: &str, service: &str) {
+        let mut s = self.stopped_in.lock().unwrap_or_else(|e| e.into_inner());
+        s.get_or_insert_with(|| (step.to_string(), service.to_string()));
+    }
+}
+
+/// Where a catchable error began: its message (as [`error_text`] gives it)
+/// and the file and position of the statement that raised it.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub text: String,
+    pub at: Location,
+}
+
+thread_local! {
+    /// The last statement this thread evaluated (debugger hook only).
+    static LAST: RefCell<Location> = RefCell::new(Location::default());
+    /// Where the error now unwinding on this thread began (debugger hook only).
+    static ORIGIN: RefCell<Option<Origin>> = const { RefCell::new(None) };
+}
+
+/// Forget this thread's error origin and last statement: called before a
+/// script call whose error will be described.
+pub fn reset_thread() {
+    ORIGIN.with(|o| o.borrow_mut().take());
+    LAST.with(|l| *l.borrow_mut() = Location::default());
+}
+
+/// The origin recorded on this thread for an error whose message is `text`:
+/// the same error (or its value caught and thrown again) started there.
+pub fn origin_of(text: &str) -> Option<Origin> {
+    ORIGIN.with(|o| {
+        o.borrow()
+            .as_ref()
+            .filter(|o| same_error(&o.text, text))
+            .cloned()
+    })
+}
+
+/// A caught Rhai error (not a thrown value) becomes a map whose `message`
+/// is Rhai's full text of it, which starts with the error's own message.
+fn same_error(origin: &str, text: &str) -> bool {
+    match text.strip_prefix(origin) {
+        Some(rest) => {
+            !origin.is_empty()
+                && (rest.is_empty()
+                    || rest.starts_with(" @ ")
+                    || rest.starts_with(" (line ")
+                    || rest.starts_with('\n'))
+        }
+        None => false,
+    }
+}
+
+/// The message of an error without Rhai's position suffix; a map thrown by a
+/// primitive (`#{kind, message}`) or a caught Rhai error gives its `message`.
+pub fn error_text(err: &EvalAltResult) -> String {
+    match err {
+        EvalAltResult::ErrorRuntime(v, _) => {
+            if let Some(m) = v.read_lock::<rhai::Map>() {
+                if let Some(msg) = m.get("message") {
+                    return msg.to_string();
+                }
+            }
+            v.to_string()
+        }
+        other => {
+            // Rhai appends " (line N, position M)"; the caller names the place.
+            let text = other.to_string();
+            match text.rfind(" (line ") {
+                Some(i) if text.ends_with(')') => text[..i].to_string(),
+                _ => text,
+            }
+        }
+    }
+}
+
+/// A function left with an error: keep where a catchable error began (the
+/// innermost error of the chain) unless it is the error already recorded,
+/// caught and thrown again further out.
+fn note_error(err: &EvalAltResult) {
+    let mut cur = err;
+    let mut source: Option<&str> = None;
+    while let EvalAltResult::ErrorInFunctionCall(_, src, inner, _) = cur {
+        if !src.is_empty() {
+            source = Some(src);
+        }
+        cur = inner;
+    }
+    let pos = cur.position();
+    if pos.is_none() {
+        return;
+    }
+    let text = error_text(cur);
+    ORIGIN.with(|o| {
+        let mut o = o.borrow_mut();
+        if o.as_ref().is_some_and(|o| same_error(&o.text, &text)) {
+            return;
+        }
+        *o = Some(Origin {
+            text,
+            at: Location {
+                source: source.map(str::to_string),
+                pos,
+            },
+        });
+    });
 }
 
 /// Why `on_progress` stopped a run: the token of Rhai's `ErrorTerminated`,
@@ -83,17 +226,18 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
 
     let started = Instant::now();
     let deadline = limits.deadline;
+    let locate = limits.locate_stops;
     let w = watch.clone();
     engine.on_progress(move |ops| {
         if ops % 256 != 0 {
             return None;
         }
         if w.cancel.load(Ordering::Relaxed) {
-            w.stopped.store(true, Ordering::Relaxed);
+            w.keep_stop(locate);
             return Some(Dynamic::from(Stop::Cancelled));
         }
         if started.elapsed() > deadline {
-            w.stopped.store(true, Ordering::Relaxed);
+            w.keep_stop(locate);
             return Some(Dynamic::from(Stop::Deadline));
         }
         None
@@ -107,13 +251,26 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
     #[allow(deprecated)]
     engine.register_debugger(
         |_, d| d,
-        move |_ctx, _event, _node, source, pos| {
-            if !pos.is_none() && !w.stopped.load(Ordering::Relaxed) {
-                let mut last = w.last.lock().unwrap_or_else(|e| e.into_inner());
-                if last.source.as_deref() != source {
-                    last.source = source.map(str::to_string);
+        move |_ctx, event, _node, source, pos| {
+            match event {
+                DebuggerEvent::Step if !pos.is_none() => LAST.with(|l| {
+                    let mut last = l.borrow_mut();
+                    if last.source.as_deref() != source {
+                        last.source = source.map(str::to_string);
+                    }
+                    last.pos = pos;
+                }),
+                // The stop leaves its first function: the last statement
+                // is still where it hit (the operation limit has no
+                // `on_progress` call of its own).
+                DebuggerEvent::FunctionExitWithError(err) => {
+                    if err.unwrap_inner().is_system_exception() {
+                        w.keep_stop(true);
+                    } else {
+                        note_error(err);
+                    }
                 }
-                last.pos = pos;
+                _ => {}
             }
             Ok(rhai::debugger::DebuggerCommand::StepInto)
         },

@@ -336,6 +336,7 @@ impl Host {
             .with_tag(Dynamic::from(service.to_string()))
             .eval_ast(true);
         let started = std::time::Instant::now();
+        engine::reset_thread();
         let res = engine.call_fn_with_options::<Dynamic>(
             options,
             &mut Scope::new(),
@@ -372,7 +373,10 @@ impl Host {
                     result: serde_json::Value::Null,
                 }
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                self.watch.note_stopped_in(fn_name, service);
+                return Err(e);
+            }
         };
         tracing::debug!("[{service}] {fn_name} finished in {:?}", started.elapsed());
         self.outcomes
@@ -393,6 +397,11 @@ impl Host {
         }
     }
 
+    /// File, line and message of an error. A catchable error is placed
+    /// where it began, even when a shipped step caught it and threw it again
+    /// (with the debugger hook). A stop is placed at the statement it hit
+    /// (with the hook); without the hook, at the step and service it
+    /// stopped in, as far as they are known.
     fn locate_error(&self, err: &EvalAltResult) -> (Option<String>, Option<usize>, String) {
         let mut cur = err;
         let mut source: Option<String> = None;
@@ -413,15 +422,36 @@ impl Host {
         }
         let message = error_message(cur);
         if cur.is_system_exception() {
-            // The position was rewritten on the way out; use the last
-            // statement the debugger hook saw.
-            let last = self
+            // The position was rewritten on the way out; use the statement
+            // the debugger hook saw when the stop hit.
+            if let Some(at) = self.watch.stop_location() {
+                return (at.source.or(source), at.pos.line(), message);
+            }
+            let stopped_in = self
                 .watch
-                .last
+                .stopped_in
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .clone();
-            return (last.source.or(source), last.pos.line(), message);
+            return match stopped_in {
+                Some((step, service)) => {
+                    let file = self
+                        .program
+                        .get()
+                        .and_then(|p| p.origin_of(&service, &step));
+                    (
+                        file.or(source),
+                        None,
+                        format!("{message} (in {step} for service {service})"),
+                    )
+                }
+                None => (source, None, message),
+            };
+        }
+        if let Some(origin) = engine::origin_of(&message) {
+            if let Some(line) = origin.at.pos.line() {
+                return (origin.at.source.or(source), Some(line), origin.text);
+            }
         }
         (source, cur.position().line(), message)
     }
@@ -431,14 +461,6 @@ impl Host {
 /// primitive (`#{kind, message}`) gives its `message`.
 pub fn error_message(err: &EvalAltResult) -> String {
     match err {
-        EvalAltResult::ErrorRuntime(v, _) => {
-            if let Some(m) = v.read_lock::<Map>() {
-                if let Some(msg) = m.get("message") {
-                    return msg.to_string();
-                }
-            }
-            v.to_string()
-        }
         EvalAltResult::ErrorTerminated(token, _) => {
             if token.clone().try_cast::<engine::Stop>() == Some(engine::Stop::Cancelled) {
                 "script stopped: the run was cancelled".into()
@@ -449,14 +471,7 @@ pub fn error_message(err: &EvalAltResult) -> String {
         EvalAltResult::ErrorTooManyOperations(_) => {
             "script stopped: too many operations (global.scripts.max_operations)".into()
         }
-        other => {
-            // Rhai appends " (line N, position M)"; the caller names the place.
-            let text = other.to_string();
-            match text.rfind(" (line ") {
-                Some(i) if text.ends_with(')') => text[..i].to_string(),
-                _ => text,
-            }
-        }
+        other => engine::error_text(other),
     }
 }
 
@@ -479,6 +494,7 @@ pub fn run_program(
     let options = CallFnOptions::new()
         .with_tag(Dynamic::from(String::new()))
         .eval_ast(true);
+    engine::reset_thread();
     let res = engine.call_fn_with_options::<Dynamic>(
         options,
         &mut Scope::new(),

@@ -89,6 +89,21 @@ impl Program {
         self.per_service.get(service).unwrap_or(&self.base)
     }
 
+    /// The file a step function of `service`'s program comes from (any
+    /// arity).
+    pub fn origin_of(&self, service: &str, name: &str) -> Option<String> {
+        let find = |origins: &BTreeMap<String, String>| {
+            origins
+                .iter()
+                .find(|(k, _)| k.rsplit_once('/').is_some_and(|(n, _)| n == name))
+                .map(|(_, v)| v.clone())
+        };
+        self.service_origins
+            .get(service)
+            .and_then(find)
+            .or_else(|| find(&self.base_origins))
+    }
+
     pub fn has_fn(&self, name: &str, arity: usize) -> bool {
         self.base_origins.contains_key(&format!("{name}/{arity}"))
     }

@@ -82,7 +82,7 @@ fn forbidden_for(module: &str) -> &'static [&'static str] {
         "app" => FACE,
         "script" => &["commands", "cli", "app", "primitives"],
         "primitives" => ABOVE_SCRIPT,
-        "config" | "state" | "error" => ABOVE_STORE,
+        "config" | "state" => ABOVE_STORE,
         _ => ABOVE_DOMAIN,
     }
 }

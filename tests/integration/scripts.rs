@@ -12,23 +12,93 @@ fn shipped_scripts_compile_under_the_production_engine() {
         .stdout_has("compiled without errors");
 }
 
-#[test]
-fn a_runaway_override_is_stopped_and_cannot_catch_the_stop() {
+/// A `pre_backup` override that loops at line 3 inside a `try` that would
+/// swallow the stop if it could.
+const RUNAWAY: &str = "fn pre_backup(svc, ctx) {\n    try {\n        loop { }\n    } catch (e) {\n        log::info(\"caught the stop\");\n    }\n}\n";
+
+/// Run `backup` with the runaway override under these script limits; the
+/// stop must name the override's file and the looping line, on stderr and
+/// in `--json`.
+fn runaway_is_stopped_at_its_line(scripts: &str, reason: &str) {
     let t = Test::new();
     t.data("data/web");
-    t.config(&basic_config("  scripts:\n    timeout_seconds: 2\n", ""));
-    t.script(
-        "services/web.rhai",
-        "fn pre_backup(svc, ctx) {\n    try {\n        loop { }\n    } catch (e) {\n        log::info(\"caught the stop\");\n    }\n}\n",
-    );
+    t.config(&basic_config(&format!("  scripts:\n{scripts}"), ""));
+    t.script("services/web.rhai", RUNAWAY);
+    let file = t.path("scripts/services/web.rhai").display().to_string();
+    let want = format!("{file}:3: script stopped: {reason}");
     let start = Instant::now();
     let r = t.run(&["run", "backup"]);
-    assert!(start.elapsed() < Duration::from_secs(30));
-    r.code(1);
-    let file = t.path("scripts/services/web.rhai").display().to_string();
-    r.stderr_has(&format!("{file}:3")).stderr_has("deadline");
+    assert!(start.elapsed() < Duration::from_secs(60));
+    r.code(1).stderr_has(&want);
     assert!(!r.stderr.contains("caught the stop"), "{}", r.stderr);
     assert!(t.archives("backups").is_empty());
+    let r = t.run(&["--json", "run", "backup"]);
+    r.code(1);
+    let doc = r.json();
+    let error = doc["error"].as_str().unwrap_or_default();
+    assert!(error.starts_with(&want), "{error}");
+}
+
+// Each test lets only one limit be reached, whatever the machine's speed:
+// with the default budget (50M operations) and a 2 s deadline, which came
+// first depended on how fast the loop ran.
+#[test]
+fn a_runaway_override_stopped_by_the_operation_limit_is_reported_at_its_line() {
+    runaway_is_stopped_at_its_line(
+        "    timeout_seconds: 3600\n    max_operations: 200000\n",
+        "too many operations",
+    );
+}
+
+#[test]
+fn a_runaway_override_stopped_by_the_deadline_is_reported_at_its_line() {
+    runaway_is_stopped_at_its_line(
+        "    timeout_seconds: 1\n    max_operations: 1000000000000000\n",
+        "the run's deadline",
+    );
+}
+
+#[test]
+fn a_runaway_in_the_users_workflow_file_is_reported_at_its_line() {
+    let t = Test::new();
+    t.data("data/web");
+    t.config(&basic_config(
+        "  scripts:\n    timeout_seconds: 3600\n    max_operations: 200000\n",
+        "",
+    ));
+    t.script(
+        "backup.rhai",
+        "fn select(ctx) {\n    let n = 0;\n    while true {\n        n += 1;\n    }\n}\n",
+    );
+    let file = t.path("scripts/backup.rhai").display().to_string();
+    t.run(&["run", "backup"])
+        .code(1)
+        .stderr_has(&format!("{file}:4: script stopped: too many operations"));
+}
+
+#[test]
+fn an_error_in_an_override_names_its_file_and_line() {
+    let t = Test::new();
+    t.data("data/web");
+    t.config(&basic_config("", ""));
+    let file = t.path("scripts/services/web.rhai").display().to_string();
+    // Thrown, then caught and thrown again by the shipped backup_service.
+    t.script(
+        "services/web.rhai",
+        "fn pre_backup(svc, ctx) {\n    let x = 1;\n    throw \"database dump failed\";\n}\n",
+    );
+    let doc = t.run(&["--json", "run", "backup"]).code(1).json();
+    assert_eq!(
+        doc["services"][0]["error"],
+        format!("{file}:3: database dump failed")
+    );
+    // A runtime error.
+    t.script(
+        "services/web.rhai",
+        "fn pre_backup(svc, ctx) {\n    let x = 0;\n\n    let y = 1 / x;\n}\n",
+    );
+    let r = t.run(&["run", "backup"]);
+    r.code(1).stderr_has(&format!("{file}:4: Division by zero"));
 }
 
 #[test]
@@ -187,7 +257,10 @@ fn without_locate_stops_a_runaway_is_still_stopped() {
         "services/web.rhai",
         "fn pre_backup(svc, ctx) {\n    loop { }\n}\n",
     );
-    t.run(&["run", "backup"]).code(1).stderr_has("deadline");
+    // Without the hook the stop names the step and the service it hit.
+    t.run(&["run", "backup"]).code(1).stderr_has(
+        "shipped:scripts/backup.rhai: script stopped: the run's deadline (global.scripts.timeout_seconds) passed (in backup_service for service web)",
+    );
 }
 
 #[test]
