@@ -76,9 +76,10 @@ pub fn main(cli: Cli) -> u8 {
                     d.extend(r);
                 }
                 redact::scrub_json(&mut doc);
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                print_stdout(&format!("{text}\n"));
             } else {
-                print!("{}", redact::scrub(&report.text));
+                print_stdout(&redact::scrub(&report.text));
             }
             report.exit
         }
@@ -98,9 +99,22 @@ pub fn main(cli: Cli) -> u8 {
                     "ok": false,
                     "error": {"kind": e.kind(), "message": msg, "exit_code": e.exit_code()},
                 });
-                println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+                let text = serde_json::to_string_pretty(&doc).unwrap_or_default();
+                print_stdout(&format!("{text}\n"));
             }
             e.exit_code()
+        }
+    }
+}
+
+/// Write to stdout; a reader that went away (`| head -c1`) ends the output
+/// quietly instead of a panic, as for `cat`.
+fn print_stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("error: writing to stdout: {e}");
         }
     }
 }
