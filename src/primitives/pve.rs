@@ -267,14 +267,7 @@ fn prune(
         .into_iter()
         .filter(|b| b.kind == KIND_VZDUMP)
         .collect();
-    let items: Vec<RetentionItem> = rows
-        .iter()
-        .map(|b| RetentionItem {
-            id: b.id,
-            created_at: b.created_at,
-            verified: b.verified_at.is_some() && b.status == "complete",
-        })
-        .collect();
+    let items: Vec<RetentionItem> = rows.iter().map(retention_item).collect();
     let now = chrono::Utc::now().timestamp();
     for d in retention::plan(&items, host.retention_for(svc), now) {
         let Some(row) = rows.iter().find(|r| r.id == d.id) else {
@@ -303,6 +296,15 @@ fn prune(
         }
     }
     to_dyn(&report)
+}
+
+/// A catalogued backup as retention sees it: verified once complete.
+fn retention_item(b: &BackupRecord) -> RetentionItem {
+    RetentionItem {
+        id: b.id,
+        created_at: b.created_at,
+        verified: b.verified_at.is_some() && b.status == "complete",
+    }
 }
 
 /// Delete one vzdump backup: a file we dumped (with its log, notes and
