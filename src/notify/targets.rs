@@ -307,61 +307,81 @@ pub(crate) struct SmtpTarget {
 }
 
 pub(crate) fn smtp_target(ch: &Channel) -> Result<SmtpTarget, String> {
-    use crate::config::SmtpSecurity;
-    let c = ch.cfg;
-    let password = match c.password_source() {
+    let password = match ch.cfg.password_source() {
         Some(src) => Some(src.resolve().map_err(|e| err(ch, &e.to_string()))?),
         None => None,
     };
-    if let Some(u) = &c.url {
-        let url = u.expose();
-        let p = split_url(url).map_err(|e| err(ch, &e))?;
-        let (user, pass) = match p.userinfo.as_deref() {
-            Some(ui) => match ui.split_once(':') {
-                Some((a, b)) => (Some(decode(a)), Some(decode(b))),
-                None => (Some(decode(ui)), None),
-            },
-            None => (None, None),
-        };
-        let security = match query_get(url, &["security", "encryption"])
-            .map(|s| s.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("none") => SmtpSecurity::None,
-            Some("tls") | Some("implicittls") => SmtpSecurity::Tls,
-            _ => c.security.unwrap_or_default(),
-        };
-        let port = p.port.unwrap_or(match security {
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::None => 25,
-        });
-        let to = query_get(url, &["to", "toaddresses"])
-            .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_else(|| c.to.clone());
-        return Ok(SmtpTarget {
-            host: p.host.clone(),
-            port,
-            security,
-            username: user.or_else(|| c.username.clone()),
-            password: pass.map(crate::config::Secret::new).or(password),
-            from: query_get(url, &["from", "fromaddress"])
-                .or_else(|| c.from.clone())
-                .ok_or_else(|| err(ch, "no from address"))?,
-            to,
-        });
+    match &ch.cfg.url {
+        Some(u) => smtp_from_url(ch, u.expose(), password),
+        None => smtp_from_keys(ch, password),
     }
+}
+
+/// The submission port of a security mode.
+fn smtp_default_port(security: crate::config::SmtpSecurity) -> u16 {
+    use crate::config::SmtpSecurity;
+    match security {
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::None => 25,
+    }
+}
+
+/// `smtp://user:pass@host:port/?from=&to=&security=`; the channel keys fill
+/// what the URL leaves out.
+fn smtp_from_url(
+    ch: &Channel,
+    url: &str,
+    password: Option<crate::config::Secret>,
+) -> Result<SmtpTarget, String> {
+    use crate::config::SmtpSecurity;
+    let c = ch.cfg;
+    let p = split_url(url).map_err(|e| err(ch, &e))?;
+    let (user, pass) = match p.userinfo.as_deref() {
+        Some(ui) => match ui.split_once(':') {
+            Some((a, b)) => (Some(decode(a)), Some(decode(b))),
+            None => (Some(decode(ui)), None),
+        },
+        None => (None, None),
+    };
+    let security = match query_get(url, &["security", "encryption"])
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("none") => SmtpSecurity::None,
+        Some("tls") | Some("implicittls") => SmtpSecurity::Tls,
+        _ => c.security.unwrap_or_default(),
+    };
+    let to = query_get(url, &["to", "toaddresses"])
+        .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_else(|| c.to.clone());
+    Ok(SmtpTarget {
+        host: p.host.clone(),
+        port: p.port.unwrap_or(smtp_default_port(security)),
+        security,
+        username: user.or_else(|| c.username.clone()),
+        password: pass.map(crate::config::Secret::new).or(password),
+        from: query_get(url, &["from", "fromaddress"])
+            .or_else(|| c.from.clone())
+            .ok_or_else(|| err(ch, "no from address"))?,
+        to,
+    })
+}
+
+/// The channel keys `smtp_server`, `smtp_port`, `security`, `username`,
+/// `from`, `to`.
+fn smtp_from_keys(
+    ch: &Channel,
+    password: Option<crate::config::Secret>,
+) -> Result<SmtpTarget, String> {
+    let c = ch.cfg;
     let security = c.security.unwrap_or_default();
     Ok(SmtpTarget {
         host: c
             .smtp_server
             .clone()
             .ok_or_else(|| err(ch, "no smtp_server"))?,
-        port: c.smtp_port.unwrap_or(match security {
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::None => 25,
-        }),
+        port: c.smtp_port.unwrap_or(smtp_default_port(security)),
         security,
         username: c.username.clone(),
         password,
