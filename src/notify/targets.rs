@@ -65,170 +65,219 @@ fn err(ch: &Channel, what: &str) -> String {
     format!("channel {}: {what}", ch.cfg.name)
 }
 
+/// A channel's URL, read once: the text, its lowercased scheme and parts.
+struct Target<'a> {
+    ch: &'a Channel<'a>,
+    url: String,
+    scheme: String,
+    parts: Parts,
+}
+
+impl<'a> Target<'a> {
+    fn new(ch: &'a Channel<'a>) -> Result<Self, String> {
+        let url = ch
+            .cfg
+            .url
+            .as_ref()
+            .map(|u| u.expose().to_string())
+            .ok_or_else(|| err(ch, "no url"))?;
+        let scheme = url
+            .split_once("://")
+            .map(|(s, _)| s.to_ascii_lowercase())
+            .unwrap_or_default();
+        let parts = split_url(&url).map_err(|e| err(ch, &e))?;
+        Ok(Target {
+            ch,
+            url,
+            scheme,
+            parts,
+        })
+    }
+
+    fn err(&self, what: &str) -> String {
+        err(self.ch, what)
+    }
+
+    /// The channel's `priority` as a number, for the services that take one.
+    fn priority(&self) -> Option<i64> {
+        self.ch.cfg.priority.as_deref().and_then(|p| p.parse().ok())
+    }
+}
+
 /// The HTTP request for an HTTP channel (everything but email, command and
 /// the ping channels).
 pub(crate) fn http_request(ch: &Channel, m: &Message) -> Result<HttpRequest, String> {
-    let url = ch
-        .cfg
-        .url
-        .as_ref()
-        .map(|u| u.expose().to_string())
-        .ok_or_else(|| err(ch, "no url"))?;
-    let scheme = url
-        .split_once("://")
-        .map(|(s, _)| s.to_ascii_lowercase())
-        .unwrap_or_default();
-    let parts = split_url(&url).map_err(|e| err(ch, &e))?;
+    let t = Target::new(ch)?;
     match ch.kind {
-        ChannelType::Discord => {
-            let target = if scheme == "discord" {
-                // shoutrrr: discord://TOKEN@WEBHOOK_ID
-                let token = parts
-                    .userinfo
-                    .clone()
-                    .ok_or_else(|| err(ch, "discord:// needs TOKEN@ID"))?;
-                format!("https://discord.com/api/webhooks/{}/{}", parts.host, token)
-            } else {
-                url.clone()
-            };
-            Ok(format::discord(target, m))
-        }
-        ChannelType::Slack => {
-            let target = if scheme == "slack" {
-                // slack://hook:A-B-C@webhook or slack://A/B/C
-                let tokens = match parts.userinfo.as_deref() {
-                    Some(u) => u
-                        .split_once(':')
-                        .map(|(_, t)| t)
-                        .unwrap_or(u)
-                        .replace('-', "/"),
-                    None => format!("{}{}", parts.host, parts.path),
-                };
-                format!("https://hooks.slack.com/services/{tokens}")
-            } else {
-                url.clone()
-            };
-            Ok(format::slack(target, m))
-        }
-        ChannelType::Ntfy => {
-            let target = if scheme == "ntfy" {
-                let s = query_get(&url, &["scheme"]).unwrap_or_else(|| "https".into());
-                // Userinfo goes into the Authorization header instead.
-                let host_path = format!(
-                    "{}{}{}",
-                    parts.host,
-                    parts.port.map(|p| format!(":{p}")).unwrap_or_default(),
-                    parts.path
-                );
-                format!("{s}://{host_path}")
-            } else {
-                url.split(['?', '#']).next().unwrap_or(&url).to_string()
-            };
-            let auth = ntfy_auth(ch, parts.userinfo.as_deref())?;
-            Ok(format::ntfy(
-                target,
-                m,
-                ch.cfg.priority.as_deref(),
-                &ch.cfg.tags,
-                auth,
-            ))
-        }
-        ChannelType::Gotify => {
-            // gotify://host[:port][/path]/TOKEN, or http(s)://.../TOKEN
-            let base_scheme = if scheme == "gotify" {
-                if query_get(&url, &["disabletls"]).is_some_and(|v| v == "yes" || v == "true") {
-                    "http"
-                } else {
-                    "https"
-                }
-            } else {
-                scheme.as_str()
-            };
-            let rest = rebase(&url, base_scheme);
-            let (base, token) = rest
-                .trim_end_matches('/')
-                .rsplit_once('/')
-                .filter(|(b, _)| b.contains("://") && !b.ends_with('/'))
-                .ok_or_else(|| {
-                    err(
-                        ch,
-                        "gotify URL needs the app token as its last path segment",
-                    )
-                })?;
-            let token = query_get(&url, &["token"]).unwrap_or_else(|| token.to_string());
-            let prio = ch.cfg.priority.as_deref().and_then(|p| p.parse().ok());
-            Ok(format::gotify(format!("{base}/message"), &token, m, prio))
-        }
-        ChannelType::Telegram => {
-            let (token, chats) = if scheme == "telegram" {
-                (
-                    decode(
-                        parts
-                            .userinfo
-                            .as_deref()
-                            .ok_or_else(|| err(ch, "telegram:// needs TOKEN@telegram"))?,
-                    ),
-                    query_get(&url, &["chats", "channels"]).unwrap_or_default(),
-                )
-            } else {
-                return Err(err(ch, "use telegram://TOKEN@telegram?chats=..."));
-            };
-            let chat = chats
-                .split(',')
-                .next()
-                .filter(|c| !c.is_empty())
-                .ok_or_else(|| err(ch, "telegram URL has no chats="))?
-                .to_string();
-            Ok(format::telegram(
-                format!("https://api.telegram.org/bot{token}/sendMessage"),
-                &chat,
-                m,
-            ))
-        }
-        ChannelType::Pushover => {
-            // pushover://shoutrrr:TOKEN@USERKEY/
-            let token = parts
-                .userinfo
-                .as_deref()
-                .and_then(|u| u.split_once(':').map(|(_, t)| t))
-                .ok_or_else(|| err(ch, "pushover:// needs shoutrrr:TOKEN@USERKEY"))?;
-            let prio = ch.cfg.priority.as_deref().and_then(|p| p.parse().ok());
-            Ok(format::pushover(
-                "https://api.pushover.net/1/messages.json".into(),
-                &decode(token),
-                &parts.host,
-                m,
-                prio,
-            ))
-        }
-        ChannelType::Webhook => {
-            let target = match scheme.as_str() {
-                "generic" | "generic+https" => rebase(&url, "https"),
-                "generic+http" => rebase(&url, "http"),
-                _ => url.clone(),
-            };
-            let key = match ch.cfg.secret_source() {
-                Some(src) => Some(src.resolve().map_err(|e| err(ch, &e.to_string()))?),
-                None => None,
-            };
-            let headers: Vec<(String, String)> = ch
-                .cfg
-                .headers
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            Ok(format::webhook(
-                target,
-                m,
-                key.as_ref().map(|k| k.expose().as_bytes()),
-                &headers,
-            ))
-        }
+        ChannelType::Discord => discord(&t, m),
+        ChannelType::Slack => slack(&t, m),
+        ChannelType::Ntfy => ntfy(&t, m),
+        ChannelType::Gotify => gotify(&t, m),
+        ChannelType::Telegram => telegram(&t, m),
+        ChannelType::Pushover => pushover(&t, m),
+        ChannelType::Webhook => webhook(&t, m),
         other => Err(err(
             ch,
             &format!("{} is not an HTTP channel", other.as_str()),
         )),
     }
+}
+
+/// shoutrrr `discord://TOKEN@WEBHOOK_ID`, or the webhook URL itself.
+fn discord(t: &Target, m: &Message) -> Result<HttpRequest, String> {
+    let target = if t.scheme == "discord" {
+        let token = t
+            .parts
+            .userinfo
+            .clone()
+            .ok_or_else(|| t.err("discord:// needs TOKEN@ID"))?;
+        format!(
+            "https://discord.com/api/webhooks/{}/{}",
+            t.parts.host, token
+        )
+    } else {
+        t.url.clone()
+    };
+    Ok(format::discord(target, m))
+}
+
+/// `slack://hook:A-B-C@webhook` or `slack://A/B/C`, or the webhook URL.
+fn slack(t: &Target, m: &Message) -> Result<HttpRequest, String> {
+    let target = if t.scheme == "slack" {
+        let tokens = match t.parts.userinfo.as_deref() {
+            Some(u) => u
+                .split_once(':')
+                .map(|(_, t)| t)
+                .unwrap_or(u)
+                .replace('-', "/"),
+            None => format!("{}{}", t.parts.host, t.parts.path),
+        };
+        format!("https://hooks.slack.com/services/{tokens}")
+    } else {
+        t.url.clone()
+    };
+    Ok(format::slack(target, m))
+}
+
+/// `ntfy://host[:port]/topic[?scheme=http]` or the topic URL; credentials
+/// go into the Authorization header.
+fn ntfy(t: &Target, m: &Message) -> Result<HttpRequest, String> {
+    let target = if t.scheme == "ntfy" {
+        let s = query_get(&t.url, &["scheme"]).unwrap_or_else(|| "https".into());
+        let p = &t.parts;
+        let port = p.port.map(|p| format!(":{p}")).unwrap_or_default();
+        format!("{s}://{}{port}{}", p.host, p.path)
+    } else {
+        t.url.split(['?', '#']).next().unwrap_or(&t.url).to_string()
+    };
+    let auth = ntfy_auth(t.ch, t.parts.userinfo.as_deref())?;
+    let cfg = t.ch.cfg;
+    Ok(format::ntfy(
+        target,
+        m,
+        cfg.priority.as_deref(),
+        &cfg.tags,
+        auth,
+    ))
+}
+
+/// `gotify://host[:port][/path]/TOKEN`, or `http(s)://.../TOKEN`.
+fn gotify(t: &Target, m: &Message) -> Result<HttpRequest, String> {
+    let base_scheme = if t.scheme != "gotify" {
+        t.scheme.as_str()
+    } else if query_get(&t.url, &["disabletls"]).is_some_and(|v| v == "yes" || v == "true") {
+        "http"
+    } else {
+        "https"
+    };
+    let rest = rebase(&t.url, base_scheme);
+    let (base, token) = rest
+        .trim_end_matches('/')
+        .rsplit_once('/')
+        .filter(|(b, _)| b.contains("://") && !b.ends_with('/'))
+        .ok_or_else(|| t.err("gotify URL needs the app token as its last path segment"))?;
+    let token = query_get(&t.url, &["token"]).unwrap_or_else(|| token.to_string());
+    Ok(format::gotify(
+        format!("{base}/message"),
+        &token,
+        m,
+        t.priority(),
+    ))
+}
+
+/// `telegram://TOKEN@telegram?chats=CHAT[,...]`: the first chat.
+fn telegram(t: &Target, m: &Message) -> Result<HttpRequest, String> {
+    if t.scheme != "telegram" {
+        return Err(t.err("use telegram://TOKEN@telegram?chats=..."));
+    }
+    let token = decode(
+        t.parts
+            .userinfo
+            .as_deref()
+            .ok_or_else(|| t.err("telegram:// needs TOKEN@telegram"))?,
+    );
+    let chats = query_get(&t.url, &["chats", "channels"]).unwrap_or_default();
+    let chat = chats
+        .split(',')
+        .next()
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| t.err("telegram URL has no chats="))?;
+    Ok(format::telegram(
+        format!("https://api.telegram.org/bot{token}/sendMessage"),
+        chat,
+        m,
+    ))
+}
+
+/// `pushover://shoutrrr:TOKEN@USERKEY/`.
+fn pushover(t: &Target, m: &Message) -> Result<HttpRequest, String> {
+    let token = t
+        .parts
+        .userinfo
+        .as_deref()
+        .and_then(|u| u.split_once(':').map(|(_, t)| t))
+        .ok_or_else(|| t.err("pushover:// needs shoutrrr:TOKEN@USERKEY"))?;
+    Ok(format::pushover(
+        "https://api.pushover.net/1/messages.json".into(),
+        &decode(token),
+        &t.parts.host,
+        m,
+        t.priority(),
+    ))
+}
+
+/// shoutrrr `generic[+http|+https]://...` or a plain URL, signed with the
+/// channel's HMAC key if it has one, with its configured headers.
+fn webhook(t: &Target, m: &Message) -> Result<HttpRequest, String> {
+    let target = match t.scheme.as_str() {
+        "generic" | "generic+https" => rebase(&t.url, "https"),
+        "generic+http" => rebase(&t.url, "http"),
+        _ => t.url.clone(),
+    };
+    let key = webhook_key(t.ch)?;
+    Ok(format::webhook(
+        target,
+        m,
+        key.as_ref().map(|k| k.expose().as_bytes()),
+        &webhook_headers(t.ch),
+    ))
+}
+
+/// The webhook's HMAC key, resolved now (which registers it for redaction).
+fn webhook_key(ch: &Channel) -> Result<Option<crate::config::Secret>, String> {
+    ch.cfg
+        .secret_source()
+        .map(|src| src.resolve().map_err(|e| err(ch, &e.to_string())))
+        .transpose()
+}
+
+/// The extra headers configured for a webhook.
+fn webhook_headers(ch: &Channel) -> Vec<(String, String)> {
+    ch.cfg
+        .headers
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// Basic auth for ntfy from `username` + `password*`, or the URL's userinfo.
@@ -258,61 +307,81 @@ pub(crate) struct SmtpTarget {
 }
 
 pub(crate) fn smtp_target(ch: &Channel) -> Result<SmtpTarget, String> {
-    use crate::config::SmtpSecurity;
-    let c = ch.cfg;
-    let password = match c.password_source() {
+    let password = match ch.cfg.password_source() {
         Some(src) => Some(src.resolve().map_err(|e| err(ch, &e.to_string()))?),
         None => None,
     };
-    if let Some(u) = &c.url {
-        let url = u.expose();
-        let p = split_url(url).map_err(|e| err(ch, &e))?;
-        let (user, pass) = match p.userinfo.as_deref() {
-            Some(ui) => match ui.split_once(':') {
-                Some((a, b)) => (Some(decode(a)), Some(decode(b))),
-                None => (Some(decode(ui)), None),
-            },
-            None => (None, None),
-        };
-        let security = match query_get(url, &["security", "encryption"])
-            .map(|s| s.to_ascii_lowercase())
-            .as_deref()
-        {
-            Some("none") => SmtpSecurity::None,
-            Some("tls") | Some("implicittls") => SmtpSecurity::Tls,
-            _ => c.security.unwrap_or_default(),
-        };
-        let port = p.port.unwrap_or(match security {
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::None => 25,
-        });
-        let to = query_get(url, &["to", "toaddresses"])
-            .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
-            .unwrap_or_else(|| c.to.clone());
-        return Ok(SmtpTarget {
-            host: p.host.clone(),
-            port,
-            security,
-            username: user.or_else(|| c.username.clone()),
-            password: pass.map(crate::config::Secret::new).or(password),
-            from: query_get(url, &["from", "fromaddress"])
-                .or_else(|| c.from.clone())
-                .ok_or_else(|| err(ch, "no from address"))?,
-            to,
-        });
+    match &ch.cfg.url {
+        Some(u) => smtp_from_url(ch, u.expose(), password),
+        None => smtp_from_keys(ch, password),
     }
+}
+
+/// The submission port of a security mode.
+fn smtp_default_port(security: crate::config::SmtpSecurity) -> u16 {
+    use crate::config::SmtpSecurity;
+    match security {
+        SmtpSecurity::Tls => 465,
+        SmtpSecurity::Starttls => 587,
+        SmtpSecurity::None => 25,
+    }
+}
+
+/// `smtp://user:pass@host:port/?from=&to=&security=`; the channel keys fill
+/// what the URL leaves out.
+fn smtp_from_url(
+    ch: &Channel,
+    url: &str,
+    password: Option<crate::config::Secret>,
+) -> Result<SmtpTarget, String> {
+    use crate::config::SmtpSecurity;
+    let c = ch.cfg;
+    let p = split_url(url).map_err(|e| err(ch, &e))?;
+    let (user, pass) = match p.userinfo.as_deref() {
+        Some(ui) => match ui.split_once(':') {
+            Some((a, b)) => (Some(decode(a)), Some(decode(b))),
+            None => (Some(decode(ui)), None),
+        },
+        None => (None, None),
+    };
+    let security = match query_get(url, &["security", "encryption"])
+        .map(|s| s.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("none") => SmtpSecurity::None,
+        Some("tls") | Some("implicittls") => SmtpSecurity::Tls,
+        _ => c.security.unwrap_or_default(),
+    };
+    let to = query_get(url, &["to", "toaddresses"])
+        .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
+        .unwrap_or_else(|| c.to.clone());
+    Ok(SmtpTarget {
+        host: p.host.clone(),
+        port: p.port.unwrap_or(smtp_default_port(security)),
+        security,
+        username: user.or_else(|| c.username.clone()),
+        password: pass.map(crate::config::Secret::new).or(password),
+        from: query_get(url, &["from", "fromaddress"])
+            .or_else(|| c.from.clone())
+            .ok_or_else(|| err(ch, "no from address"))?,
+        to,
+    })
+}
+
+/// The channel keys `smtp_server`, `smtp_port`, `security`, `username`,
+/// `from`, `to`.
+fn smtp_from_keys(
+    ch: &Channel,
+    password: Option<crate::config::Secret>,
+) -> Result<SmtpTarget, String> {
+    let c = ch.cfg;
     let security = c.security.unwrap_or_default();
     Ok(SmtpTarget {
         host: c
             .smtp_server
             .clone()
             .ok_or_else(|| err(ch, "no smtp_server"))?,
-        port: c.smtp_port.unwrap_or(match security {
-            SmtpSecurity::Tls => 465,
-            SmtpSecurity::Starttls => 587,
-            SmtpSecurity::None => 25,
-        }),
+        port: c.smtp_port.unwrap_or(smtp_default_port(security)),
         security,
         username: c.username.clone(),
         password,

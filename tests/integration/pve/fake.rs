@@ -702,7 +702,13 @@ fn route(
         ("POST", [_, _, _, _, "snapshot"]) => {
             let v = vmid.unwrap();
             let name = p["snapname"].clone();
-            let reserved = ["current", "pending"].contains(&name.to_lowercase().as_str());
+            // qemu-server reserves 'pending', pve-container 'vzdump'.
+            let reserved_names = if st.guests[&v].kind == "qemu" {
+                ["current", "pending"]
+            } else {
+                ["current", "vzdump"]
+            };
+            let reserved = reserved_names.contains(&name.to_lowercase().as_str());
             if reserved {
                 return err(
                     false,
