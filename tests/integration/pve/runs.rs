@@ -218,6 +218,17 @@ const CASES: &[Case] = &[
         ..BASE
     },
     Case {
+        name: "a guest map that names no configured service is used by its vmid",
+        script: Some((
+            "snap",
+            "fn run(ctx) {\n    pve::snapshot(#{ vmid: 200, type: \"lxc\" }, \"clone-check\");\n    log::info(\"snapshot taken\");\n}\n",
+        )),
+        args: &["run", "snap"],
+        stderr: &["snapshot taken"],
+        check: |_, f, _| assert_eq!(snapshot_names(f, 200), ["clone-check"]),
+        ..BASE
+    },
+    Case {
         name: "a VM's snapshot named 'pending' is refused before any write",
         script: Some((
             "snap",
