@@ -191,8 +191,26 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
     let host = &p.host;
     let store = host.store.as_deref();
     let outcome = x.outcome;
-    let status = status_of(&outcome);
-    let summary = summarize(&outcome);
+    // A run with no service to work on is not a silent success: the config
+    // (or `enabled: false` everywhere) is almost certainly not what the
+    // admin meant.
+    let idle = p.names.is_empty() && outcome.ok;
+    let status = if idle {
+        RunStatus::Warning
+    } else {
+        status_of(&outcome)
+    };
+    let summary = if idle {
+        format!(
+            "no enabled service for the '{}' workflow: nothing done",
+            req.workflow
+        )
+    } else {
+        summarize(&outcome)
+    };
+    if idle {
+        tracing::warn!("{summary}");
+    }
     if let (Some(s), Some(id)) = (store, host.run_id) {
         s.finish_run(id, status, &summary)?;
     }
@@ -216,7 +234,11 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
             warnings.push(format!("metrics file not written: {e}"));
         }
     }
-    let exit = if outcome.ok { 0 } else { exit::FAILED };
+    let exit = match (outcome.ok, idle) {
+        (false, _) => exit::FAILED,
+        (true, true) => exit::WARNINGS,
+        (true, false) => exit::OK,
+    };
     let log_tail = match (store, host.run_id) {
         (Some(s), Some(id)) => log_tail(s, id),
         _ => String::new(),

@@ -114,12 +114,19 @@ struct ServicesFile {
 /// main file that cannot be read), `Error::InsecurePermissions` (exit 77).
 pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
     let path = absolute_config_path(path);
-    let text = std::fs::read_to_string(&path).map_err(|e| {
+    let text = read_text(&path).map_err(|e| {
         Error::Config(vec![format!(
             "{}: cannot read configuration file: {e}",
             path.display()
         )])
     })?;
+    if is_blank_yaml(&text) {
+        return Err(Error::Config(vec![format!(
+            "{}: the configuration is empty (only blanks and comments): nothing to run; \
+             examples/quickstart.yaml is a start",
+            path.display()
+        )]));
+    }
     let mut diag = Diagnostics::default();
     let main = diag.add_file(path.clone());
     let dir = path
@@ -187,6 +194,35 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
     Ok(cfg)
 }
 
+/// A YAML file's text: a UTF-8 byte-order mark (as Windows editors write
+/// it) is dropped; bytes that are not UTF-8 are an error naming their
+/// offset and line.
+fn read_text(path: &Path) -> std::result::Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    let body = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+    match std::str::from_utf8(body) {
+        Ok(t) => Ok(t.to_string()),
+        Err(e) => {
+            let skipped = bytes.len() - body.len();
+            let at = e.valid_up_to();
+            let line = body[..at].iter().filter(|&&b| b == b'\n').count() + 1;
+            Err(format!(
+                "not UTF-8: invalid byte 0x{:02x} at byte offset {} (line {line})",
+                body[at],
+                at + skipped
+            ))
+        }
+    }
+}
+
+/// Nothing but blank lines and comments.
+fn is_blank_yaml(text: &str) -> bool {
+    text.lines().all(|l| {
+        let l = l.trim();
+        l.is_empty() || l.starts_with('#') || l == "---" || l == "..."
+    })
+}
+
 /// The config path made absolute, with its directory canonicalized (so
 /// `../x.yaml` from another cwd reads well in messages) but the file name
 /// kept (a symlinked config still finds `services.d/` beside the link).
@@ -210,7 +246,7 @@ fn merge_services_d<'a>(
     diag: &Diagnostics,
 ) {
     for (file, p) in files {
-        let text = match std::fs::read_to_string(p) {
+        let text = match read_text(p) {
             Ok(t) => t,
             Err(e) => {
                 diag.error(

@@ -138,8 +138,36 @@ INSERT INTO monitor_service_cycles (service, cycle, ok)
 CREATE INDEX monitor_history_ts ON monitor_history (ts);
 "#;
 
+/// v4: a run may be `skipped` (another run of the workflow held the lock).
+/// SQLite cannot change a CHECK constraint in place: the table is rebuilt
+/// (with foreign keys off, see [`migrate`]) and its indexes made again.
+const V4: &str = r#"
+CREATE TABLE runs_v4 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    workflow    TEXT    NOT NULL,
+    services    TEXT    NOT NULL DEFAULT '[]',
+    dry_run     INTEGER NOT NULL DEFAULT 0 CHECK (dry_run IN (0, 1)),
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    status      TEXT    NOT NULL DEFAULT 'running'
+                CHECK (status IN ('running', 'success', 'warning', 'failed', 'aborted', 'skipped')),
+    summary     TEXT    NOT NULL DEFAULT '',
+    pid         INTEGER,
+    hostname    TEXT,
+    event_seq   INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO runs_v4 (id, workflow, services, dry_run, started_at, finished_at, status, summary,
+                     pid, hostname, event_seq)
+    SELECT id, workflow, services, dry_run, started_at, finished_at, status, summary,
+           pid, hostname, event_seq FROM runs;
+DROP TABLE runs;
+ALTER TABLE runs_v4 RENAME TO runs;
+CREATE INDEX runs_workflow_id ON runs (workflow, id);
+CREATE INDEX runs_running ON runs (workflow) WHERE status = 'running';
+"#;
+
 /// All migrations, in order. The schema version is their count.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -172,6 +200,22 @@ pub(super) fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::R
     if v == latest {
         return Ok(());
     }
+    // A migration that rebuilds a table drops the old one: with foreign
+    // keys on, that would delete the rows referring to it (run events).
+    // The pragma is a no-op inside a transaction, so it is set here; each
+    // migration checks the keys before it commits.
+    conn.pragma_update(None, "foreign_keys", false)?;
+    let res = migrate_steps(conn, migrations, &check);
+    conn.pragma_update(None, "foreign_keys", true)?;
+    res
+}
+
+fn migrate_steps(
+    conn: &mut Connection,
+    migrations: &[&str],
+    check: &dyn Fn(i64) -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
+    let latest = migrations.len() as i64;
     loop {
         // IMMEDIATE: take the write lock first, then re-read the version, so
         // two processes opening a fresh database do not both migrate.
@@ -182,6 +226,16 @@ pub(super) fn migrate(conn: &mut Connection, migrations: &[&str]) -> rusqlite::R
             return Ok(()); // dropping `tx` rolls back the empty transaction
         }
         tx.execute_batch(migrations[v as usize])?;
+        let broken: i64 =
+            tx.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })?;
+        if broken > 0 {
+            return Err(super::failure(format!(
+                "migration {} would leave {broken} row(s) pointing at nothing",
+                v + 1
+            )));
+        }
         tx.pragma_update(None, "user_version", v + 1)?;
         tx.commit()?;
     }

@@ -76,9 +76,27 @@ impl Store {
         services: &[String],
         summary: &str,
     ) -> Result<i64> {
-        let id = self.begin_run(workflow, services, false)?;
-        self.finish_run(id, RunStatus::Skipped, summary)?;
-        Ok(id)
+        let services = serde_json::to_string(services).expect("a list of strings serializes");
+        let summary = scrub(summary);
+        let host = crate::system::hostname();
+        self.with(|c| {
+            let t = now();
+            c.execute(
+                "INSERT INTO runs (workflow, services, dry_run, started_at, finished_at, status,
+                                   summary, pid, hostname)
+                 VALUES (?1, ?2, 0, ?3, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    workflow,
+                    services,
+                    t,
+                    RunStatus::Skipped.as_str(),
+                    summary,
+                    std::process::id(),
+                    host
+                ],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
     }
 
     /// Record the end of a run. `status` must not be `Running`.
@@ -154,7 +172,8 @@ impl Store {
         self.with(|c| {
             let mut st = c.prepare_cached(&format!(
                 "SELECT {RUN_COLS} FROM runs
-                 WHERE id IN (SELECT max(id) FROM runs GROUP BY workflow)
+                 WHERE id IN (SELECT max(id) FROM runs WHERE status != 'skipped'
+                              GROUP BY workflow)
                  ORDER BY workflow"
             ))?;
             let rows = st.query_map([], run_from_row)?;

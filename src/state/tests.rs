@@ -809,3 +809,38 @@ fn v3_carries_uptime_history_over_and_status_reads_it_per_service() {
         .collect();
     assert_eq!(web, ["web/a", "web/b"]);
 }
+
+#[test]
+fn v4_rebuilds_runs_keeping_their_events_and_backups_and_allows_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("state.db");
+    let v3 = &super::migrations::MIGRATIONS[..3];
+    let s = Store::open_with(&path, v3).unwrap();
+    let id = s.begin_run("backup", &["web".into()], false).unwrap();
+    s.add_events(id, &[(now(), "info", Some("web"), "archived")])
+        .unwrap();
+    let mut b = backup("web", "/b/web_1.tar.zst", 100);
+    b.run_id = Some(id);
+    let bid = s.record_backup(&b).unwrap();
+    s.finish_run(id, RunStatus::Success, "1 service(s) done")
+        .unwrap();
+    drop(s);
+
+    let s = Store::open(&path).unwrap();
+    assert_eq!(pragma_i64(&s, "user_version"), 4);
+    assert_eq!(pragma_i64(&s, "foreign_keys"), 1);
+    let events = s.run_events(id, 10).unwrap();
+    assert_eq!(events.len(), 1, "run events lost in the rebuild");
+    assert_eq!(events[0].message, "archived");
+    let row = s.backup(bid).unwrap().unwrap();
+    assert_eq!(row.run_id, Some(id));
+    let skipped = s
+        .record_skipped_run("backup", &["web".into()], "held by pid 1")
+        .unwrap();
+    assert!(skipped > id, "ids keep counting up after the rebuild");
+    let runs = s.recent_runs(Some("backup"), 10).unwrap();
+    assert_eq!(runs[0].status, RunStatus::Skipped);
+    // `status` shows the last run that ran.
+    assert_eq!(s.last_runs().unwrap()[0].status, RunStatus::Success);
+    assert!(s.integrity_check().unwrap().is_empty());
+}

@@ -12,4 +12,5 @@ mod monitor;
 mod notify;
 mod pve;
 mod restore_safety;
+mod runs;
 mod scripts;
