@@ -24,7 +24,7 @@ mod tests;
 
 pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
-pub use monitor::CheckState;
+pub use monitor::{CheckState, CheckStatus};
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
