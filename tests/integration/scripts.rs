@@ -216,3 +216,38 @@ fn run(ctx) {
     );
     t.run(&["run", "probe"]).code(0);
 }
+
+#[test]
+fn config_get_of_a_path_not_in_the_schema_throws_and_an_unset_key_is_unit() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    t.script(
+        "cfgget.rhai",
+        r#"fn run(ctx) {
+    if config::get("global.backup.proxmox_backup_server") != () {
+        throw "an unset optional key should read as ()";
+    }
+    if type_of(config::get("global.backup.concurrency.total")) != "i64" {
+        throw "global.backup.concurrency.total should be a number";
+    }
+    try {
+        config::get("global.backup.concurency");
+        throw "a misspelled key should throw";
+    } catch (e) {
+        log::info(`caught ${e.kind}: ${e.message}`);
+    }
+    #{ ok: true }
+}
+"#,
+    );
+    t.run(&["run", "cfgget"]).code(0).stderr_has(
+        "caught not_found: config::get: no configuration key 'global.backup.concurency'",
+    );
+    t.script(
+        "cfgtypo.rhai",
+        "fn run(ctx) {\n    config::get(\"monitoring.enabeld\")\n}\n",
+    );
+    t.run(&["run", "cfgtypo"])
+        .code(1)
+        .stderr_has("no configuration key 'monitoring.enabeld'");
+}
