@@ -39,7 +39,8 @@ pub const EVENT_SCHEMA: &str = "homelab-autopilot.event/v1";
 /// One event a workflow sent with `notify::send`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// The seed's event type (`backup_failed`, ...), or `test`.
+    /// The event type's name (`backup_failed`, ... see
+    /// [`EventType`]), or `test`.
     pub event: String,
     pub severity: Severity,
     pub workflow: String,
