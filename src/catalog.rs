@@ -49,7 +49,7 @@ pub fn prune(
         .map(|b| RetentionItem {
             id: b.id,
             created_at: b.created_at,
-            verified: b.verified_at.is_some() && b.status == "complete",
+            verified: b.verified_at.is_some() && b.status == crate::state::BackupStatus::Complete,
         })
         .collect();
     if let Some(created_at) = pending {

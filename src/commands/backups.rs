@@ -36,10 +36,11 @@ fn list(env: &Setup, service: Option<&str>) -> Result<Report> {
         "ID", "SERVICE", "KIND", "CREATED", "SIZE", "STATUS", "LOCATION"
     );
     for b in &rows {
-        let status = if b.status == "complete" && b.verified_at.is_none() {
+        let status = if b.status == crate::state::BackupStatus::Complete && b.verified_at.is_none()
+        {
             "unverified".to_string()
         } else {
-            b.status.clone()
+            b.status.to_string()
         };
         text.push_str(&format!(
             "{:>5}  {:<20} {:<12} {:<19} {:>10}  {:<13} {}\n",

@@ -6,6 +6,7 @@ use super::Report;
 use crate::app::Setup;
 use crate::cli::NotifyCommand;
 use crate::error::{Error, Result};
+use crate::notify::DeliveryStatus;
 use serde_json::json;
 
 pub fn run(env: &Setup, cmd: &NotifyCommand) -> Result<Report> {
@@ -40,8 +41,8 @@ pub fn run(env: &Setup, cmd: &NotifyCommand) -> Result<Report> {
     let reports = crate::notify::test_channels(&cfg, store.as_ref(), channel.as_deref());
     let mut text = String::new();
     for r in &reports {
-        let detail = match (&r.status[..], &r.error) {
-            ("sent", _) => format!("{} ms, {} attempt(s)", r.duration_ms, r.attempts),
+        let detail = match (r.status, &r.error) {
+            (DeliveryStatus::Sent, _) => format!("{} ms, {} attempt(s)", r.duration_ms, r.attempts),
             (_, Some(e)) => e.clone(),
             _ => String::new(),
         };
@@ -50,10 +51,16 @@ pub fn run(env: &Setup, cmd: &NotifyCommand) -> Result<Report> {
             r.status, r.channel, r.channel_type
         ));
     }
-    let failed = reports.iter().filter(|r| r.status == "failed").count();
+    let failed = reports
+        .iter()
+        .filter(|r| r.status == DeliveryStatus::Failed)
+        .count();
     text.push_str(&format!(
         "{} channel(s) tested, {failed} failed\n",
-        reports.iter().filter(|r| r.status != "skipped").count()
+        reports
+            .iter()
+            .filter(|r| r.status != DeliveryStatus::Skipped)
+            .count()
     ));
     Ok(Report {
         json: json!({"channels": reports}),

@@ -42,7 +42,7 @@ pub fn run(env: &Setup) -> Result<Report> {
             .find(|b| b.kind == "archive" || !b.kind.starts_with("archive"));
         let verified = backups
             .iter()
-            .filter(|b| b.verified_at.is_some() && b.status == "complete")
+            .filter(|b| b.verified_at.is_some() && b.status == crate::state::BackupStatus::Complete)
             .count();
         let line = match newest {
             Some(b) => format!(

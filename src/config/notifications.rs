@@ -161,7 +161,10 @@ impl ChannelType {
     }
 }
 
-/// The events a channel can subscribe to.
+/// The events a channel can subscribe to and scripts send with
+/// `notify::send`: the one table of event names ([`EventType::as_str`]) and
+/// severities ([`EventType::severity`]) that the script adapter, routing,
+/// `notify::event_types()` and docs/notifications.md all follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EventType {
@@ -237,6 +240,23 @@ pub enum Severity {
     Info,
     Warning,
     Critical,
+}
+
+impl Severity {
+    /// `info`, `warning` or `critical` (as in the YAML and the JSON output).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+impl std::fmt::Display for Severity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -453,5 +473,32 @@ mod tests {
         c.min_severity = Severity::Critical;
         assert!(c.wants(EventType::ServiceDown));
         assert!(!c.wants(EventType::BackupSuccess));
+    }
+
+    #[test]
+    fn event_severities_match_the_table_in_the_docs() {
+        let doc = include_str!("../../docs/notifications.md");
+        let rows: Vec<(String, String)> = doc
+            .lines()
+            .filter_map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                match cells.as_slice() {
+                    ["", name, sev, ""] if name.starts_with('`') => {
+                        Some((name.trim_matches('`').to_string(), sev.to_string()))
+                    }
+                    _ => None,
+                }
+            })
+            .filter(|(name, _)| EventType::from_name(name).is_some())
+            .collect();
+        assert_eq!(rows.len(), EventType::ALL.len(), "{rows:?}");
+        for (name, sev) in rows {
+            let t = EventType::from_name(&name).unwrap();
+            assert_eq!(t.severity().as_str(), sev, "{name}");
+        }
+        assert_eq!(
+            EventType::ExternalAccessFailed.severity(),
+            Severity::Critical
+        );
     }
 }

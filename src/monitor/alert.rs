@@ -5,7 +5,7 @@
 //! down) changes state but is not alerted; once the silence ends a check
 //! still DOWN is alerted on its next cycle.
 
-use crate::state::CheckState;
+use crate::state::{CheckState, CheckStatus};
 
 #[derive(Debug, Clone, Copy)]
 pub struct AlertPolicy {
@@ -28,7 +28,7 @@ pub fn initial(id: &str, service: &str, name: &str, now: i64) -> CheckState {
         id: id.into(),
         service: service.into(),
         name: name.into(),
-        status: "unknown".into(),
+        status: CheckStatus::Unknown,
         fails: 0,
         oks: 0,
         since: now,
@@ -54,13 +54,13 @@ pub fn step(
     if ok {
         s.oks = s.oks.saturating_add(1);
         s.fails = 0;
-        let needed = if s.status == "unknown" {
+        let needed = if s.status == CheckStatus::Unknown {
             1
         } else {
             p.recover_after.max(1)
         };
-        if s.status != "up" && s.oks >= needed {
-            s.status = "up".into();
+        if s.status != CheckStatus::Up && s.oks >= needed {
+            s.status = CheckStatus::Up;
             s.since = now;
             if s.alerted {
                 alert = Some(Alert::Recovered);
@@ -69,11 +69,11 @@ pub fn step(
     } else {
         s.fails = s.fails.saturating_add(1);
         s.oks = 0;
-        if s.status != "down" && s.fails >= p.fail_after.max(1) {
-            s.status = "down".into();
+        if s.status != CheckStatus::Down && s.fails >= p.fail_after.max(1) {
+            s.status = CheckStatus::Down;
             s.since = now;
         }
-        if s.status == "down" {
+        if s.status == CheckStatus::Down {
             if !s.alerted {
                 alert = Some(Alert::Down);
             } else if p.remind_every_secs > 0

@@ -11,9 +11,9 @@ pub mod resources;
 pub mod tls;
 
 use crate::config::{
-    Config, HealthCheckConfig, HealthCheckType, Paths, ServiceConfig, ServiceType,
+    Config, EventType, HealthCheckConfig, HealthCheckType, Paths, ServiceConfig, ServiceType,
 };
-use crate::state::{CheckState, Store};
+use crate::state::{CheckState, CheckStatus, Store};
 use alert::{Alert, AlertPolicy};
 use checks::{CheckResult, CheckSpec};
 use serde::Serialize;
@@ -108,7 +108,8 @@ pub fn check_name(c: &HealthCheckConfig) -> String {
 /// notification type).
 #[derive(Debug, Clone, Serialize)]
 pub struct AlertInfo {
-    pub event: String,
+    /// Serialised as its name (`service_down`, ...).
+    pub event: EventType,
     pub service: String,
     pub check: String,
     pub summary: String,
@@ -159,11 +160,11 @@ fn workflow_running(paths: &Paths, workflow: &str) -> bool {
     )
 }
 
-fn event_for(kind: &str, alert: Alert) -> &'static str {
+fn event_for(kind: &str, alert: Alert) -> EventType {
     match (kind, alert) {
-        (_, Alert::Recovered) => "service_recovered",
-        ("external", _) => "external_access_failed",
-        _ => "service_down",
+        (_, Alert::Recovered) => EventType::ServiceRecovered,
+        ("external", _) => EventType::ExternalAccessFailed,
+        _ => EventType::ServiceDown,
     }
 }
 
@@ -203,15 +204,15 @@ pub fn evaluate(
         .collect();
     let down: HashMap<String, bool> = stepped
         .iter()
-        .map(|(s, _)| (s.id.clone(), s.status == "down"))
+        .map(|(s, _)| (s.id.clone(), s.status == CheckStatus::Down))
         .collect();
     // A parent service is down when one of its checks is, in this cycle
     // or (not checked now) as saved.
     let service_down = |svc: &str| -> bool {
         stepped_down_service(&down, svc)
-            || saved
-                .values()
-                .any(|c| c.service == svc && c.status == "down" && !down.contains_key(&c.id))
+            || saved.values().any(|c| {
+                c.service == svc && c.status == CheckStatus::Down && !down.contains_key(&c.id)
+            })
     };
     // Pass 2: silence (maintenance, parent down), commit, collect.
     let mut silenced_by: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -259,7 +260,7 @@ pub fn evaluate(
                 Alert::Recovered => "has RECOVERED",
             };
             alerts.push(AlertInfo {
-                event: event.into(),
+                event,
                 service: r.service.clone(),
                 check: r.name.clone(),
                 summary: format!("{} ({}) {what}: {}", r.service, r.name, r.message),
@@ -320,12 +321,12 @@ pub struct ServiceStatus {
 pub fn service_status(store: &Store, service: &str) -> crate::Result<ServiceStatus> {
     let checks: Vec<CheckState> = store.service_check_states(service)?;
     let now = chrono::Utc::now().timestamp();
-    let state = if checks.iter().any(|c| c.status == "down") {
-        "down"
-    } else if !checks.is_empty() && checks.iter().all(|c| c.status == "up") {
-        "up"
+    let state = if checks.iter().any(|c| c.status == CheckStatus::Down) {
+        CheckStatus::Down
+    } else if !checks.is_empty() && checks.iter().all(|c| c.status == CheckStatus::Up) {
+        CheckStatus::Up
     } else {
-        "unknown"
+        CheckStatus::Unknown
     };
     let since = checks
         .iter()
@@ -334,7 +335,7 @@ pub fn service_status(store: &Store, service: &str) -> crate::Result<ServiceStat
         .max();
     Ok(ServiceStatus {
         service: service.into(),
-        state: state.into(),
+        state: state.as_str().into(),
         since,
         uptime_24h: store.uptime(service, now - 86_400)?,
         uptime_7d: store.uptime(service, now - 7 * 86_400)?,

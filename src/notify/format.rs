@@ -4,7 +4,7 @@
 //! block, Telegram 4096, Pushover 1024). Pure functions: unit-tested with
 //! snapshots, no network.
 
-use super::{severity_str, Event, Message, EVENT_SCHEMA};
+use super::{Event, Message, EVENT_SCHEMA};
 use crate::config::Severity;
 use serde_json::{json, Value};
 
@@ -374,7 +374,7 @@ pub fn event_document(m: &Message) -> Value {
     let ev = |e: &Event| {
         json!({
             "event": e.event,
-            "severity": severity_str(e.severity),
+            "severity": e.severity.as_str(),
             "title": headline(e),
             "summary": e.summary,
             "workflow": e.workflow,
@@ -385,7 +385,7 @@ pub fn event_document(m: &Message) -> Value {
     json!({
         "schema": EVENT_SCHEMA,
         "event": lead.event,
-        "severity": severity_str(lead.severity),
+        "severity": lead.severity.as_str(),
         "title": title(m),
         "summary": lead.summary,
         "hostname": lead.hostname,

@@ -4,8 +4,8 @@
 //! honour 429 `Retry-After`, routing by event type and severity, a persisted
 //! cooldown per alert, and dead-man pings (healthchecks.io, Uptime Kuma).
 //!
-//! `notify::send(event, data)` in a script only collects the event (see
-//! `primitives/notify.rs`); [`deliver_run`] runs once when the run has
+//! `notify::send(event, data)` in a script only collects the typed
+//! [`Event`] (see `primitives/notify.rs`); [`deliver_run`] runs once when the run has
 //! finished and sends **one message per channel per run** holding every
 //! event that channel wants. So a backup of 20 services is one message, and
 //! a monitor cycle that finds three services down is one message too.
@@ -13,7 +13,9 @@
 //! A failed delivery never fails a workflow or changes the exit code: it is
 //! recorded in the `notifications` table, warned about, tried on the
 //! channel's `fallback`, and mentioned in the next message that gets
-//! through on that channel.
+//! through on that channel. An event that cannot be delivered at all (a
+//! type no channel can route, data that is not a map) is reported the same
+//! way, never dropped quietly.
 
 mod format;
 pub mod pings;
@@ -23,8 +25,9 @@ pub(crate) mod transport;
 pub use format::{headline, HttpRequest};
 
 use crate::config::{ChannelConfig, ChannelType, Config, EventType, Severity};
-use crate::state::{NotificationRecord, Store};
+use crate::state::{NotificationRecord, NotificationStatus, Store};
 use serde::Serialize;
+use std::fmt;
 use std::future::Future;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -36,12 +39,15 @@ pub const EVENT_SCHEMA: &str = "homelab-autopilot.event/v1";
 /// One event a workflow sent with `notify::send`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
-    /// The seed's event type (`backup_failed`, ...), or `test`.
+    /// The event type's name (`backup_failed`, ... see
+    /// [`EventType`]), or `test`.
     pub event: String,
     pub severity: Severity,
     pub workflow: String,
     pub hostname: String,
-    /// `data.summary`: the human text.
+    /// `data.summary`: the human text (in the JSON output as `data.summary`
+    /// only).
+    #[serde(skip)]
     pub summary: String,
     /// Everything the script passed, secrets scrubbed.
     pub data: serde_json::Value,
@@ -50,33 +56,6 @@ pub struct Event {
 }
 
 impl Event {
-    /// From a record `notify::send` collected (`{event, severity, workflow,
-    /// hostname, data, ts}`).
-    pub fn from_record(v: &serde_json::Value) -> Option<Event> {
-        let event = v.get("event")?.as_str()?.to_string();
-        let severity = EventType::from_name(&event)
-            .map(|e| e.severity())
-            .unwrap_or(Severity::Info);
-        let data = v.get("data").cloned().unwrap_or(serde_json::Value::Null);
-        let s = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
-        Some(Event {
-            summary: data
-                .get("summary")
-                .and_then(|x| x.as_str())
-                .unwrap_or("")
-                .to_string(),
-            event,
-            severity,
-            workflow: s("workflow"),
-            hostname: s("hostname"),
-            data,
-            ts: v
-                .get("ts")
-                .and_then(|t| t.as_i64())
-                .unwrap_or_else(|| chrono::Utc::now().timestamp()),
-        })
-    }
-
     /// The alert's subject, for the cooldown key: `data.service`,
     /// `data.check` or `data.subject`.
     pub fn subject(&self) -> String {
@@ -85,6 +64,20 @@ impl Event {
             .find_map(|k| self.data.get(*k).and_then(|v| v.as_str()))
             .unwrap_or("")
             .to_string()
+    }
+
+    /// The routable type, or why this event cannot be delivered.
+    fn deliverable(&self) -> Result<EventType, String> {
+        let t = EventType::from_name(&self.event)
+            .ok_or_else(|| format!("unknown event type '{}'", self.event))?;
+        if !self.data.is_object() {
+            return Err(format!(
+                "event {}: data is not a map ({})",
+                self.event,
+                json_kind(&self.data)
+            ));
+        }
+        Ok(t)
     }
 
     /// A reminder (monitor's `remind_every`) is not held back by the cooldown.
@@ -117,14 +110,68 @@ impl Message {
     }
 }
 
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "nothing",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "a map",
+    }
+}
+
+/// What became of one delivery (printed and in `--json` as `sent`,
+/// `failed`, `skipped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    Sent,
+    Failed,
+    /// A dry run, or a disabled or ping channel in `notify test`.
+    Skipped,
+}
+
+impl DeliveryStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryStatus::Sent => "sent",
+            DeliveryStatus::Failed => "failed",
+            DeliveryStatus::Skipped => "skipped",
+        }
+    }
+
+    /// The row the state DB records for it (a skipped delivery has none).
+    pub fn recorded(self) -> Option<NotificationStatus> {
+        match self {
+            DeliveryStatus::Sent => Some(NotificationStatus::Sent),
+            DeliveryStatus::Failed => Some(NotificationStatus::Failed),
+            DeliveryStatus::Skipped => None,
+        }
+    }
+}
+
+impl fmt::Display for DeliveryStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Compares with the printed name (`status == "failed"` where a caller
+/// holds the text).
+impl PartialEq<&str> for DeliveryStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// The result of delivering to one channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryReport {
     pub channel: String,
     #[serde(rename = "type")]
     pub channel_type: String,
-    /// `sent`, `failed`, `skipped` (dry run, or a ping channel in `notify test`).
-    pub status: String,
+    pub status: DeliveryStatus,
     pub events: Vec<String>,
     pub attempts: u32,
     pub duration_ms: u64,
@@ -199,21 +246,29 @@ fn now() -> i64 {
 
 /// Deliver a finished run's events: routing, cooldown, one message per
 /// channel, fallback, and a record of every attempt. Never fails: problems
-/// are warned about and returned in the reports.
+/// are warned about and returned in the reports. An event that cannot be
+/// delivered (see [`Event::deliverable`]) gets a `failed` report of its own
+/// (channel `*`) and a `failed` row.
 pub fn deliver_run(
     cfg: &Config,
     store: Option<&Store>,
     run_id: Option<i64>,
-    records: &[serde_json::Value],
+    events: &[Event],
     dry_run: bool,
 ) -> Vec<DeliveryReport> {
     let n = &cfg.notifications;
-    if !n.enabled || n.channels.is_empty() || records.is_empty() {
+    if !n.enabled || n.channels.is_empty() || events.is_empty() {
         return Vec::new();
     }
-    let events: Vec<Event> = records.iter().filter_map(Event::from_record).collect();
-    let events = apply_cooldown(cfg, store, run_id, events, dry_run);
     let mut reports = Vec::new();
+    let mut routable: Vec<(EventType, Event)> = Vec::with_capacity(events.len());
+    for e in events {
+        match e.deliverable() {
+            Ok(t) => routable.push((t, e.clone())),
+            Err(why) => reports.push(undeliverable(store, run_id, e, &why, dry_run)),
+        }
+    }
+    let events = apply_cooldown(cfg, store, run_id, routable, dry_run);
     let policy = Policy::from_env();
     for ch in n.channels.iter().filter_map(Channel::new) {
         if ch.kind.is_ping() || !ch.cfg.enabled {
@@ -221,11 +276,8 @@ pub fn deliver_run(
         }
         let wanted: Vec<Event> = events
             .iter()
-            .filter(|e| match EventType::from_name(&e.event) {
-                Some(t) => ch.cfg.wants(t),
-                None => false,
-            })
-            .cloned()
+            .filter(|(t, _)| ch.cfg.wants(*t))
+            .map(|(_, e)| e.clone())
             .collect();
         if wanted.is_empty() {
             continue;
@@ -241,9 +293,9 @@ pub fn deliver_run(
         reports.push(deliver_one(cfg, store, &ch, &msg, &policy, dry_run));
     }
     if let (Some(s), false) = (store, dry_run) {
-        let sent_any = reports.iter().any(|r| r.status == "sent");
+        let sent_any = reports.iter().any(|r| r.status == DeliveryStatus::Sent);
         if sent_any {
-            for e in &events {
+            for (_, e) in &events {
                 if let Err(err) = s.cooldown_touch(&cooldown_key(e), now()) {
                     tracing::warn!("could not record the notification cooldown: {err}");
                 }
@@ -251,6 +303,41 @@ pub fn deliver_run(
         }
     }
     reports
+}
+
+/// The report (and state row) of an event no channel can take.
+fn undeliverable(
+    store: Option<&Store>,
+    run_id: Option<i64>,
+    e: &Event,
+    why: &str,
+    dry_run: bool,
+) -> DeliveryReport {
+    let error = format!("not delivered: {why}");
+    tracing::warn!("notification {}: {error}", e.event);
+    if let (Some(s), false) = (store, dry_run) {
+        let rec = NotificationRecord {
+            run_id,
+            channel: "*".into(),
+            event: e.event.clone(),
+            severity: e.severity.as_str().into(),
+            status: NotificationStatus::Failed.into(),
+            error: Some(error.clone()),
+        };
+        if let Err(err) = s.record_notification(&rec) {
+            tracing::warn!("could not record notification: {err}");
+        }
+    }
+    DeliveryReport {
+        channel: "*".into(),
+        channel_type: "none".into(),
+        status: DeliveryStatus::Failed,
+        events: vec![e.event.clone()],
+        attempts: 0,
+        duration_ms: 0,
+        error: Some(error),
+        fallback: None,
+    }
 }
 
 /// Send `msg` to `ch`, then to its fallback if it failed; record both.
@@ -263,7 +350,7 @@ pub(crate) fn deliver_one(
     dry_run: bool,
 ) -> DeliveryReport {
     let mut report = send_recorded(store, ch, msg, policy, dry_run);
-    if report.status == "failed" {
+    if report.status == DeliveryStatus::Failed {
         if let Some(fb) = ch.cfg.fallback.as_deref() {
             if let Some(fch) = cfg.notifications.channel(fb).and_then(Channel::new) {
                 let mut fmsg = msg.clone();
@@ -287,7 +374,7 @@ fn send_recorded(
     let mut report = DeliveryReport {
         channel: ch.cfg.name.clone(),
         channel_type: ch.kind.as_str().into(),
-        status: "sent".into(),
+        status: DeliveryStatus::Sent,
         events: events.clone(),
         attempts: 0,
         duration_ms: 0,
@@ -301,7 +388,7 @@ fn send_recorded(
             ch.cfg.name,
             ch.kind.as_str()
         );
-        report.status = "skipped".into();
+        report.status = DeliveryStatus::Skipped;
         return report;
     }
     let started = Instant::now();
@@ -322,17 +409,17 @@ fn send_recorded(
                 ch.cfg.name,
                 ch.kind.as_str()
             );
-            report.status = "failed".into();
+            report.status = DeliveryStatus::Failed;
             report.error = Some(e);
         }
     }
-    if let Some(s) = store {
+    if let (Some(s), Some(status)) = (store, report.status.recorded()) {
         let rec = NotificationRecord {
             run_id: msg.run_id,
             channel: ch.cfg.name.clone(),
             event: events.join(","),
-            severity: severity_str(msg.severity()).into(),
-            status: report.status.clone(),
+            severity: msg.severity().as_str().into(),
+            status: status.into(),
             error: report.error.clone(),
         };
         if let Err(e) = s.record_notification(&rec) {
@@ -340,14 +427,6 @@ fn send_recorded(
         }
     }
     report
-}
-
-pub fn severity_str(s: Severity) -> &'static str {
-    match s {
-        Severity::Info => "info",
-        Severity::Warning => "warning",
-        Severity::Critical => "critical",
-    }
 }
 
 fn cooldown_key(e: &Event) -> String {
@@ -360,9 +439,9 @@ fn apply_cooldown(
     cfg: &Config,
     store: Option<&Store>,
     run_id: Option<i64>,
-    events: Vec<Event>,
+    events: Vec<(EventType, Event)>,
     dry_run: bool,
-) -> Vec<Event> {
+) -> Vec<(EventType, Event)> {
     let window = cfg.notifications.cooldown_minutes as i64 * 60;
     let Some(store) = store else { return events };
     if window == 0 {
@@ -371,7 +450,7 @@ fn apply_cooldown(
     let t = now();
     events
         .into_iter()
-        .filter(|e| {
+        .filter(|(_, e)| {
             if e.severity == Severity::Info || e.is_reminder() {
                 return true;
             }
@@ -390,8 +469,8 @@ fn apply_cooldown(
                             run_id,
                             channel: "*".into(),
                             event: e.event.clone(),
-                            severity: severity_str(e.severity).into(),
-                            status: "suppressed".into(),
+                            severity: e.severity.as_str().into(),
+                            status: NotificationStatus::Suppressed.into(),
                             error: Some("cooldown".into()),
                         });
                     }
@@ -430,7 +509,7 @@ pub fn test_channels(
             out.push(DeliveryReport {
                 channel: ch.cfg.name.clone(),
                 channel_type: ch.kind.as_str().into(),
-                status: "skipped".into(),
+                status: DeliveryStatus::Skipped,
                 events: vec![],
                 attempts: 0,
                 duration_ms: 0,
@@ -455,4 +534,77 @@ pub fn test_channels(
         out.push(send_recorded(store, &ch, &msg, &policy, false));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ChannelConfig;
+
+    fn event(name: &str, data: serde_json::Value) -> Event {
+        Event {
+            event: name.into(),
+            severity: EventType::from_name(name)
+                .map(|t| t.severity())
+                .unwrap_or(Severity::Critical),
+            workflow: "backup".into(),
+            hostname: "pve1".into(),
+            summary: String::new(),
+            data,
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn an_event_that_cannot_be_delivered_is_reported_and_recorded() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = Store::open(&tmp.path().join("state.db")).unwrap();
+        let mut cfg = Config::default();
+        cfg.notifications.channels.push(ChannelConfig {
+            name: "cmd".into(),
+            channel_type: Some(ChannelType::Command),
+            command: vec!["true".into()],
+            ..Default::default()
+        });
+        let events = [
+            event("backup_success", serde_json::json!({"summary": "ok"})),
+            event("backup_exploded", serde_json::json!({"summary": "?"})),
+            event("backup_failed", serde_json::json!("not a map")),
+        ];
+        let reports = deliver_run(&cfg, Some(&store), None, &events, false);
+        let failed: Vec<&DeliveryReport> = reports
+            .iter()
+            .filter(|r| r.status == DeliveryStatus::Failed)
+            .collect();
+        assert_eq!(failed.len(), 2, "{reports:?}");
+        assert!(failed.iter().all(|r| r.channel == "*"));
+        assert!(failed[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("unknown event type 'backup_exploded'"));
+        assert!(failed[1]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("data is not a map"));
+        let sent = reports.iter().find(|r| r.channel == "cmd").unwrap();
+        assert_eq!(sent.status, DeliveryStatus::Sent, "{sent:?}");
+        assert_eq!(sent.events, ["backup_success"]);
+        let rows = store.recent_notifications(Some("*"), 10).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|r| r.record.status == "failed"));
+    }
+
+    #[test]
+    fn an_event_serialises_without_its_derived_summary() {
+        let v = serde_json::to_value(event("service_down", serde_json::json!({"summary": "x"})))
+            .unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(
+            keys,
+            ["data", "event", "hostname", "severity", "ts", "workflow"]
+        );
+        assert_eq!(v["severity"], "critical");
+    }
 }

@@ -241,7 +241,11 @@ pub(crate) fn test_ping(ch: &Channel, policy: &Policy) -> DeliveryReport {
     DeliveryReport {
         channel: ch.cfg.name.clone(),
         channel_type: ch.kind.as_str().into(),
-        status: if res.is_ok() { "sent" } else { "failed" }.into(),
+        status: if res.is_ok() {
+            super::DeliveryStatus::Sent
+        } else {
+            super::DeliveryStatus::Failed
+        },
         events: vec!["test".into()],
         attempts,
         duration_ms: started.elapsed().as_millis() as u64,

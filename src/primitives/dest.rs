@@ -1,23 +1,40 @@
-//! `dest::copy(svc, artifact)` (the issue's `dest::sync`: `sync` is a reserved word in Rhai): copy an archive with its sidecars to each of
+//! `dest::copy(svc, artifact)` (not `dest::sync`: `sync` is a reserved word
+//! in Rhai): copy an archive with its sidecars to each of
 //! the service's destinations (directories: local disks, NFS/SMB mounts),
 //! hashing while copying and comparing with the recorded checksum.
 
-use super::{dry_run, service_of, throw, to_rhai, RhaiResult};
+use super::{dry_run, service_config, throw, to_rhai, RhaiResult};
 use crate::catalog::KIND_COPY;
+use crate::config::{DestinationConfig, ServiceConfig};
 use crate::script::Host;
 use crate::state::NewBackup;
 use rhai::{Array, Dynamic, FuncRegistration, Map, Module, NativeCallContext};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 fn get_str(m: &Map, key: &str) -> Option<String> {
     m.get(key).filter(|v| !v.is_unit()).map(|v| v.to_string())
 }
 
+/// The global destinations a service uses (its `destinations` names, or
+/// all of them).
+fn destinations<'a>(h: &'a Host, svc: &ServiceConfig) -> Vec<&'a DestinationConfig> {
+    h.config
+        .global
+        .backup
+        .destinations
+        .iter()
+        .filter(|d| {
+            svc.destinations
+                .as_ref()
+                .is_none_or(|names| names.contains(&d.name))
+        })
+        .collect()
+}
+
 fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResult<Array> {
-    let service = get_str(&svc, "name")
-        .or_else(|| service_of(ctx))
-        .unwrap_or_default();
+    let cfg = service_config(h, &svc, "dest::copy")?;
+    let service = cfg.name.clone();
     let path = get_str(&artifact, "path").ok_or_else(|| {
         throw(
             "invalid_argument",
@@ -25,15 +42,10 @@ fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResul
             Some(&service),
         )
     })?;
-    let dests = svc
-        .get("destinations")
-        .and_then(|d| d.clone().try_cast::<Array>())
-        .unwrap_or_default();
     let mut out = Array::new();
-    for d in dests {
-        let d = d.try_cast::<Map>().unwrap_or_default();
-        let name = get_str(&d, "name").unwrap_or_default();
-        let dir = PathBuf::from(get_str(&d, "path").unwrap_or_default()).join(&service);
+    for d in destinations(h, cfg) {
+        let name = d.name.clone();
+        let dir = d.path.join(&service);
         let mut r = Map::new();
         r.insert("name".into(), name.clone().into());
         if dry_run(

@@ -11,7 +11,6 @@
 use super::{dry_run, throw, to_dyn, RhaiResult};
 use crate::config::ServiceConfig;
 use crate::monitor::{self, checks::CheckResult};
-use crate::script::host::dynamic_to_json;
 use crate::script::Host;
 use rhai::{Array, Dynamic, FuncRegistration, Module, NativeCallContext};
 use std::sync::Arc;
@@ -46,15 +45,21 @@ fn run_checks(h: &Host, services: Array) -> RhaiResult<Dynamic> {
     to_dyn(&results)
 }
 
-fn evaluate(h: &Host, ctx: &NativeCallContext, results: Array) -> RhaiResult<Dynamic> {
-    let json = dynamic_to_json(&Dynamic::from_array(results));
-    let results: Vec<CheckResult> = serde_json::from_value(json).map_err(|e| {
+/// The results of `monitor::run_checks` back from a script, straight from
+/// the Rhai values to the typed results (no JSON in between).
+fn check_results(results: Array) -> RhaiResult<Vec<CheckResult>> {
+    let flat: Array = results.into_iter().map(Dynamic::flatten).collect();
+    rhai::serde::from_dynamic(&Dynamic::from_array(flat)).map_err(|e| {
         throw(
             "invalid_argument",
             format!("monitor::evaluate: expects the results of monitor::run_checks ({e})"),
             None,
         )
-    })?;
+    })
+}
+
+fn evaluate(h: &Host, ctx: &NativeCallContext, results: Array) -> RhaiResult<Dynamic> {
+    let results = check_results(results)?;
     let dry = dry_run(
         h,
         ctx,
@@ -119,4 +124,51 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 .unwrap_or(Dynamic::UNIT)
         });
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_results_cross_into_rhai_and_back_unchanged() {
+        let results = vec![
+            CheckResult {
+                id: "web/http".into(),
+                service: "web".into(),
+                name: "http".into(),
+                kind: "http".into(),
+                ok: false,
+                message: "HTTP 502".into(),
+                latency_ms: 12,
+                warning: Some("certificate expires in 3 days".into()),
+                tls_days_left: Some(3),
+                parent: Some("db".into()),
+            },
+            CheckResult {
+                id: "web/external".into(),
+                service: "web".into(),
+                name: "external".into(),
+                kind: "external".into(),
+                ok: true,
+                message: "HTTP 200".into(),
+                latency_ms: 0,
+                warning: None,
+                tls_days_left: None,
+                parent: None,
+            },
+        ];
+        let d = to_dyn(&results).unwrap();
+        let arr = d.into_array().unwrap();
+        let first = arr[0].read_lock::<rhai::Map>().unwrap().clone();
+        assert_eq!(first["type"].clone().into_string().unwrap(), "http");
+        assert!(arr[1].read_lock::<rhai::Map>().unwrap()["warning"].is_unit());
+        let back = check_results(arr).unwrap();
+        assert_eq!(
+            serde_json::to_value(&back).unwrap(),
+            serde_json::to_value(&results).unwrap()
+        );
+        let bad = vec![Dynamic::from(1_i64)];
+        assert!(check_results(bad).is_err());
+    }
 }

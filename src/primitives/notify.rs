@@ -1,82 +1,71 @@
-//! `notify::send(event, data)`: the notification hook. Events use the seed's
-//! types; this records and logs them. Delivery to real channels (email,
-//! webhooks, ntfy, ...) plugs in behind this same call.
+//! `notify::send(event, data)`: the notification hook. The event's type and
+//! severity come from the one table of event types
+//! ([`crate::config::EventType`]); this builds the typed
+//! [`crate::notify::Event`] once, logs it and collects it on the host.
+//! Delivery to the channels runs when the run has finished
+//! ([`crate::notify::deliver_run`]).
 
 use super::{service_of, throw, RhaiResult};
-use crate::script::host::{dynamic_to_json, Host};
+use crate::config::{EventType, Severity};
+use crate::script::host::Host;
+use crate::state::NotificationStatus;
 use rhai::{Dynamic, FuncRegistration, Map, Module, NativeCallContext};
 use std::sync::Arc;
 
-/// The seed's notification types.
-pub const EVENT_TYPES: &[&str] = &[
-    "backup_success",
-    "backup_failed",
-    "update_success",
-    "update_failed",
-    "service_down",
-    "service_recovered",
-    "external_access_failed",
-    "rollback_executed",
-    "disk_space_warning",
-    "restore_test_success",
-    "restore_test_failed",
-];
-
-/// `info`, `warning` or `critical` for an event type.
-pub fn severity(event: &str) -> &'static str {
-    match event {
-        "backup_failed" | "update_failed" | "service_down" | "restore_test_failed" => "critical",
-        "external_access_failed" | "rollback_executed" | "disk_space_warning" => "warning",
-        _ => "info",
-    }
+/// Every event type's name, in the table's order.
+fn event_names() -> Vec<&'static str> {
+    EventType::ALL.iter().map(|t| t.as_str()).collect()
 }
 
 fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult<()> {
-    if !EVENT_TYPES.contains(&event) {
+    let Some(kind) = EventType::from_name(event) else {
         return Err(throw(
             "invalid_argument",
             format!(
                 "notify::send: unknown event type '{event}' (one of: {})",
-                EVENT_TYPES.join(", ")
+                event_names().join(", ")
             ),
             service_of(ctx).as_deref(),
         ));
-    }
-    let mut payload = dynamic_to_json(&Dynamic::from_map(data));
+    };
+    let mut payload: serde_json::Value =
+        rhai::serde::from_dynamic(&Dynamic::from_map(data).flatten()).map_err(|e| {
+            throw(
+                "invalid_argument",
+                format!("notify::send: data: {e}"),
+                service_of(ctx).as_deref(),
+            )
+        })?;
     crate::redact::scrub_json(&mut payload);
-    let sev = severity(event);
+    let sev = kind.severity();
     let summary = payload
         .get("summary")
         .and_then(|s| s.as_str())
         .unwrap_or("")
         .to_string();
-    let record = serde_json::json!({
-        "event": event,
-        "severity": sev,
-        "workflow": h.workflow,
-        "hostname": h.hostname,
-        "data": payload,
-        "ts": chrono::Utc::now().timestamp(),
-    });
-    let level = if sev == "info" {
-        tracing::Level::INFO
-    } else {
-        tracing::Level::WARN
-    };
     let svc = service_of(ctx);
     // A warning-level notification is not itself a run warning.
-    if level == tracing::Level::WARN {
+    if sev == Severity::Info {
+        h.event(
+            tracing::Level::INFO,
+            svc.as_deref(),
+            &format!("notification {event} ({sev}): {summary}"),
+        );
+    } else {
         tracing::warn!(
             "notification {event} ({sev}): {}",
             crate::redact::scrub(&summary)
         );
-    } else {
-        h.event(
-            level,
-            svc.as_deref(),
-            &format!("notification {event} ({sev}): {summary}"),
-        );
     }
+    let record = crate::notify::Event {
+        event: kind.as_str().into(),
+        severity: sev,
+        workflow: h.workflow.clone(),
+        hostname: h.hostname.clone(),
+        summary,
+        data: payload,
+        ts: chrono::Utc::now().timestamp(),
+    };
     h.notifications
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -86,8 +75,8 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
             run_id: h.run_id,
             channel: "log".into(),
             event: event.into(),
-            severity: sev.into(),
-            status: "sent".into(),
+            severity: sev.as_str().into(),
+            status: NotificationStatus::Sent.into(),
             error: None,
         };
         if let Err(e) = store.record_notification(&n) {
@@ -107,7 +96,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             move |ctx: NativeCallContext, event: &str, data: Map| send(&h, &ctx, event, data),
         );
     FuncRegistration::new("event_types").set_into_module(&mut m, || -> rhai::Array {
-        EVENT_TYPES.iter().map(|s| Dynamic::from(*s)).collect()
+        event_names().into_iter().map(Dynamic::from).collect()
     });
     m
 }

@@ -9,7 +9,7 @@
 //! ```
 
 use super::pve::pve_err;
-use super::{dry_run, from_map, service_of, throw, to_dyn, RhaiResult};
+use super::{dry_run, from_map, service_config, service_of, throw, to_dyn, RhaiResult};
 use crate::config::ProxmoxBackupServerConfig;
 use crate::pve::pbs::{client_backup, client_installed, ClientBackup, KeepOptions, Pbs};
 use crate::pve::{connect, PveError};
@@ -154,15 +154,13 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                     None,
                 )
             })?;
-            let name = svc.get("name").map(|n| n.to_string()).unwrap_or_default();
-            let paths: Vec<String> = svc
-                .get("backup_paths")
-                .and_then(|a| a.clone().try_cast::<rhai::Array>())
-                .map(|a| a.into_iter().map(|d| d.to_string()).collect())
-                .unwrap_or_default();
-            let paths: Vec<(String, String)> = paths
-                .into_iter()
-                .filter(|p| std::path::Path::new(p).is_dir())
+            let service = service_config(&h, &svc, "pbs::backup")?;
+            let name = service.name.clone();
+            let paths: Vec<(String, String)> = service
+                .backup_paths
+                .iter()
+                .filter(|p| p.is_dir())
+                .map(|p| p.display().to_string())
                 .map(|p| {
                     let n: String = p
                         .trim_matches('/')

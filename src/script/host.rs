@@ -32,7 +32,8 @@ pub struct RunOutcome {
     pub error: Option<String>,
     pub services: Vec<ServiceOutcome>,
     pub warnings: usize,
-    pub notifications: Vec<serde_json::Value>,
+    /// What `notify::send` collected, typed (delivered after the run).
+    pub notifications: Vec<crate::notify::Event>,
     pub value: serde_json::Value,
 }
 
@@ -49,7 +50,7 @@ pub struct Host {
     pub watch: Arc<Watch>,
     pub program: OnceLock<Program>,
     pub outcomes: Mutex<Vec<ServiceOutcome>>,
-    pub notifications: Mutex<Vec<serde_json::Value>>,
+    pub notifications: Mutex<Vec<crate::notify::Event>>,
     pub warnings: AtomicUsize,
     pub limits: Limits,
     /// Run events not yet in the state DB (see [`Host::event`]).

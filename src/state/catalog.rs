@@ -19,7 +19,10 @@ fn from_row(r: &Row<'_>) -> rusqlite::Result<BackupRecord> {
         sha256: r.get(5)?,
         created_at: r.get(6)?,
         verified_at: r.get(7)?,
-        status: r.get(8)?,
+        status: r
+            .get::<_, String>(8)?
+            .parse()
+            .map_err(|e: String| bad_column(8, e))?,
         run_id: r.get(9)?,
         deleted_at: r.get(10)?,
     })

@@ -24,7 +24,7 @@ mod tests;
 
 pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
-pub use monitor::CheckState;
+pub use monitor::{CheckState, CheckStatus};
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
@@ -136,6 +136,52 @@ pub struct NewBackup {
     pub run_id: Option<i64>,
 }
 
+/// A catalogued backup's status (stored and printed as `complete`,
+/// `failed_verify`, `deleted`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupStatus {
+    Complete,
+    FailedVerify,
+    /// The artifact is gone; the row stays for history.
+    Deleted,
+}
+
+impl BackupStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackupStatus::Complete => "complete",
+            BackupStatus::FailedVerify => "failed_verify",
+            BackupStatus::Deleted => "deleted",
+        }
+    }
+}
+
+impl fmt::Display for BackupStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Compares with the stored name.
+impl PartialEq<&str> for BackupStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl FromStr for BackupStatus {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "complete" => BackupStatus::Complete,
+            "failed_verify" => BackupStatus::FailedVerify,
+            "deleted" => BackupStatus::Deleted,
+            _ => return Err(format!("unknown backup status '{s}'")),
+        })
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BackupRecord {
     pub id: i64,
@@ -146,8 +192,7 @@ pub struct BackupRecord {
     pub sha256: Option<String>,
     pub created_at: i64,
     pub verified_at: Option<i64>,
-    /// `complete`, `failed_verify`, `deleted`
-    pub status: String,
+    pub status: BackupStatus,
     pub run_id: Option<i64>,
     /// When it was deleted (status `deleted`).
     pub deleted_at: Option<i64>,

@@ -7,9 +7,52 @@ use crate::error::Result;
 use crate::redact::scrub;
 use rusqlite::{params, OptionalExtension};
 use serde::Serialize;
+use std::fmt;
 
 /// History older than this is pruned (uptime is shown over 30 days).
 const HISTORY_KEEP_SECS: i64 = 31 * 86_400;
+
+/// A check's alert state (stored and printed as `unknown`, `up`, `down`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    /// Never checked yet.
+    Unknown,
+    Up,
+    Down,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Unknown => "unknown",
+            CheckStatus::Up => "up",
+            CheckStatus::Down => "down",
+        }
+    }
+
+    /// A stored status; anything else reads as `unknown`.
+    pub fn parse(s: &str) -> CheckStatus {
+        match s {
+            "up" => CheckStatus::Up,
+            "down" => CheckStatus::Down,
+            _ => CheckStatus::Unknown,
+        }
+    }
+}
+
+impl fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Compares with the printed name.
+impl PartialEq<&str> for CheckStatus {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
 
 /// The persisted alert state of one check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -18,8 +61,7 @@ pub struct CheckState {
     pub id: String,
     pub service: String,
     pub name: String,
-    /// `unknown`, `up` or `down`.
-    pub status: String,
+    pub status: CheckStatus,
     pub fails: u32,
     pub oks: u32,
     pub since: i64,
@@ -136,7 +178,7 @@ impl Store {
                         s.id,
                         s.service,
                         s.name,
-                        s.status,
+                        s.status.as_str(),
                         s.fails,
                         s.oks,
                         s.since,
@@ -197,7 +239,7 @@ fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CheckState> {
         id: r.get(0)?,
         service: r.get(1)?,
         name: r.get(2)?,
-        status: r.get(3)?,
+        status: CheckStatus::parse(&r.get::<_, String>(3)?),
         fails: r.get(4)?,
         oks: r.get(5)?,
         since: r.get(6)?,

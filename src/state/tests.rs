@@ -781,7 +781,7 @@ fn v3_carries_uptime_history_over_and_status_reads_it_per_service() {
         id: id.into(),
         service: svc.into(),
         name: id.split('/').nth(1).unwrap().into(),
-        status: "up".into(),
+        status: CheckStatus::Up,
         fails: 0,
         oks: 1,
         since: now,

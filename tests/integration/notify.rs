@@ -900,3 +900,37 @@ fn the_next_message_that_gets_through_mentions_earlier_failures() {
     assert_eq!(r[0].json()["earlier_failures"], 1);
     assert_eq!(r[1].json()["earlier_failures"], 0, "counted once");
 }
+
+#[test]
+fn external_access_failed_is_critical_in_the_output_and_in_routing() {
+    let t = Test::new();
+    let rx = Receiver::start(ok());
+    t.config(&format!(
+        "notifications:\n  channels:\n    - name: hook\n      type: webhook\n      url: {}\n      min_severity: critical\nservices: []\n",
+        rx.url("/hook"),
+    ))
+    .script(
+        "notifytest.rhai",
+        &sender(&[(
+            "external_access_failed",
+            r#"#{ summary: "https://web.example is unreachable", service: "web" }"#,
+        )]),
+    );
+    let r = t.run(&["--json", "run", "notifytest"]);
+    r.code(0);
+    let doc = r.json();
+    let n = &doc["notifications"][0];
+    let mut keys: Vec<&String> = n.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["data", "event", "hostname", "severity", "ts", "workflow"]
+    );
+    assert_eq!(n["event"], "external_access_failed");
+    assert_eq!(n["severity"], "critical");
+    assert_eq!(n["data"]["summary"], "https://web.example is unreachable");
+    assert_eq!(doc["deliveries"][0]["status"], "sent");
+    let h = rx.on("/hook");
+    assert_eq!(h.len(), 1, "a critical-only channel gets it");
+    assert_eq!(h[0].json()["severity"], "critical");
+}

@@ -289,3 +289,64 @@ fn run(ctx) {
     );
     t.run(&["run", "probe"]).code(0);
 }
+
+#[test]
+fn config_get_of_a_path_not_in_the_schema_throws_and_an_unset_key_is_unit() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    t.script(
+        "cfgget.rhai",
+        r#"fn run(ctx) {
+    if config::get("global.backup.proxmox_backup_server") != () {
+        throw "an unset optional key should read as ()";
+    }
+    if type_of(config::get("global.backup.concurrency.total")) != "i64" {
+        throw "global.backup.concurrency.total should be a number";
+    }
+    try {
+        config::get("global.backup.concurency");
+        throw "a misspelled key should throw";
+    } catch (e) {
+        log::info(`caught ${e.kind}: ${e.message}`);
+    }
+    #{ ok: true }
+}
+"#,
+    );
+    t.run(&["run", "cfgget"]).code(0).stderr_has(
+        "caught not_found: config::get: no configuration key 'global.backup.concurency'",
+    );
+    t.script(
+        "cfgtypo.rhai",
+        "fn run(ctx) {\n    config::get(\"monitoring.enabeld\")\n}\n",
+    );
+    t.run(&["run", "cfgtypo"])
+        .code(1)
+        .stderr_has("no configuration key 'monitoring.enabeld'");
+}
+
+#[test]
+fn dest_copy_takes_the_destinations_of_the_configured_service() {
+    let t = Test::new();
+    t.data("data/web");
+    t.data("data/db");
+    std::fs::create_dir_all(t.path("nas")).unwrap();
+    std::fs::create_dir_all(t.path("usb")).unwrap();
+    t.config(&basic_config(
+        "    destinations:\n      - name: nas\n        path: {root}/nas\n      - name: usb\n        path: {root}/usb\n",
+        "    destinations: [nas]\n  - name: db\n    type: generic\n    backup_paths: [{root}/data/db]\n",
+    ));
+    t.run(&["run", "backup"]).code(0);
+    assert_eq!(t.archives("nas/web").len(), 1, "web goes to nas");
+    assert!(t.archives("usb/web").is_empty(), "web does not use usb");
+    assert_eq!(t.archives("nas/db").len(), 1, "db uses every destination");
+    assert_eq!(t.archives("usb/db").len(), 1, "db uses every destination");
+    let doc = t.run(&["--json", "backups", "list"]).json();
+    let copies = doc["backups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["kind"] == "archive-copy" && b["status"] == "complete")
+        .count();
+    assert_eq!(copies, 3);
+}
