@@ -191,10 +191,15 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
     let host = &p.host;
     let store = host.store.as_deref();
     let outcome = x.outcome;
-    // A run with no service to work on is not a silent success: the config
-    // (or `enabled: false` everywhere) is almost certainly not what the
-    // admin meant.
-    let idle = p.names.is_empty() && outcome.ok;
+    // A shipped workflow with no service to work on is not a silent
+    // success: the config (or `enabled: false` everywhere) is almost
+    // certainly not what the admin meant.
+    // Only for the shipped workflows, which work service by service; a
+    // user's own workflow may have nothing to do with services.
+    let shipped = crate::script::sources::shipped_scripts()
+        .iter()
+        .any(|(file, _)| file.strip_suffix(".rhai") == Some(req.workflow.as_str()));
+    let idle = shipped && p.names.is_empty() && outcome.ok;
     let status = if idle {
         RunStatus::Warning
     } else {

@@ -62,7 +62,11 @@ fn render_text(r: &RunReport) -> String {
         r.workflow,
         r.summary
     ));
-    for d in r.deliveries.iter().filter(|d| d.status == "failed") {
+    for d in r
+        .deliveries
+        .iter()
+        .filter(|d| d.status == crate::notify::DeliveryStatus::Failed)
+    {
         text.push_str(&format!(
             "warning: notification to {} failed: {}\n",
             d.channel,

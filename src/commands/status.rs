@@ -102,7 +102,11 @@ fn monitor_section(
             pct(st.uptime_7d),
             pct(st.uptime_30d)
         ));
-        for c in st.checks.iter().filter(|c| c.status != "up") {
+        for c in st
+            .checks
+            .iter()
+            .filter(|c| c.status != crate::state::CheckStatus::Up)
+        {
             text.push_str(&format!("      {} {}: {}\n", c.name, c.status, c.message));
         }
     }

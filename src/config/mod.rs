@@ -120,13 +120,6 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
             path.display()
         )])
     })?;
-    if is_blank_yaml(&text) {
-        return Err(Error::Config(vec![format!(
-            "{}: the configuration is empty (only blanks and comments): nothing to run; \
-             examples/quickstart.yaml is a start",
-            path.display()
-        )]));
-    }
     let mut diag = Diagnostics::default();
     let main = diag.add_file(path.clone());
     let dir = path
@@ -155,6 +148,15 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
         &diag,
     );
     check_duplicate_services(&cfg, &origins, &diag);
+    if is_blank_yaml(&text) && cfg.services.is_empty() {
+        // Nothing at all to run: almost always the wrong file (or a file
+        // not written yet), never what the admin meant to schedule.
+        return Err(Error::Config(vec![format!(
+            "{}: the configuration is empty (only blanks and comments) and services.d/ adds \
+             no service: nothing to run; examples/quickstart.yaml is a start",
+            path.display()
+        )]));
+    }
 
     let file_dirs: Vec<PathBuf> = diag
         .files()

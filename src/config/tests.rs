@@ -620,11 +620,22 @@ fn yaml_syntax_errors_have_positions() {
 }
 
 #[test]
-fn an_empty_file_is_a_valid_default_config() {
+fn an_empty_file_is_an_error_unless_services_d_adds_services() {
     let tmp = tempfile::tempdir().unwrap();
     let p = write(tmp.path(), "empty.yaml", "# nothing yet\n", 0o644);
+    let errors = config_errors(&p);
+    assert!(
+        errors[0].contains("the configuration is empty"),
+        "{errors:?}"
+    );
+    write(
+        tmp.path(),
+        "services.d/web.yaml",
+        "services:\n  - name: web\n    type: generic\n    backup_paths: [/srv/web]\n",
+        0o644,
+    );
     let cfg = load_ok(&p);
-    assert!(cfg.services.is_empty());
+    assert_eq!(cfg.services.len(), 1);
     assert!(cfg.global.backup.enabled);
     assert_eq!(cfg.monitoring.schedule.as_str(), "*/5 * * * *");
 }

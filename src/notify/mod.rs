@@ -157,14 +157,6 @@ impl fmt::Display for DeliveryStatus {
     }
 }
 
-/// Compares with the printed name (`status == "failed"` where a caller
-/// holds the text).
-impl PartialEq<&str> for DeliveryStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// The result of delivering to one channel.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeliveryReport {

@@ -338,7 +338,7 @@ fn retention_item(b: &BackupRecord) -> RetentionItem {
     RetentionItem {
         id: b.id,
         created_at: b.created_at,
-        verified: b.verified_at.is_some() && b.status == "complete",
+        verified: b.verified_at.is_some() && b.status == crate::state::BackupStatus::Complete,
     }
 }
 

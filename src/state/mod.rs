@@ -163,13 +163,6 @@ impl fmt::Display for BackupStatus {
     }
 }
 
-/// Compares with the stored name.
-impl PartialEq<&str> for BackupStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 impl FromStr for BackupStatus {
     type Err = String;
     fn from_str(s: &str) -> std::result::Result<Self, String> {

@@ -47,13 +47,6 @@ impl fmt::Display for CheckStatus {
     }
 }
 
-/// Compares with the printed name.
-impl PartialEq<&str> for CheckStatus {
-    fn eq(&self, other: &&str) -> bool {
-        self.as_str() == *other
-    }
-}
-
 /// The persisted alert state of one check.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CheckState {

@@ -380,7 +380,7 @@ fn catalog_crud_and_unique_location() {
     assert_eq!(r.sha256.as_deref(), Some("ab".repeat(32).as_str()));
     assert_eq!(r.created_at, 1000);
     assert_eq!(r.verified_at, Some(1005));
-    assert_eq!(r.status, "complete");
+    assert_eq!(r.status, BackupStatus::Complete);
     assert_eq!(r.run_id, Some(run));
     assert_eq!(r.deleted_at, None);
     assert_eq!(
@@ -418,7 +418,7 @@ fn catalog_crud_and_unique_location() {
     s.set_verified(b, true, 4200).unwrap();
     assert_eq!(
         s.backup(b).unwrap().unwrap().status,
-        "deleted",
+        BackupStatus::Deleted,
         "a deleted row stays deleted"
     );
     assert_eq!(ids(s.backups(Some("db"), false).unwrap()), [a]);
@@ -710,7 +710,7 @@ fn crash_leaves_a_consistent_database() {
         assert_eq!(b.sha256.as_deref(), Some(crash_sha(i).as_str()));
         assert_eq!(b.created_at, 1_700_000_000 + i as i64);
         assert_eq!(b.verified_at, Some(1_700_000_100 + i as i64));
-        assert_eq!(b.status, "complete");
+        assert_eq!(b.status, BackupStatus::Complete);
         let run = s.run(b.run_id.unwrap()).unwrap().unwrap();
         assert_eq!(run.services, [format!("svc{i}")]);
         seen.push(i);
