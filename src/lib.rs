@@ -26,6 +26,7 @@ pub mod redact;
 pub mod retention;
 pub mod schedule;
 pub mod script;
+pub mod signals;
 pub mod state;
 pub mod system;
 pub mod units;

@@ -21,7 +21,9 @@ use crate::notify::DeliveryReport;
 use crate::script::host::run_program;
 use crate::script::{Engine, Host, Program, RunOutcome};
 use crate::state::{RunStatus, Store};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::Setup;
 
@@ -53,9 +55,76 @@ pub struct RunReport {
 
 /// Run one workflow through the whole session.
 pub fn run(setup: &Setup, req: &RunRequest) -> Result<RunReport> {
+    crate::signals::install();
     let prepared = prepare(setup, req)?;
-    let executed = execute(&prepared, req)?;
-    conclude(&prepared, req, executed)
+    let watcher = SignalWatcher::start(prepared.host.clone());
+    let executed = execute(&prepared, req);
+    watcher.stop();
+    conclude(&prepared, req, executed?)
+}
+
+/// How long a run may take to reach a safe point after SIGINT/SIGTERM
+/// before the process ends anyway (systemd's own stop timeout is 90 s).
+const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// Turns a received SIGINT/SIGTERM into the run's cancellation (the script
+/// stops at its next statement, an archive at its next entry) and ends the
+/// process if the run has not stopped within [`STOP_GRACE`].
+struct SignalWatcher {
+    done: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl SignalWatcher {
+    fn start(host: Arc<Host>) -> SignalWatcher {
+        let done = Arc::new(AtomicBool::new(false));
+        let d = done.clone();
+        let thread = std::thread::Builder::new()
+            .name("signals".into())
+            .spawn(move || watch_signals(&host, &d))
+            .ok();
+        SignalWatcher { done, thread }
+    }
+
+    fn stop(mut self) {
+        self.done.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Until `done`: on a signal, cancel the run; past the grace, exit.
+fn watch_signals(host: &Host, done: &AtomicBool) {
+    let sig = loop {
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        if let Some(sig) = crate::signals::received() {
+            break sig;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    host.watch.cancel.store(true, Ordering::Relaxed);
+    tracing::warn!(
+        "{} received: stopping at the next safe point (within {} s; a second signal ends the \
+         run at once)",
+        crate::signals::name(sig),
+        STOP_GRACE.as_secs()
+    );
+    let started = Instant::now();
+    while started.elapsed() < STOP_GRACE {
+        if done.load(Ordering::Relaxed) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    tracing::error!(
+        "the run did not stop within {} s of {}: ending it now",
+        STOP_GRACE.as_secs(),
+        crate::signals::name(sig)
+    );
+    std::process::exit(crate::signals::exit_code(sig).into());
 }
 
 /// A run that holds its lock and state, ready to execute.
@@ -191,46 +260,26 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
     let host = &p.host;
     let store = host.store.as_deref();
     let outcome = x.outcome;
-    // A shipped workflow with no service to work on is not a silent
-    // success: the config (or `enabled: false` everywhere) is almost
-    // certainly not what the admin meant.
-    // Only for the shipped workflows, which work service by service; a
-    // user's own workflow may have nothing to do with services.
-    let shipped = crate::script::sources::shipped_scripts()
-        .iter()
-        .any(|(file, _)| file.strip_suffix(".rhai") == Some(req.workflow.as_str()));
-    let idle = shipped && p.names.is_empty() && outcome.ok;
-    let status = if idle {
-        RunStatus::Warning
-    } else {
-        status_of(&outcome)
-    };
-    let summary = if idle {
-        format!(
-            "no enabled service for the '{}' workflow: nothing done",
-            req.workflow
-        )
-    } else {
-        summarize(&outcome)
-    };
-    if idle {
-        tracing::warn!("{summary}");
-    }
+    let Verdict {
+        status,
+        summary,
+        exit,
+        interrupted,
+    } = verdict(p, req, &outcome);
     if let (Some(s), Some(id)) = (store, host.run_id) {
         s.finish_run(id, status, &summary)?;
     }
     if !outcome.ok {
         tracing::error!("{summary}");
     }
+    let mut notifications = outcome.notifications.clone();
+    if let Some(event) = interrupted.and_then(|_| interruption_event(host, &summary)) {
+        notifications.push(event);
+    }
     // One message per channel for the whole run; a failed delivery is
     // recorded and warned about and never changes the exit code.
-    let deliveries = crate::notify::deliver_run(
-        &p.cfg,
-        store,
-        host.run_id,
-        &outcome.notifications,
-        req.dry_run,
-    );
+    let deliveries =
+        crate::notify::deliver_run(&p.cfg, store, host.run_id, &notifications, req.dry_run);
     let mut warnings = Vec::new();
     // The Prometheus textfile, after the deliveries so their failures count.
     if let (Some(s), Some(dir), false) = (store, &host.paths.metrics_dir, req.dry_run) {
@@ -239,17 +288,16 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
             warnings.push(format!("metrics file not written: {e}"));
         }
     }
-    let exit = match (outcome.ok, idle) {
-        (false, _) => exit::FAILED,
-        (true, true) => exit::WARNINGS,
-        (true, false) => exit::OK,
-    };
     let log_tail = match (store, host.run_id) {
         (Some(s), Some(id)) => log_tail(s, id),
         _ => String::new(),
     };
-    x.pinger
-        .finish(exit, &format!("{log_tail}{summary}\n"), &summary);
+    if interrupted.is_some() {
+        x.pinger.fail(&format!("{log_tail}{summary}\n"));
+    } else {
+        x.pinger
+            .finish(exit, &format!("{log_tail}{summary}\n"), &summary);
+    }
     Ok(RunReport {
         run_id: host.run_id,
         workflow: req.workflow.clone(),
@@ -260,6 +308,78 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
         deliveries,
         warnings,
         exit,
+    })
+}
+
+/// How a run ended, as recorded, printed and returned.
+struct Verdict {
+    status: RunStatus,
+    summary: String,
+    exit: u8,
+    /// The SIGINT/SIGTERM that stopped the run.
+    interrupted: Option<i32>,
+}
+
+fn verdict(p: &Prepared, req: &RunRequest, outcome: &RunOutcome) -> Verdict {
+    let interrupted = crate::signals::received();
+    if let Some(sig) = interrupted {
+        return Verdict {
+            status: RunStatus::Aborted,
+            summary: format!(
+                "interrupted by {}: {}",
+                crate::signals::name(sig),
+                summarize(outcome)
+            ),
+            exit: crate::signals::exit_code(sig),
+            interrupted,
+        };
+    }
+    // A shipped workflow with no service to work on is not a silent
+    // success: the config (or `enabled: false` everywhere) is almost
+    // certainly not what the admin meant. A user's own workflow may have
+    // nothing to do with services.
+    let shipped = crate::script::sources::shipped_scripts()
+        .iter()
+        .any(|(file, _)| file.strip_suffix(".rhai") == Some(req.workflow.as_str()));
+    if shipped && p.names.is_empty() && outcome.ok {
+        let summary = format!(
+            "no enabled service for the '{}' workflow: nothing done",
+            req.workflow
+        );
+        tracing::warn!("{summary}");
+        return Verdict {
+            status: RunStatus::Warning,
+            summary,
+            exit: exit::WARNINGS,
+            interrupted,
+        };
+    }
+    Verdict {
+        status: status_of(outcome),
+        summary: summarize(outcome),
+        exit: if outcome.ok { exit::OK } else { exit::FAILED },
+        interrupted,
+    }
+}
+
+/// The one notification of an interrupted run: the workflow's own failure
+/// event (`backup_failed`, ...), where it has one.
+fn interruption_event(host: &Host, summary: &str) -> Option<crate::notify::Event> {
+    use crate::config::EventType;
+    let kind = match host.workflow.as_str() {
+        "backup" => EventType::BackupFailed,
+        "update" => EventType::UpdateFailed,
+        "restore-test" => EventType::RestoreTestFailed,
+        _ => return None,
+    };
+    Some(crate::notify::Event {
+        event: kind.as_str().into(),
+        severity: kind.severity(),
+        workflow: host.workflow.clone(),
+        hostname: host.hostname.clone(),
+        summary: summary.to_string(),
+        data: serde_json::json!({ "summary": summary, "interrupted": true }),
+        ts: chrono::Utc::now().timestamp(),
     })
 }
 

@@ -165,3 +165,153 @@ fn a_config_that_is_not_utf8_names_the_byte_offset() {
         .code(78)
         .stderr_has("invalid byte 0xff at byte offset 37 (line 3)");
 }
+
+/// Start `run WORKFLOW` and wait until it holds its lock.
+fn start_holding_lock(t: &Test, workflow: &str) -> std::process::Child {
+    let child = t
+        .command(&["run", workflow])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lock = t.path(&format!("state/locks/{workflow}.lock"));
+    let start = Instant::now();
+    while std::fs::read_to_string(&lock)
+        .map(|s| !s.contains("pid="))
+        .unwrap_or(true)
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "lock never taken"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child
+}
+
+fn signal(child: &std::process::Child, sig: i32) {
+    // SAFETY: plain kill(2) of our own child.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, sig) }, 0);
+}
+
+fn finish(child: std::process::Child) -> (Option<i32>, String) {
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned()
+            + String::from_utf8_lossy(&out.stderr).as_ref(),
+    )
+}
+
+fn last_run(t: &Test, workflow: &str) -> homelab_autopilot::state::RunInfo {
+    let store = homelab_autopilot::state::Store::open(&t.path("state/state.db")).unwrap();
+    store.recent_runs(Some(workflow), 1).unwrap().remove(0)
+}
+
+#[test]
+fn sigterm_stops_a_run_at_a_safe_point_and_records_it_aborted() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    t.script("spin.rhai", "fn run(ctx) { let x = 0; loop { x += 1; } }\n");
+    let child = start_holding_lock(&t, "spin");
+    std::thread::sleep(Duration::from_millis(200));
+    let sent = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(143), "{out}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        sent.elapsed()
+    );
+    assert!(out.contains("SIGTERM received"), "{out}");
+    assert!(out.contains("interrupted by SIGTERM"), "{out}");
+    let run = last_run(&t, "spin");
+    assert_eq!(run.status, homelab_autopilot::state::RunStatus::Aborted);
+    assert!(run.summary.contains("interrupted by SIGTERM"), "{run:?}");
+    // The next run of the workflow is not blocked by anything left behind.
+    t.script("spin.rhai", "fn run(ctx) { }\n");
+    t.run(&["run", "spin"]).code(0);
+}
+
+#[test]
+fn sigint_during_an_archive_leaves_no_temp_file_and_no_catalog_row() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    // Enough files that the archive is still being written when the
+    // signal comes.
+    let data = t.path("data/web");
+    for d in 0..40 {
+        let dir = data.join(format!("d{d}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..100 {
+            std::fs::write(dir.join(format!("f{f}")), vec![(d * f) as u8; 20_000]).unwrap();
+        }
+    }
+    let child = start_holding_lock(&t, "backup");
+    // Wait for the archive's temp file, then interrupt.
+    let start = Instant::now();
+    let has_temp = || {
+        std::fs::read_dir(t.path("backups/web"))
+            .map(|rd| {
+                rd.flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            })
+            .unwrap_or(false)
+    };
+    while !has_temp() && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    signal(&child, libc::SIGINT);
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(130), "{out}");
+    let left: Vec<String> = std::fs::read_dir(t.path("backups/web"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(left.iter().all(|n| !n.contains(".tmp-")), "{left:?}");
+    let store = homelab_autopilot::state::Store::open(&t.path("state/state.db")).unwrap();
+    assert!(store.backups(Some("web"), true).unwrap().is_empty());
+    assert_eq!(
+        last_run(&t, "backup").status,
+        homelab_autopilot::state::RunStatus::Aborted
+    );
+}
+
+#[test]
+fn a_second_signal_ends_the_run_at_once() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    // A child command the first signal does not interrupt.
+    t.script(
+        "wait.rhai",
+        "fn run(ctx) { proc::run([\"sleep\", \"20\"], #{ timeout_seconds: 60 }); }\n",
+    );
+    let child = start_holding_lock(&t, "wait");
+    std::thread::sleep(Duration::from_millis(200));
+    signal(&child, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    signal(&child, libc::SIGTERM);
+    let (code, out) = finish(child);
+    assert_eq!(code, Some(143), "{out}");
+    assert!(
+        sent.elapsed() < Duration::from_secs(3),
+        "took {:?}",
+        sent.elapsed()
+    );
+    // The crash path: the row stays `running` until the next run of the
+    // workflow marks it aborted.
+    assert_eq!(
+        last_run(&t, "wait").status,
+        homelab_autopilot::state::RunStatus::Running
+    );
+    t.script("wait.rhai", "fn run(ctx) { }\n");
+    t.run(&["run", "wait"]).code(0);
+    let store = homelab_autopilot::state::Store::open(&t.path("state/state.db")).unwrap();
+    let rows = store.recent_runs(Some("wait"), 2).unwrap();
+    assert_eq!(rows[1].status, homelab_autopilot::state::RunStatus::Aborted);
+}
