@@ -56,13 +56,21 @@ fn list(env: &Setup) -> Result<Report> {
         let program = Program::load(&engine, &scripts, &name, &services)?;
         text.push_str(&format!("\nworkflow {name}\n"));
         let mut steps = Vec::new();
-        for (f, src) in &program.base_origins {
+        // Closures compile to functions named `anon$…`: not steps anyone
+        // can override by name.
+        let named = |f: &String| !f.starts_with("anon$");
+        for (f, src) in program.base_origins.iter().filter(|(f, _)| named(f)) {
             text.push_str(&format!("  {f:<28} {src}\n"));
             steps.push(json!({"function": f, "source": src}));
         }
         let mut overrides = Vec::new();
         for (svc, fns) in &program.service_origins {
-            for (f, src) in fns {
+            // A service file's function matters to this workflow only when
+            // the workflow has a step of that name.
+            let steps_here = fns
+                .iter()
+                .filter(|(f, _)| named(f) && program.base_origins.iter().any(|(b, _)| b == *f));
+            for (f, src) in steps_here {
                 text.push_str(&format!("  {f:<28} {src}  (service {svc} only)\n"));
                 overrides.push(json!({"service": svc, "function": f, "source": src}));
             }

@@ -315,3 +315,34 @@ fn a_second_signal_ends_the_run_at_once() {
     let rows = store.recent_runs(Some("wait"), 2).unwrap();
     assert_eq!(rows[1].status, homelab_autopilot::state::RunStatus::Aborted);
 }
+
+#[test]
+fn scripts_list_shows_steps_by_name_and_overrides_only_where_they_apply() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    t.script(
+        "services/web.rhai",
+        "fn pre_backup(svc, ctx) { log::info(\"dump\"); }\n",
+    );
+    let r = t.run(&["--json", "scripts", "list"]);
+    r.code(0);
+    let doc = r.json();
+    let workflows = doc["workflows"].as_array().unwrap();
+    for w in workflows {
+        for s in w["steps"].as_array().unwrap() {
+            let f = s["function"].as_str().unwrap();
+            assert!(!f.starts_with("anon$"), "internal name listed: {f}");
+        }
+        let overrides: Vec<&str> = w["service_overrides"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| o["function"].as_str().unwrap())
+            .collect();
+        match w["name"].as_str().unwrap() {
+            "backup" => assert_eq!(overrides, ["pre_backup/2"]),
+            other => assert!(overrides.is_empty(), "{other}: {overrides:?}"),
+        }
+    }
+    assert!(workflows.iter().any(|w| w["name"] == "monitor"));
+}
