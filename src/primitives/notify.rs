@@ -44,18 +44,20 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
         .unwrap_or("")
         .to_string();
     let svc = service_of(ctx);
+    // Say whether the event goes anywhere: an alert no channel takes is
+    // logged as not sent, never as if it went out.
+    let n = &h.config.notifications;
+    let routed = n.enabled && n.channels.iter().any(|c| c.wants(kind));
+    let line = if routed {
+        format!("notification {event} ({sev}): {summary}")
+    } else {
+        format!("notification {event} ({sev}) not sent: no enabled channel takes it: {summary}")
+    };
     // A warning-level notification is not itself a run warning.
     if sev == Severity::Info {
-        h.event(
-            tracing::Level::INFO,
-            svc.as_deref(),
-            &format!("notification {event} ({sev}): {summary}"),
-        );
+        h.event(tracing::Level::INFO, svc.as_deref(), &line);
     } else {
-        tracing::warn!(
-            "notification {event} ({sev}): {}",
-            crate::redact::scrub(&summary)
-        );
+        tracing::warn!("{}", crate::redact::scrub(&line));
     }
     let record = crate::notify::Event {
         event: kind.as_str().into(),
@@ -76,8 +78,13 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
             channel: "log".into(),
             event: event.into(),
             severity: sev.as_str().into(),
-            status: NotificationStatus::Sent.into(),
-            error: None,
+            status: if routed {
+                NotificationStatus::Sent
+            } else {
+                NotificationStatus::Suppressed
+            }
+            .into(),
+            error: (!routed).then(|| "no enabled channel takes this event".to_string()),
         };
         if let Err(e) = store.record_notification(&n) {
             tracing::warn!("could not record notification: {e}");

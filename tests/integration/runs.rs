@@ -346,3 +346,33 @@ fn scripts_list_shows_steps_by_name_and_overrides_only_where_they_apply() {
     }
     assert!(workflows.iter().any(|w| w["name"] == "monitor"));
 }
+
+#[test]
+fn an_alert_no_channel_takes_is_logged_as_not_sent() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    t.script(
+        "alert.rhai",
+        "fn run(ctx) { notify::send(\"service_down\", #{ summary: \"web is down\", service: \"web\" }); }\n",
+    );
+    t.run(&["run", "alert"]).code(0).stderr_has(
+        "notification service_down (critical) not sent: no enabled channel takes it: web is down",
+    );
+    // With a channel that takes it, the line says it goes out.
+    let t = Test::new();
+    t.config(&basic_config(
+        "",
+        "",
+    ).replace(
+        "services:",
+        "notifications:\n  channels:\n    - name: hook\n      type: webhook\n      url: http://127.0.0.1:9/hook\nservices:",
+    ));
+    t.script(
+        "alert.rhai",
+        "fn run(ctx) { notify::send(\"service_down\", #{ summary: \"web is down\", service: \"web\" }); }\n",
+    );
+    let r = t.run(&["run", "alert"]);
+    r.code(0)
+        .stderr_has("notification service_down (critical): web is down");
+    assert!(!r.stderr.contains("not sent"), "{}", r.stderr);
+}
