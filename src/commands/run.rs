@@ -40,10 +40,15 @@ pub fn run(setup: &Setup, args: &RunArgs) -> Result<Report> {
 fn render_text(r: &RunReport) -> String {
     let mut text = String::new();
     for o in &r.outcome.services {
+        // A step may say what state its service is in (the monitor's
+        // `state`: up, failing); that is what the line shows, not "ok".
+        let state = o.result.get("state").and_then(|s| s.as_str());
         let mark = if !o.ok {
             "FAILED"
         } else if o.skipped {
             "skipped"
+        } else if let Some(state) = state {
+            state
         } else {
             "ok"
         };

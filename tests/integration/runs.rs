@@ -376,3 +376,26 @@ fn an_alert_no_channel_takes_is_logged_as_not_sent() {
         .stderr_has("notification service_down (critical): web is down");
     assert!(!r.stderr.contains("not sent"), "{}", r.stderr);
 }
+
+#[test]
+fn the_monitor_prints_a_failing_service_as_failing_not_ok() {
+    let t = Test::new();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = dead.local_addr().unwrap().port();
+    drop(dead);
+    t.config(&format!(
+        "services:\n  - name: db\n    type: generic\n    health_checks:\n      - type: tcp\n        name: port\n        host: 127.0.0.1\n        port: {port}\n  - name: live\n    type: generic\n    health_checks:\n      - type: command\n        name: true\n        command: [\"true\"]\n"
+    ));
+    let r = t.run(&["run", "monitor"]);
+    r.code(0);
+    let line = |name: &str| {
+        r.stdout
+            .lines()
+            .find(|l| l.split_whitespace().nth(1) == Some(name))
+            .unwrap_or_else(|| panic!("no line for {name}:\n{}", r.stdout))
+            .to_string()
+    };
+    assert!(line("db").starts_with("failing "), "{}", r.stdout);
+    assert!(line("db").contains("1/1 check(s) failing"), "{}", r.stdout);
+    assert!(line("live").starts_with("up "), "{}", r.stdout);
+}
