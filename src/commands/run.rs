@@ -47,10 +47,8 @@ fn render_text(r: &RunReport) -> String {
             "FAILED"
         } else if o.skipped {
             "skipped"
-        } else if let Some(state) = state {
-            state
         } else {
-            "ok"
+            state.unwrap_or("ok")
         };
         let detail = o
             .error
