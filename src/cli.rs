@@ -1,6 +1,6 @@
 //! The command line: the only file that knows clap.
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
@@ -99,7 +99,8 @@ pub enum NotifyCommand {
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// Workflow name (backup, ...; see `workflows list`)
+    /// Workflow name: a shipped one (listed below) or <name>.rhai in the
+    /// user scripts directory (see `workflows list`)
     pub workflow: String,
     /// Limit the run to these services (repeatable)
     #[arg(long = "service", value_name = "NAME")]
@@ -179,4 +180,22 @@ pub struct RestoreArgs {
     /// Only print what would be restored
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Parse the process's command line (exits with usage on an error, as
+/// `Cli::parse` does). `run --help` lists the shipped workflows, read from
+/// the embedded scripts so the list is never out of date.
+pub fn parse() -> Cli {
+    let shipped: Vec<&str> = crate::script::sources::shipped_scripts()
+        .iter()
+        .filter_map(|(file, _)| file.strip_suffix(".rhai"))
+        .collect();
+    let command = Cli::command().mut_subcommand("run", |c| {
+        c.after_help(format!(
+            "Shipped workflows: {}.\nUser workflows: <scripts dir>/<name>.rhai; `workflows list` shows them all.",
+            shipped.join(", ")
+        ))
+    });
+    let matches = command.get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
 }

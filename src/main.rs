@@ -1,7 +1,6 @@
-use clap::Parser;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let cli = homelab_autopilot::cli::Cli::parse();
+    let cli = homelab_autopilot::cli::parse();
     ExitCode::from(homelab_autopilot::commands::main(cli))
 }

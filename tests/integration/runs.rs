@@ -399,3 +399,10 @@ fn the_monitor_prints_a_failing_service_as_failing_not_ok() {
     assert!(line("db").contains("1/1 check(s) failing"), "{}", r.stdout);
     assert!(line("live").starts_with("up "), "{}", r.stdout);
 }
+
+#[test]
+fn run_help_lists_the_shipped_workflows() {
+    let t = Test::new();
+    let r = t.run(&["run", "--help"]);
+    r.code(0).stdout_has("Shipped workflows: backup, monitor");
+}
