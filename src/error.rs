@@ -1,11 +1,11 @@
 //! The crate's one error type and its mapping to the exit codes in
-//! CONVENTIONS.md. Variants carry their context (path, program, file/line) so
+//! docs/conventions.md. Variants carry their context (path, program, file/line) so
 //! that a message says where and why; `source` chains are kept.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// Exit codes (CONVENTIONS.md).
+/// Exit codes (docs/conventions.md).
 pub mod exit {
     pub const OK: u8 = 0;
     pub const FAILED: u8 = 1;
@@ -104,7 +104,7 @@ impl Error {
         }
     }
 
-    /// The process exit code for this error (CONVENTIONS.md).
+    /// The process exit code for this error (docs/conventions.md).
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_) => exit::CONFIG,

@@ -1,4 +1,4 @@
-//! One exclusive flock per workflow in the lock dir (CONVENTIONS.md, Locks).
+//! One exclusive flock per workflow in the lock dir (docs/conventions.md, Locks).
 //!
 //! `lock_dir/<workflow>.lock` is locked with `flock(LOCK_EX | LOCK_NB)`; the
 //! kernel releases it when the file is closed, i.e. when the

@@ -1,4 +1,4 @@
-//! The Prometheus node_exporter textfile (CONVENTIONS.md, Metrics):
+//! The Prometheus node_exporter textfile (docs/conventions.md, Metrics):
 //! `<global.paths.metrics_dir>/homelab_autopilot.prom`, rewritten atomically
 //! from the state DB after every run, so it always describes every
 //! workflow, not only the one that just ran.

@@ -61,7 +61,7 @@ pub const CONFIG_FILE_NAME: &str = "homelab-autopilot.yaml";
 pub const SYSTEM_CONFIG: &str = "/etc/homelab-autopilot/homelab-autopilot.yaml";
 
 /// Find the configuration file: `--config` > `$HOMELAB_AUTOPILOT_CONFIG` >
-/// user config dir (when not root) > /etc (CONVENTIONS.md). Nothing found is
+/// user config dir (when not root) > /etc (docs/conventions.md, Paths). Nothing found is
 /// `Error::Config` (exit 78) naming every path tried.
 pub fn locate(cli: Option<&Path>) -> Result<PathBuf> {
     let not_found = |p: &Path, how: &str| {

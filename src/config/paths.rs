@@ -1,5 +1,5 @@
 //! Where things live: FHS paths as root, XDG (dirs crate) otherwise, every
-//! one overridable by config keys and CLI flags (CONVENTIONS.md, Paths).
+//! one overridable by config keys and CLI flags (docs/conventions.md, Paths).
 //!
 //! Precedence per path: CLI flag > `global.paths.*` > default. One twist:
 //! when `--state-dir` is given on the command line and the log or lock dir

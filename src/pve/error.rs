@@ -110,7 +110,7 @@ impl PveError {
         }
     }
 
-    /// The process exit code (CONVENTIONS.md): an unreachable remote or a
+    /// The process exit code (docs/conventions.md): an unreachable remote or a
     /// refused TLS certificate 69, a configuration problem 78, anything else
     /// a failure (1).
     pub fn exit_code(&self) -> u8 {

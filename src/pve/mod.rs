@@ -6,8 +6,10 @@
 //! itself, for `local: true`). [`Pve`] builds every typed operation
 //! (snapshots, vzdump, restore, power, tasks...) on top of either, so the
 //! same code path runs against the API, the host CLIs and the fake server in
-//! the tests. Parameter names, paths and enums follow the official schema
-//! (`../shared/pve-api`); NOTES.md there lists the wire traps handled here.
+//! the tests. Parameter names, paths and enums follow the official API
+//! schema (the Proxmox API viewer's `apidata`, https://pve.proxmox.com/pve-docs/api-viewer/);
+//! the wire traps handled here (UPIDs, 0/1 booleans, error shapes, token
+//! headers, lock errors) are described where they are handled.
 
 pub mod client;
 pub mod connect;
