@@ -133,6 +133,7 @@ impl Error {
             Error::Locked { .. } => "locked",
             Error::UnsafeArchive { .. } => "unsafe_archive",
             Error::ChecksumMismatch { .. } => "checksum_mismatch",
+            Error::Io { source, .. } if is_disk_full(source) => "disk_full",
             Error::Io { .. } => "io",
             Error::State { .. } => "state",
             Error::Command { .. } => "command",
@@ -147,6 +148,12 @@ impl Error {
         }
     }
 
+    /// Whether this error means the machine's storage failed us (a full
+    /// disk, an I/O error, the state DB): exit 74 for the run it fails.
+    pub fn is_storage_kind(kind: &str) -> bool {
+        matches!(kind, "io" | "disk_full" | "state")
+    }
+
     /// Transient failures worth retrying (timeouts, lock contention, remote
     /// unreachable); everything else is permanent.
     pub fn is_retryable(&self) -> bool {
@@ -158,6 +165,13 @@ impl Error {
             ),
         }
     }
+}
+
+/// ENOSPC or EDQUOT: no room left for what was being written.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull
+        || e.kind() == std::io::ErrorKind::QuotaExceeded
+        || matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 #[cfg(test)]

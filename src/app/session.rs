@@ -354,10 +354,22 @@ fn verdict(p: &Prepared, req: &RunRequest, outcome: &RunOutcome) -> Verdict {
             interrupted,
         };
     }
+    // A service that failed because storage failed us (a full disk, an I/O
+    // error) makes the run exit 74, as any I/O error does.
+    let storage = outcome.services.iter().any(|o| {
+        !o.ok
+            && o.error_kind
+                .as_deref()
+                .is_some_and(crate::error::Error::is_storage_kind)
+    });
     Verdict {
         status: status_of(outcome),
         summary: summarize(outcome),
-        exit: if outcome.ok { exit::OK } else { exit::FAILED },
+        exit: match (outcome.ok, storage) {
+            (true, _) => exit::OK,
+            (false, true) => exit::IO,
+            (false, false) => exit::FAILED,
+        },
         interrupted,
     }
 }

@@ -22,6 +22,10 @@ pub struct ServiceOutcome {
     pub ok: bool,
     pub skipped: bool,
     pub error: Option<String>,
+    /// The failure's kind (`e.kind` of the error thrown by a primitive:
+    /// `io`, `disk_full`, `task_failed`, ...), when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_kind: Option<String>,
     pub result: serde_json::Value,
 }
 
@@ -356,6 +360,7 @@ impl Host {
                     ok: true,
                     skipped,
                     error: None,
+                    error_kind: None,
                     result: dynamic_to_json(&v),
                 }
             }
@@ -371,6 +376,7 @@ impl Host {
                     ok: false,
                     skipped: false,
                     error: Some(msg),
+                    error_kind: thrown_kind(&e),
                     result: serde_json::Value::Null,
                 }
             }
@@ -455,6 +461,21 @@ impl Host {
             }
         }
         (source, cur.position().line(), message)
+    }
+}
+
+/// The `kind` of the map a primitive threw (`#{kind, message, service}`),
+/// through the function calls it passed.
+fn thrown_kind(err: &EvalAltResult) -> Option<String> {
+    let mut cur = err;
+    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _) = cur {
+        cur = inner;
+    }
+    match cur {
+        EvalAltResult::ErrorRuntime(v, _) => v
+            .read_lock::<Map>()
+            .and_then(|m| m.get("kind").map(|k| k.to_string())),
+        _ => None,
     }
 }
 

@@ -406,3 +406,62 @@ fn run_help_lists_the_shipped_workflows() {
     let r = t.run(&["run", "--help"]);
     r.code(0).stdout_has("Shipped workflows: backup, monitor");
 }
+
+#[test]
+fn a_full_disk_during_a_backup_exits_74_and_leaves_nothing_half_written() {
+    // A 1 MiB tmpfs as the backup root, and more incompressible data than
+    // fits. Mounting needs root (CI runs as root).
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root to mount a small tmpfs"
+        );
+        eprintln!("SKIPPED: a_full_disk_during_a_backup_exits_74: needs root");
+        return;
+    }
+    let t = Test::new();
+    let root = t.path("small");
+    std::fs::create_dir_all(&root).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=1m", "tmpfs"])
+        .arg(&root)
+        .status()
+        .unwrap();
+    assert!(mounted.success(), "mount tmpfs failed");
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount").arg(&self.0).status();
+        }
+    }
+    let _guard = Unmount(root.clone());
+    t.config(&format!(
+        "global:\n  backup:\n    root: {}\nservices:\n  - name: web\n    type: generic\n    backup_paths: [{{root}}/data/web]\n",
+        root.display()
+    ));
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let noise: Vec<u8> = (0..4 << 20)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::create_dir_all(t.path("data/web")).unwrap();
+    std::fs::write(t.path("data/web/big.bin"), &noise).unwrap();
+    let r = t.run(&["--json", "run", "backup"]);
+    r.code(74);
+    let doc = r.json();
+    assert_eq!(doc["services"][0]["error_kind"], "disk_full", "{doc:#}");
+    // Nothing half-written is visible, and no catalog row exists.
+    let mut left = Vec::new();
+    walk(&root, &mut |p| left.push(p.display().to_string()));
+    assert!(
+        left.iter()
+            .all(|p| !p.ends_with(".tar.zst") && !p.contains(".tmp-")),
+        "{left:?}"
+    );
+    let store = homelab_autopilot::state::Store::open(&t.path("state/state.db")).unwrap();
+    assert!(store.backups(Some("web"), true).unwrap().is_empty());
+}
