@@ -10,17 +10,26 @@ static SECRETS: RwLock<Vec<String>> = RwLock::new(Vec::new());
 /// The text that replaces a secret.
 pub const MASK: &str = "***";
 
-/// Register a secret value so that it is masked from now on. Values shorter
-/// than 4 bytes are not registered (they would mask ordinary text) but are
-/// still never printed by the code that holds them.
+/// Register a secret value so that it is masked from now on, also where it
+/// is printed JSON-escaped (a `"` or `\` in it, in a `--log-format json`
+/// line). Values shorter than 4 bytes are not registered (they would mask
+/// ordinary text) but are still never printed by the code that holds them.
 pub fn register(secret: &str) {
     let s = secret.trim();
     if s.len() < 4 {
         return;
     }
+    let quoted = serde_json::to_string(s).unwrap_or_default();
+    let escaped = quoted.get(1..quoted.len().saturating_sub(1)).unwrap_or(s);
     let mut v = SECRETS.write().unwrap_or_else(|e| e.into_inner());
-    if !v.iter().any(|x| x == s) {
-        v.push(s.to_string());
+    let mut added = false;
+    for form in [s, escaped] {
+        if !v.iter().any(|x| x == form) {
+            v.push(form.to_string());
+            added = true;
+        }
+    }
+    if added {
         // Longest first, so a secret containing another is masked whole.
         v.sort_by_key(|x| std::cmp::Reverse(x.len()));
     }
@@ -66,6 +75,16 @@ mod tests {
         assert_eq!(scrub("a hunter2-sentinel-long b"), "a *** b");
         assert_eq!(scrub("x hunter2-sentinel y"), "x *** y");
         assert_eq!(scrub("nothing here"), "nothing here");
+    }
+
+    #[test]
+    fn json_escaped_forms_are_masked_too() {
+        register("quo\"te-sentinel\\x");
+        assert_eq!(
+            scrub(r#"{"m":"a quo\"te-sentinel\\x b"}"#),
+            r#"{"m":"a *** b"}"#
+        );
+        assert_eq!(scrub("a quo\"te-sentinel\\x b"), "a *** b");
     }
 
     #[test]

@@ -189,8 +189,9 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
     if !diag.is_empty() {
         return Err(Error::Config(diag.render()));
     }
-    check_permissions(&slots, diag.files(), opts)?;
-    register_secrets(&cfg, &slots);
+    let urls = url_slots(&cfg, &origins, &diag);
+    check_permissions(&slots, &urls, diag.files(), opts)?;
+    register_secrets(&slots, &urls);
     cfg.source = path;
     cfg.files = diag.files().to_vec();
     Ok(cfg)
@@ -573,26 +574,104 @@ fn secret_slots(cfg: &Config, diag: &Diagnostics) -> Vec<SecretSlot> {
     out
 }
 
-/// Refuse (exit 77) secret files, and config files holding inline secrets,
-/// that group or others can read; `--insecure-permissions` only warns.
-fn check_permissions(slots: &[SecretSlot], files: &[PathBuf], opts: &LoadOptions) -> Result<()> {
-    let mut checked: Vec<PathBuf> = Vec::new();
-    for slot in slots {
-        let (path, what) = match &slot.source {
-            SecretSource::File(f) => (f.clone(), "secret file"),
-            SecretSource::Inline(_) => match files.get(slot.at.file) {
-                Some(f) => (f.clone(), "configuration file holding an inline secret"),
-                None => continue,
-            },
-            _ => continue,
+/// A URL in the configuration that may carry credentials.
+struct UrlSlot {
+    at: At,
+    url: String,
+    /// A notification channel's URL: every part [`url::redact_url`] masks
+    /// as a token is a credential. Elsewhere (health checks, the Proxmox
+    /// API) only a userinfo password or a query value under a key naming a
+    /// credential is one; a path segment there is usually a plain name.
+    notification: bool,
+}
+
+impl UrlSlot {
+    /// Whether the URL holds a credential, so its file must be private.
+    fn holds_credentials(&self) -> bool {
+        url::url_secret_parts(&self.url)
+            .iter()
+            .any(|p| self.notification || p.kind.is_credential_anywhere(p.key))
+    }
+}
+
+/// Every URL of the configuration, where it was written.
+fn url_slots(cfg: &Config, origins: &[ServiceOrigin], diag: &Diagnostics) -> Vec<UrlSlot> {
+    let mut out = Vec::new();
+    let mut push = |at: At, url: &str, notification: bool| {
+        out.push(UrlSlot {
+            at,
+            url: url.to_string(),
+            notification,
+        })
+    };
+    if let Some(u) = cfg.global.proxmox.as_ref().and_then(|p| p.api_url.as_ref()) {
+        push(At::new(0, "global.proxmox.api_url"), u, false);
+    }
+    let chans = At::new(0, "notifications.channels");
+    for (i, c) in cfg.notifications.channels.iter().enumerate() {
+        if let Some(u) = &c.url {
+            push(chans.item(diag, i).key("url"), u.expose(), true);
+        }
+    }
+    for (svc, origin) in cfg.services.iter().zip(origins) {
+        let at = origin.at();
+        if let Some(u) = &svc.external_url {
+            push(at.key("external_url"), u, false);
+        }
+        let checks = at.key("health_checks");
+        for (i, check) in svc.health_checks.iter().enumerate() {
+            if let Some(u) = &check.url {
+                push(checks.item(diag, i).key("url"), u, false);
+            }
+        }
+        if let Some(rt) = &svc.restore_testing {
+            let checks = at.key("restore_testing").key("health_checks");
+            for (i, check) in rt.health_checks.iter().enumerate() {
+                if let Some(u) = &check.url {
+                    push(checks.item(diag, i).key("url"), u, false);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Refuse (exit 77) secret files, and config files holding inline secrets
+/// or URLs with credentials in them, that group or others can read;
+/// `--insecure-permissions` only warns.
+fn check_permissions(
+    slots: &[SecretSlot],
+    urls: &[UrlSlot],
+    files: &[PathBuf],
+    opts: &LoadOptions,
+) -> Result<()> {
+    let in_config = |at: &At, what: &'static str| files.get(at.file).map(|f| (f.clone(), what));
+    let keyed = slots.iter().filter_map(|slot| {
+        let found = match &slot.source {
+            SecretSource::File(f) => Some((f.clone(), "secret file")),
+            SecretSource::Inline(_) => {
+                in_config(&slot.at, "configuration file holding an inline secret")
+            }
+            _ => None,
         };
+        found.map(|(path, what)| (path, what, &slot.at))
+    });
+    let in_urls = urls
+        .iter()
+        .filter(|u| u.holds_credentials())
+        .filter_map(|u| {
+            in_config(&u.at, "configuration file holding a URL with credentials")
+                .map(|(path, what)| (path, what, &u.at))
+        });
+    let mut checked: Vec<PathBuf> = Vec::new();
+    for (path, what, at) in keyed.chain(in_urls) {
         if checked.contains(&path) {
             continue;
         }
         checked.push(path.clone());
         let problem = secrets::insecure_mode(&path).map_err(|e| Error::io(&path, e))?;
         if let Some(message) = problem {
-            let message = format!("{what} ({}): {message}", slot.at.path);
+            let message = format!("{what} ({}): {message}", at.path);
             if opts.insecure_permissions {
                 tracing::warn!(path = %path.display(), "insecure permissions accepted: {message}");
             } else {
@@ -603,34 +682,18 @@ fn check_permissions(slots: &[SecretSlot], files: &[PathBuf], opts: &LoadOptions
     Ok(())
 }
 
-/// Register every secret known at load with the redactor: inline values and
-/// notification URLs (file and command secrets are registered when resolved).
-fn register_secrets(cfg: &Config, slots: &[SecretSlot]) {
+/// Register every secret of the configuration with the redactor, so it is
+/// masked from now on, before any channel or workflow uses it: inline,
+/// `env:`, `credential:` and `*_file` values (read now), and the secret
+/// parts of every URL. `*_command` secrets are registered when they run.
+fn register_secrets(slots: &[SecretSlot], urls: &[UrlSlot]) {
     for slot in slots {
-        if let SecretSource::Inline(s) = &slot.source {
-            crate::redact::register(s.expose());
-        }
-    }
-    for c in &cfg.notifications.channels {
-        if let Some(u) = &c.url {
-            url::register_url_secrets(u.expose());
-        }
+        slot.source.register_now();
     }
     // Health-check URLs may carry credentials too (`https://user:pw@host/`,
     // `?token=`): mask those pieces wherever the URL is printed.
-    for svc in &cfg.services {
-        let restore = svc
-            .restore_testing
-            .iter()
-            .flat_map(|r| r.health_checks.iter());
-        for check in svc.health_checks.iter().chain(restore) {
-            if let Some(u) = &check.url {
-                url::register_url_secrets(u);
-            }
-        }
-        if let Some(u) = &svc.external_url {
-            url::register_url_secrets(u);
-        }
+    for u in urls {
+        url::register_url_secrets(&u.url);
     }
 }
 

@@ -4,8 +4,12 @@
 //! permission rules (a secret file, or a config file holding an inline
 //! secret, must not be readable by group or others).
 //!
-//! Command secrets are resolved only when used, never at load: a password
-//! manager prompt or a slow vault call must not delay `config check`.
+//! Every secret is masked from the moment the configuration is loaded:
+//! inline, `env:`, `credential:` and `*_file` values are read and
+//! registered with [`crate::redact`] at load ([`SecretSource::register_now`]).
+//! Command secrets are run only when used, never at load (a password
+//! manager prompt or a slow vault call must not delay `config check`), and
+//! registered the moment their output is read.
 
 use crate::error::{Error, Result};
 use serde::de::{self, Visitor};
@@ -181,8 +185,20 @@ impl SecretSource {
         matches!(self, SecretSource::Inline(_))
     }
 
+    /// At load: read the secret unless it comes from a command, and
+    /// register it with [`crate::redact`], so it is masked before anything
+    /// uses it. A value that cannot be read now (an unset variable, no
+    /// `$CREDENTIALS_DIRECTORY` outside systemd, a file only root may read)
+    /// is left alone: the error is reported where the secret is used.
+    pub(crate) fn register_now(&self) {
+        if !matches!(self, SecretSource::Command(_)) {
+            let _ = self.resolve();
+        }
+    }
+
     /// Read the secret now and register it with [`crate::redact`] so it is
-    /// masked in every log line and output from here on.
+    /// masked in every log line and output from here on (a command's output
+    /// is registered as soon as it is read, before anything else sees it).
     pub fn resolve(&self) -> Result<Secret> {
         let value = match self {
             SecretSource::Inline(s) => s.expose().to_string(),

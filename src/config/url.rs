@@ -173,26 +173,118 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// The secret pieces of a URL (the URL itself, userinfo, token-like
-/// segments, query values), registered with [`crate::redact`] so a log line
-/// holding any of them is masked. A URL with nothing to redact (say
-/// `http://127.0.0.1:8080/hook`) is not a secret and is not registered.
+/// What a credential piece of a URL is (see [`url_secret_parts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum UrlSecretKind {
+    /// The password of `user:password@`.
+    UserPassword,
+    /// Userinfo without a colon: a token (`telegram://TOKEN@telegram`).
+    UserToken,
+    /// The host of `pushover://` (the user key).
+    Host,
+    /// A token-like path segment (see [`is_token_like`]).
+    PathToken,
+    /// A query value under a key that names a credential (`token=`,
+    /// `apikey=`, `password=`, ...) or that looks like a token.
+    QueryToken,
+}
+
+impl UrlSecretKind {
+    /// A credential whatever the URL is for: a password in the userinfo or
+    /// a query value whose key names a credential. The other kinds are
+    /// credentials in notification URLs (where tokens live in the path or
+    /// the userinfo) but may be ordinary names in a health-check URL.
+    pub(crate) fn is_credential_anywhere(self, key: Option<&str>) -> bool {
+        match self {
+            UrlSecretKind::UserPassword => true,
+            UrlSecretKind::QueryToken => key.is_some_and(names_a_credential),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a query key names a credential (`token`, `api_key`, `sig`, ...).
+fn names_a_credential(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["token", "key", "secret", "pass", "auth", "sig", "cred"]
+        .iter()
+        .any(|w| k.contains(w))
+}
+
+/// One credential piece of a URL: its kind, the query key it sits under
+/// (for a query value) and the text as written in the URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct UrlSecretPart<'a> {
+    pub kind: UrlSecretKind,
+    pub key: Option<&'a str>,
+    pub value: &'a str,
+}
+
+/// The credential pieces of a URL: the userinfo password (or the whole
+/// userinfo when it has no colon), the host of `pushover://`, token-like
+/// path segments, and query values that look like tokens or sit under a
+/// key naming a credential. Empty for a URL that does not parse (it is
+/// then masked whole by [`redact_url`] and registered whole).
+pub(crate) fn url_secret_parts(url: &str) -> Vec<UrlSecretPart<'_>> {
+    let Ok(p) = split_url(url) else {
+        return Vec::new();
+    };
+    let part = |kind, key, value| UrlSecretPart { kind, key, value };
+    let mut out = Vec::new();
+    match p.userinfo.map(|u| u.split_once(':').ok_or(u)) {
+        Some(Ok((_, pw))) if !pw.is_empty() => {
+            out.push(part(UrlSecretKind::UserPassword, None, pw))
+        }
+        Some(Err(token)) if !token.is_empty() => {
+            out.push(part(UrlSecretKind::UserToken, None, token))
+        }
+        _ => {}
+    }
+    if p.scheme.eq_ignore_ascii_case("pushover") {
+        out.push(part(UrlSecretKind::Host, None, p.host));
+    }
+    for seg in p.path.split('/').filter(|s| is_token_like(s)) {
+        out.push(part(UrlSecretKind::PathToken, None, seg));
+    }
+    for (k, v) in p
+        .query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|kv| kv.split_once('='))
+    {
+        if !v.is_empty() && (names_a_credential(k) || is_token_like(v)) {
+            out.push(part(UrlSecretKind::QueryToken, Some(k), v));
+        }
+    }
+    out
+}
+
+/// A piece of a URL as a program uses it: percent-decoded (`p%40ss` is
+/// sent as `p@ss`); `+` stays a `+`.
+fn percent_decode(s: &str) -> String {
+    let s = s.replace('+', "%2B");
+    ::url::form_urlencoded::parse(format!("x={s}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or(s)
+}
+
+/// The secret pieces of a URL (the URL itself, the credential parts of
+/// [`url_secret_parts`] as written and percent-decoded, and any other
+/// query value of 8 characters or more), registered with
+/// [`crate::redact`] so a log line holding any of them is masked. A URL
+/// with nothing to redact (say `http://127.0.0.1:8080/hook`) is not a
+/// secret and is not registered.
 pub(crate) fn register_url_secrets(url: &str) {
     if !has_secret_parts(url) {
         return;
     }
     crate::redact::register(url);
+    for part in url_secret_parts(url) {
+        crate::redact::register(part.value);
+        crate::redact::register(&percent_decode(part.value));
+    }
     let Ok(p) = split_url(url) else { return };
-    if let Some(u) = p.userinfo {
-        crate::redact::register(u.split_once(':').map_or(u, |(_, pw)| pw));
-    }
-    if p.scheme.eq_ignore_ascii_case("pushover") {
-        crate::redact::register(p.host);
-    }
-    p.path
-        .split('/')
-        .filter(|s| is_token_like(s))
-        .for_each(crate::redact::register);
     if let Some(q) = p.query {
         q.split('&')
             .filter_map(|kv| kv.split_once('='))
@@ -354,6 +446,53 @@ mod tests {
             assert_eq!(redact_url(url), url);
             assert!(!has_secret_parts(url), "{url}");
         }
+    }
+
+    #[test]
+    fn credential_parts_are_found_and_registered_decoded_too() {
+        use UrlSecretKind as K;
+        let kinds = |url| {
+            url_secret_parts(url)
+                .into_iter()
+                .map(|p| (p.kind, p.value))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kinds("smtp://u:p%40ss-word@mail:587/?from=a@b&to=c@d"),
+            [(K::UserPassword, "p%40ss-word")]
+        );
+        assert_eq!(
+            kinds("telegram://123:tok@telegram?chats=@mychan"),
+            [(K::UserPassword, "tok")]
+        );
+        assert_eq!(kinds("telegram://tok1@telegram"), [(K::UserToken, "tok1")]);
+        assert_eq!(
+            kinds("https://h/hook?token=abc&status=up&x=Rk7x9QaB2c"),
+            [(K::QueryToken, "abc"), (K::QueryToken, "Rk7x9QaB2c")]
+        );
+        assert_eq!(
+            kinds("gotify://g.lan/AbCdEfG12345"),
+            [(K::PathToken, "AbCdEfG12345")]
+        );
+        assert!(kinds("https://ntfy.sh/backups?scheme=http").is_empty());
+        assert!(kinds("https://admin@h/").len() == 1);
+        // Outside notification URLs only passwords and named query keys
+        // are credentials.
+        let anywhere = |url| {
+            url_secret_parts(url)
+                .iter()
+                .any(|p| p.kind.is_credential_anywhere(p.key))
+        };
+        assert!(anywhere("https://admin:pw12@h/health"));
+        assert!(anywhere("https://h/health?api_key=x1"));
+        assert!(!anywhere("https://admin@h/health"));
+        assert!(!anywhere("https://h/api/v1/status2024?format=json"));
+
+        register_url_secrets("smtp://u:pa%40ss-S3NT@mail:587/");
+        assert_eq!(
+            crate::redact::scrub("auth pa@ss-S3NT / pa%40ss-S3NT"),
+            "auth *** / ***"
+        );
     }
 
     #[test]

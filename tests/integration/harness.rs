@@ -84,9 +84,14 @@ impl Test {
         self
     }
 
-    /// The main config file at `etc/homelab-autopilot.yaml`.
+    /// The main config file at `etc/homelab-autopilot.yaml`, mode 0600 as
+    /// a file that may hold secrets must be (tokens in URLs included).
     pub fn config(&self, yaml: &str) -> &Self {
-        self.write("etc/homelab-autopilot.yaml", yaml)
+        use std::os::unix::fs::PermissionsExt;
+        self.write("etc/homelab-autopilot.yaml", yaml);
+        let p = self.path("etc/homelab-autopilot.yaml");
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        self
     }
 
     /// A user script under `scripts/`.
