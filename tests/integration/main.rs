@@ -14,3 +14,4 @@ mod pve;
 mod restore_safety;
 mod runs;
 mod scripts;
+mod skips;
