@@ -7,7 +7,7 @@ use crate::harness::{on_ci, skips, Requirement, DOCKER, SMTP};
 use std::io::Write;
 
 /// Every requirement some test has beyond the repository.
-const REQUIREMENTS: &[&Requirement] = &[&DOCKER, &SMTP];
+const REQUIREMENTS: &[&Requirement] = &[&DOCKER, &SMTP, &crate::pve::PVE_SCHEMA];
 
 #[test]
 fn no_requirement_is_missing() {
