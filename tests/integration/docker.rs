@@ -4,7 +4,8 @@
 //! container stops and recovering when it starts again.
 //!
 //! The engine must be running (`dockerd`, see `.ci/run`). On CI (CI=true)
-//! its absence fails the tests; elsewhere they skip loudly.
+//! its absence fails the tests; elsewhere they skip loudly
+//! (`harness::DOCKER`).
 
 use crate::harness::{Run, Test};
 use crate::monitor::{config, events};
@@ -27,23 +28,10 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-/// The engine answers `docker info`; when it does not: a panic on CI, a
-/// loud skip elsewhere.
+/// The engine answers `docker info` (and busybox is there); when it does
+/// not, the test is skipped loudly, or fails on CI (see `harness::require`).
 fn engine() -> bool {
-    let up = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("no Docker engine (apt-get install docker.io busybox-static; start dockerd)");
-        }
-        eprintln!("SKIPPED: no Docker engine is running (apt-get install docker.io busybox-static; dockerd &)");
-    }
-    up
+    crate::harness::require(&crate::harness::DOCKER)
 }
 
 /// An image imported from a rootfs holding a static busybox and a few

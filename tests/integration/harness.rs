@@ -193,3 +193,145 @@ pub fn basic_config(extra_global: &str, extra_services: &str) -> String {
         "global:\n  backup:\n    root: {{root}}/backups\n{extra_global}services:\n  - name: web\n    type: generic\n    backup_paths: [{{root}}/data/web]\n    exclude: [\"*.tmp\"]\n{extra_services}"
     )
 }
+
+// ---- requirements and skips ----
+//
+// A test that needs something beyond the repository (a Docker engine, an
+// SMTP server) asks [`require`]. When it is missing the test says
+// `SKIPPED: <test>: <reason>` on the terminal (written past libtest's output
+// capture, so it shows although the test passes), the skip is recorded for
+// `skips::no_requirement_is_missing`, and under `CI=true` the test fails
+// instead.
+
+/// Something tests need from the machine beyond the repository.
+pub struct Requirement {
+    pub name: &'static str,
+    /// How to get it.
+    pub install: &'static str,
+    /// Ok, or what is missing.
+    pub probe: fn() -> Result<(), String>,
+    /// The tests that skip without it (`module::test`).
+    pub tests: &'static [&'static str],
+    /// Only an extra cross-check, absent on a fresh clone: reported when
+    /// missing but never a failure under `CI=true`.
+    pub optional: bool,
+}
+
+/// A Docker engine answering `docker info`, and busybox for the test image.
+pub const DOCKER: Requirement = Requirement {
+    name: "docker",
+    install: "apt-get install docker.io busybox-static; dockerd &",
+    probe: docker_available,
+    tests: &[
+        "docker::docker_container_reports_real_container_states",
+        "docker::a_stopped_container_alerts_and_recovers_through_run_monitor",
+        "docker::a_compose_project_is_up_only_while_all_its_containers_are",
+    ],
+    optional: false,
+};
+
+/// aiosmtpd importable by /usr/bin/python3.
+pub const SMTP: Requirement = Requirement {
+    name: "smtp",
+    install: "apt-get install python3-aiosmtpd",
+    probe: smtp_available,
+    tests: &[
+        "notify::email_reaches_a_real_smtp_server_with_subject_headers_and_both_parts",
+        "notify::email_over_starttls_authenticates_and_never_leaks_the_password",
+        "notify::email_over_implicit_tls_authenticates_and_never_leaks_the_password",
+    ],
+    optional: false,
+};
+
+pub fn docker_available() -> Result<(), String> {
+    let up = Command::new("docker")
+        .args(["info", "--format", "{{.ServerVersion}}"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !up {
+        return Err("no Docker engine answers `docker info`".into());
+    }
+    if !["/bin/busybox", "/usr/bin/busybox"]
+        .iter()
+        .any(|p| Path::new(p).exists())
+    {
+        return Err("no busybox at /bin/busybox or /usr/bin/busybox".into());
+    }
+    Ok(())
+}
+
+pub fn smtp_available() -> Result<(), String> {
+    let have = Command::new("/usr/bin/python3")
+        .args(["-c", "import aiosmtpd"])
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if have {
+        Ok(())
+    } else {
+        Err("aiosmtpd is not importable by /usr/bin/python3".into())
+    }
+}
+
+/// `CI=true`: skips are failures.
+pub fn on_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
+
+/// The skips recorded so far in this test process: (test, reason).
+pub fn skips() -> Vec<(String, String)> {
+    SKIPS.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+static SKIPS: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+
+/// The running test's name (libtest names each test's thread after it).
+pub fn current_test() -> String {
+    match std::thread::current().name() {
+        Some(n) if n != "main" => n.to_string(),
+        _ => "(unnamed test)".into(),
+    }
+}
+
+/// Say loudly that `test` did not run, and record it; under `CI=true` fail.
+#[track_caller]
+pub fn skip(test: &str, reason: &str) {
+    if on_ci() {
+        panic!("{test}: {reason} (CI=true: a skip is a failure)");
+    }
+    note_skip(test, reason);
+}
+
+/// Print and record a skip, whatever `CI` says.
+fn note_skip(test: &str, reason: &str) {
+    use std::io::Write;
+    let line = format!("SKIPPED: {test}: {reason}\n");
+    // io::stderr() directly, not eprint!: libtest captures only the macros.
+    let _ = std::io::stderr().lock().write_all(line.as_bytes());
+    SKIPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push((test.to_string(), reason.to_string()));
+}
+
+/// Whether `req` is there; if not the running test is skipped (see
+/// [`skip`]) and should return. An optional requirement's absence is
+/// recorded but never fails under `CI=true`.
+#[track_caller]
+pub fn require(req: &Requirement) -> bool {
+    match (req.probe)() {
+        Ok(()) => true,
+        Err(why) => {
+            let reason = format!("needs {}: {why} ({})", req.name, req.install);
+            if req.optional {
+                note_skip(&current_test(), &reason);
+            } else {
+                skip(&current_test(), &reason);
+            }
+            false
+        }
+    }
+}

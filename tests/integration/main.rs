@@ -15,3 +15,4 @@ mod restore_safety;
 mod runs;
 mod scripts;
 mod secrets;
+mod skips;

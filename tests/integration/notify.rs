@@ -667,18 +667,10 @@ fn notify_test_reports_each_channel() {
 }
 
 /// aiosmtpd from Debian's python3-aiosmtpd under /usr/bin/python3. On CI
-/// (CI=true) it must be there; elsewhere the test skips loudly.
+/// (CI=true) it must be there; elsewhere the test skips loudly
+/// (`harness::SMTP`).
 fn smtp_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
-    let have = std::process::Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    if !have {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("aiosmtpd missing under /usr/bin/python3 (apt-get install python3-aiosmtpd)");
-        }
-        eprintln!("SKIPPED: aiosmtpd is not installed under /usr/bin/python3 (apt-get install python3-aiosmtpd)");
+    if !crate::harness::require(&crate::harness::SMTP) {
         return None;
     }
     let port = closed_port();

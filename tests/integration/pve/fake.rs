@@ -1,8 +1,10 @@
 //! A fake Proxmox VE (or PBS) HTTPS server for the tests: std threads +
 //! rustls with an rcgen self-signed certificate on 127.0.0.1:0. Every
-//! request is validated against the official schema first; a rejection is
-//! answered like PVE (400 + `errors{}`, or 501) AND recorded as a
-//! violation, and dropping a [`Fake`] with violations fails the test.
+//! request is validated against the schema first (the official one, or the
+//! compact description where that is absent); a rejection is answered like
+//! PVE (400 + `errors{}`, or 501) AND recorded as a violation, and dropping
+//! a [`Fake`] with violations fails the test. An answer whose `data` is not
+//! of the type the schema declares is a violation too (the fake drifted).
 //!
 //! State: guests (qemu/lxc) with locks and snapshots, storages with backup
 //! volumes in real volid formats, tasks that take time and can fail, with
@@ -37,6 +39,7 @@ pub struct Guest {
 enum Effect {
     Unlock(u32),
     AddVolume(String, Value),
+    RemoveVolume(String, String),
     AddSnapshot(u32, Value),
     RemoveSnapshot(u32, String),
     CreateGuest(u32, Guest),
@@ -114,7 +117,7 @@ impl Drop for Fake {
             .unwrap_or_default();
         if !v.is_empty() && !std::thread::panicking() {
             panic!(
-                "the client sent requests the official schema rejects:\n{}",
+                "the client sent requests the schema rejects (or the fake answered off-schema):\n{}",
                 v.join("\n")
             );
         }
@@ -424,10 +427,50 @@ fn handle(
         return err(pbs, 596, "Connection timed out");
     }
     tick(&mut st);
-    if pbs {
-        return pbs_route(&mut st, method, &path, &p, &vars);
+    let answer = if pbs {
+        pbs_route(&mut st, method, &path, &p, &vars)
+    } else {
+        route(&mut st, method, &path, &p, &params, &vars, is_root)
+    };
+    if let Some(bad) = off_schema(schema, method, &path, &answer) {
+        st.violations.push(bad);
     }
-    route(&mut st, method, &path, &p, &params, &vars, is_root)
+    answer
+}
+
+/// A successful answer whose `data` is not of the declared return type.
+fn off_schema(
+    schema: &Schema,
+    method: &str,
+    path: &str,
+    answer: &(u16, String, String),
+) -> Option<String> {
+    if answer.0 != 200 {
+        return None;
+    }
+    let want = schema.returns(method, path)?;
+    let data = serde_json::from_str::<Value>(&answer.2).ok()?["data"].take();
+    let fits = match want.as_str() {
+        "object" => data.is_object(),
+        "array" => data.is_array(),
+        "string" => data.is_string(),
+        "boolean" => data.is_boolean() || data.as_i64().is_some_and(|n| n == 0 || n == 1),
+        // Perl sends some numbers as strings.
+        "integer" => {
+            data.is_i64()
+                || data.is_u64()
+                || data.as_str().is_some_and(|s| s.parse::<i64>().is_ok())
+        }
+        "number" => data.is_number() || data.as_str().is_some_and(|s| s.parse::<f64>().is_ok()),
+        "null" => data.is_null(),
+        _ => true,
+    };
+    (!fits).then(|| {
+        format!(
+            "{method} {path}: the fake answered {data} where the {} schema returns {want}",
+            schema.source
+        )
+    })
 }
 
 /// Finish tasks whose time is up, applying their effects.
@@ -457,6 +500,12 @@ fn tick(st: &mut State) {
                 }
                 _ if !success => {}
                 Effect::AddVolume(s, v) => st.storages.get_mut(&s).unwrap().1.push(v),
+                Effect::RemoveVolume(s, vol) => st
+                    .storages
+                    .get_mut(&s)
+                    .unwrap()
+                    .1
+                    .retain(|v| v["volid"] != vol.as_str()),
                 Effect::AddSnapshot(v, s) => st.guests.get_mut(&v).unwrap().snapshots.push(s),
                 Effect::RemoveSnapshot(v, n) => st
                     .guests
@@ -850,13 +899,22 @@ fn route(
         ("DELETE", ["nodes", _, "storage", _, "content", _]) => {
             let s = vars["storage"].clone();
             let vol = vars["volume"].clone();
-            let (_, vols) = st.storages.get_mut(&s).unwrap();
-            let n = vols.len();
-            vols.retain(|v| v["volid"] != vol.as_str());
-            if vols.len() == n {
+            if !st.storages[&s].1.iter().any(|v| v["volid"] == vol.as_str()) {
                 return err(false, 500, &format!("volume '{vol}' does not exist"));
             }
-            ok(Value::Null)
+            // Without `delay`, PVE answers with the UPID of an imgdel task.
+            let upid = new_task(
+                st,
+                &node,
+                "imgdel",
+                "",
+                None,
+                "OK",
+                vec![format!("Removed volume '{vol}'")],
+                vec![Effect::RemoveVolume(s, vol.clone())],
+                false,
+            );
+            ok(json!(upid))
         }
         ("POST", ["nodes", _, kind]) if *kind == "qemu" || *kind == "lxc" => {
             restore(st, &node, kind, p)

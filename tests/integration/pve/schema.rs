@@ -1,5 +1,7 @@
 //! Validate requests against the official PVE / PBS API schemas
-//! (`../shared/pve-api/*-apidata.json`), the way PVE::JSONSchema does:
+//! (`*-apidata.json` in [`schema_dir`]) or, where those are absent, the
+//! compact description of the endpoints the client calls
+//! (`endpoints.json`), the way PVE::JSONSchema does:
 //! path template + method must exist, no unknown parameters
 //! (`additionalProperties: 0`), required ones present, types (booleans
 //! only `0`/`1` in PVE forms), enums, anchored patterns, min/max,
@@ -11,24 +13,125 @@ use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 
+/// Where the official schema files are looked for: `$HLA_PVE_API_DIR`, or
+/// `../shared/pve-api` beside the repository.
 pub fn schema_dir() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pve-api"))
+    match std::env::var_os("HLA_PVE_API_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/pve-api")),
+    }
 }
 
-/// Load `name` (`pve-apidata.json`), or None (after saying so loudly) when
-/// ../shared/pve-api is absent.
-pub fn load(name: &str) -> Option<Schema> {
+/// The compact description of the endpoints the client calls (our own
+/// format, see its `about`).
+pub const COMPACT: &str = include_str!("endpoints.json");
+
+/// The official schema `name` (`pve-apidata.json`), when its folder exists.
+pub fn official(name: &str) -> Option<Schema> {
     let dir = schema_dir();
     if !dir.is_dir() {
-        eprintln!(
-            "SKIPPED: ../shared/pve-api not found ({}); schema-validated PVE tests did not run",
-            dir.display()
-        );
         return None;
     }
     let text = std::fs::read_to_string(dir.join(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
     let tree: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
     Some(Schema::new(&tree, name.starts_with("pbs")))
+}
+
+/// The official schema `name` when present, else the compact description of
+/// the same flavour: every test runs either way.
+pub fn load(name: &str) -> Schema {
+    official(name).unwrap_or_else(|| compact(name.starts_with("pbs")))
+}
+
+/// The compact description (`endpoints.json`) of PVE or PBS as a schema.
+pub fn compact(pbs: bool) -> Schema {
+    let all: Value = serde_json::from_str(COMPACT).expect("endpoints.json is JSON");
+    let section = all[if pbs { "pbs" } else { "pve" }]
+        .as_object()
+        .expect("endpoints.json has pve and pbs objects");
+    let mut by_path: Vec<(Vec<String>, HashMap<String, Value>)> = Vec::new();
+    for (key, ep) in section {
+        let (method, path) = key
+            .split_once(' ')
+            .unwrap_or_else(|| panic!("endpoints.json: '{key}' is not 'METHOD /path'"));
+        for k in ep.as_object().into_iter().flat_map(|o| o.keys()) {
+            assert!(
+                ["params", "returns", "note"].contains(&k.as_str()),
+                "endpoints.json: {key}: unknown key '{k}'"
+            );
+        }
+        let mut props = serde_json::Map::new();
+        for (name, spec) in ep["params"].as_object().into_iter().flatten() {
+            let spec = spec
+                .as_str()
+                .unwrap_or_else(|| panic!("endpoints.json: {key}: {name} is not a string"));
+            let def =
+                param_def(spec).unwrap_or_else(|e| panic!("endpoints.json: {key}: {name}: {e}"));
+            props.insert(name.clone(), def);
+        }
+        let segs = segments(path);
+        // Path variables are required parameters, as in the official tree.
+        for s in &segs {
+            if let Some(v) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                props.insert(v.to_string(), serde_json::json!({"type": "string"}));
+            }
+        }
+        let mut info =
+            serde_json::json!({"parameters": {"additionalProperties": 0, "properties": props}});
+        if let Some(r) = ep["returns"].as_str() {
+            info["returns"] = serde_json::json!({ "type": r });
+        }
+        match by_path.iter_mut().find(|(s, _)| *s == segs) {
+            Some((_, methods)) => {
+                methods.insert(method.to_string(), info);
+            }
+            None => by_path.push((segs, HashMap::from([(method.to_string(), info)]))),
+        }
+    }
+    Schema {
+        entries: by_path,
+        pbs,
+        regex_cache: Default::default(),
+        source: "compact",
+    }
+}
+
+/// One compact parameter spec (`integer required format=pve-vmid min=100`)
+/// as the official tree writes it.
+fn param_def(spec: &str) -> Result<Value, String> {
+    let mut words = spec.split_whitespace();
+    let ty = words.next().ok_or("empty spec")?;
+    if !["string", "integer", "number", "boolean", "array"].contains(&ty) {
+        return Err(format!("unknown type '{ty}'"));
+    }
+    let mut def = serde_json::json!({ "type": ty, "optional": 1 });
+    let number = |k: &str, v: &str| -> Result<Value, String> {
+        v.parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| format!("{k}={v} is not a number"))
+    };
+    for w in words {
+        match w.split_once('=') {
+            None if w == "required" => {
+                def.as_object_mut().unwrap().remove("optional");
+            }
+            Some(("format", v)) => def["format"] = v.into(),
+            Some(("enum", v)) => def["enum"] = v.split('|').collect::<Vec<_>>().into(),
+            Some(("min", v)) => def["minimum"] = number("min", v)?,
+            Some(("max", v)) => def["maximum"] = number("max", v)?,
+            Some(("maxlen", v)) => def["maxLength"] = number("maxlen", v)?,
+            Some(("requires", v)) => def["requires"] = v.into(),
+            _ => return Err(format!("unknown word '{w}'")),
+        }
+    }
+    Ok(def)
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 #[derive(Debug)]
@@ -44,6 +147,8 @@ pub struct Schema {
     entries: Vec<(Vec<String>, HashMap<String, Value>)>,
     pbs: bool,
     regex_cache: std::sync::Mutex<HashMap<String, Regex>>,
+    /// "official" or "compact".
+    pub source: &'static str,
 }
 
 impl Schema {
@@ -74,7 +179,34 @@ impl Schema {
             entries,
             pbs,
             regex_cache: Default::default(),
+            source: "official",
         }
+    }
+
+    /// Every (method, path template, method info), in no set order.
+    pub fn endpoints(&self) -> Vec<(String, String, &Value)> {
+        let mut out = Vec::new();
+        for (segs, methods) in &self.entries {
+            for (m, info) in methods {
+                out.push((m.clone(), format!("/{}", segs.join("/")), info));
+            }
+        }
+        out
+    }
+
+    /// The method info of exactly this path template (`/nodes/{node}/status`).
+    pub fn info(&self, method: &str, template: &str) -> Option<&Value> {
+        let segs = segments(template);
+        self.entries
+            .iter()
+            .find(|(s, _)| *s == segs)
+            .and_then(|(_, m)| m.get(method))
+    }
+
+    /// The declared type of the answer to a concrete request, if any.
+    pub fn returns(&self, method: &str, path: &str) -> Option<String> {
+        let (_, info) = self.lookup(method, path).ok()?;
+        info["returns"]["type"].as_str().map(str::to_string)
     }
 
     /// Find the template for a concrete path: (template vars, method info).
@@ -218,7 +350,7 @@ impl Schema {
             .clone()
     }
 
-    fn check_value(&self, def: &Value, v: &str) -> Result<(), String> {
+    pub fn check_value(&self, def: &Value, v: &str) -> Result<(), String> {
         let ty = def["type"].as_str().unwrap_or("string");
         match ty {
             "boolean" => {
@@ -314,6 +446,22 @@ fn prop_for(props: &serde_json::Map<String, Value>, k: &str) -> Option<Value> {
     None
 }
 
+/// The named formats [`check_format`] checks (a `-list` of each too).
+pub const FORMATS: &[&str] = &[
+    "pve-vmid",
+    "pve-node",
+    "pve-storage-id",
+    "pve-configid",
+    "dns-name",
+    "pve-tag",
+    "pve-storage-content",
+    "pve-fingerprint",
+    "pbs-safe-id",
+    "pbs-ns",
+    "pbs-userid",
+    "prune-backups",
+];
+
 fn check_format(f: &str, v: &str) -> Result<(), String> {
     if let Some(item) = f.strip_suffix("-list") {
         for part in Regex::new(r"[,;\s]+")
@@ -335,6 +483,14 @@ fn check_format(f: &str, v: &str) -> Result<(), String> {
         "pve-tag" => re(r"(?i)^[a-z0-9_][a-z0-9_\-+.]*$").is_match(v),
         "pve-storage-content" => ["images", "rootdir", "vztmpl", "iso", "backup", "snippets", "import"].contains(&v),
         "pve-fingerprint" => re(r"^([A-Fa-f0-9]{2}:){31}[A-Fa-f0-9]{2}$").is_match(v),
+        // PBS identifiers, where the PBS API gives regular expressions.
+        "pbs-safe-id" => re(r"^[A-Za-z0-9_][A-Za-z0-9._\-]*$").is_match(v),
+        "pbs-ns" => {
+            v.is_empty()
+                || (v.split('/').count() <= 8
+                    && v.split('/').all(|p| re(r"^[A-Za-z0-9_][A-Za-z0-9._\-]*$").is_match(p)))
+        }
+        "pbs-userid" => re(r"^[^\s:/\x00-\x1f\x7f]+@[A-Za-z0-9_][A-Za-z0-9._\-]*$").is_match(v),
         "prune-backups" => {
             return check_property_string_keys(v, &["keep-all", "keep-last", "keep-hourly", "keep-daily", "keep-weekly", "keep-monthly", "keep-yearly"]);
         }
