@@ -64,8 +64,11 @@ pub fn classify_exit(exitstatus: &str) -> ExitClass {
     ExitClass::Failed
 }
 
-/// Wait for `upid` to stop (polling with a gentle backoff up to 2 s).
+/// Wait for `upid` to stop (polling with a gentle backoff up to 2 s), at
+/// most `timeout`, cut to the calling thread's deadline
+/// ([`crate::proc::until`]). A task still running then is left running.
 pub fn wait(t: &dyn Transport, upid: &str, timeout: Duration) -> PveResult<TaskResult> {
+    let timeout = crate::proc::bounded(timeout);
     let parsed = parse_upid(upid).ok_or_else(|| PveError::Decode {
         what: "task".into(),
         message: format!("expected a UPID, got '{upid}'"),

@@ -13,4 +13,5 @@ mod notify;
 mod pve;
 mod restore_safety;
 mod runs;
+mod script_limits;
 mod scripts;
