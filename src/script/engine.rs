@@ -349,6 +349,31 @@ mod tests {
     }
 
     #[test]
+    fn the_time_left_ends_in_the_stop_the_engine_uses() {
+        let watch = Watch::default();
+        assert_eq!(watch.remaining(), Ok(Duration::MAX));
+        watch.start_clock(Duration::from_secs(3600));
+        let left = watch.remaining().unwrap();
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
+        // The clock starts once.
+        watch.start_clock(Duration::ZERO);
+        assert!(watch.remaining().is_ok());
+        watch.cancel.store(true, Ordering::Relaxed);
+        assert_eq!(watch.remaining(), Err(Stop::Cancelled));
+
+        let late = Watch::default();
+        late.start_clock(Duration::ZERO);
+        assert_eq!(late.remaining(), Err(Stop::Deadline));
+        let err = late.stop_error(Stop::Deadline, false);
+        assert!(!err.is_catchable());
+        assert_eq!(
+            crate::script::host::error_message(&err),
+            "script stopped: the run's deadline (global.scripts.timeout_seconds) passed"
+        );
+        assert!(late.stopped.load(Ordering::Relaxed));
+    }
+
+    #[test]
     fn a_stop_says_why_by_its_type() {
         let err = stopped(true, Duration::from_secs(3600));
         let EvalAltResult::ErrorTerminated(token, _) = &*err else {
