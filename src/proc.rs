@@ -1,9 +1,19 @@
 //! Running commands: argv arrays only (never `sh -c` with interpolated
 //! values), a timeout that kills the whole process group, bounded captured
 //! output, optional nice/ionice (lower priority for heavy work).
+//!
+//! The argv goes to `execve` as it is: no shell is involved, so nothing in
+//! an argument is expanded or split. A caller that wants a shell runs
+//! `sh -c` itself.
+//!
+//! A caller can bound all the blocking work of its thread by a deadline
+//! ([`until`]): a command started inside the scope gets a timeout of at
+//! most the time left, and so does a Proxmox task wait
+//! (`crate::pve::tasks::wait`).
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -54,6 +64,67 @@ pub struct RunInfo {
     pub timed_out: bool,
     pub truncated: bool,
     pub duration_ms: u64,
+}
+
+thread_local! {
+    /// When the blocking work of this thread must end (see [`until`]).
+    static UNTIL: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+/// Run `f` with every timeout of the blocking work it does on this thread
+/// (commands, Proxmox task waits) cut to end by `deadline` at the latest.
+/// Scopes nest; the earlier deadline wins. None adds no bound.
+pub fn until<T>(deadline: Option<Instant>, f: impl FnOnce() -> T) -> T {
+    struct Restore(Option<Instant>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            UNTIL.set(self.0);
+        }
+    }
+    let prev = UNTIL.get();
+    let _restore = Restore(prev);
+    UNTIL.set(match (prev, deadline) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    });
+    f()
+}
+
+/// `timeout`, cut to the time left before this thread's deadline
+/// ([`until`]).
+pub fn bounded(timeout: Duration) -> Duration {
+    match UNTIL.get() {
+        Some(at) => timeout.min(at.saturating_duration_since(Instant::now())),
+        None => timeout,
+    }
+}
+
+impl RunInfo {
+    /// Keep at most `max` bytes of stdout and stderr together (each at a
+    /// character boundary), marking the result `truncated` when anything
+    /// is cut. Each stream is sure of half; what one does not use, the
+    /// other may.
+    pub fn limit_total(&mut self, max: usize) {
+        if self.stdout.len() + self.stderr.len() <= max {
+            return;
+        }
+        let err_keep = self.stderr.len().min(max - self.stdout.len().min(max / 2));
+        cut(&mut self.stderr, err_keep);
+        cut(&mut self.stdout, max - self.stderr.len());
+        self.truncated = true;
+    }
+}
+
+/// Truncate `s` to at most `max` bytes, at a character boundary.
+fn cut(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut at = max;
+    while !s.is_char_boundary(at) {
+        at -= 1;
+    }
+    s.truncate(at);
 }
 
 fn read_bounded(mut r: impl Read, max: usize) -> (Vec<u8>, bool) {
@@ -109,7 +180,8 @@ pub fn set_priority(
     first_err
 }
 
-/// Run `argv` to completion or timeout.
+/// Run `argv` to completion or timeout (cut to the thread's deadline,
+/// see [`until`]).
 pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
     let Some((program, args)) = argv.split_first() else {
         return Err(Error::Usage("proc::run: empty argv".into()));
@@ -141,6 +213,9 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
             });
         }
     }
+    // Taken before the clock starts, so a command cut to the deadline is
+    // killed at or after it.
+    let timeout = bounded(Duration::from_secs(opts.timeout_seconds.max(1)));
     let started = Instant::now();
     let mut child = cmd.spawn().map_err(|e| Error::Command {
         program: program.clone(),
@@ -161,7 +236,6 @@ pub fn run(argv: &[String], opts: &RunOptions) -> Result<RunInfo> {
         .stderr
         .take()
         .map(|e| std::thread::spawn(move || read_bounded(e, max)));
-    let timeout = Duration::from_secs(opts.timeout_seconds.max(1));
     let mut timed_out = false;
     let status = loop {
         match child.try_wait() {
@@ -239,6 +313,50 @@ mod tests {
         let info = run(&argv(&["sh", "-c", "yes | head -c 100000"]), &opts).unwrap();
         assert_eq!(info.stdout.len(), 10);
         assert!(info.truncated);
+    }
+
+    #[test]
+    fn a_thread_deadline_cuts_the_timeout() {
+        let t = Instant::now();
+        let at = Instant::now() + Duration::from_millis(300);
+        let info = until(Some(at), || {
+            run(&argv(&["sleep", "30"]), &RunOptions::default())
+        })
+        .unwrap();
+        assert!(info.timed_out);
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+        // Outside the scope there is no bound.
+        assert_eq!(bounded(Duration::from_secs(7)), Duration::from_secs(7));
+        let inner = until(Some(at), || {
+            until(Some(at + Duration::from_secs(60)), || {
+                bounded(Duration::from_secs(60))
+            })
+        });
+        assert!(inner <= Duration::from_millis(300));
+    }
+
+    #[test]
+    fn total_output_is_limited_at_char_boundaries() {
+        let mut info = RunInfo {
+            code: 0,
+            stdout: "é".repeat(10),
+            stderr: "warn".into(),
+            timed_out: false,
+            truncated: false,
+            duration_ms: 0,
+        };
+        info.limit_total(11);
+        assert_eq!(info.stderr, "warn");
+        assert_eq!(info.stdout, "ééé");
+        assert!(info.truncated);
+        let mut both = RunInfo {
+            stdout: "o".repeat(100),
+            stderr: "e".repeat(100),
+            truncated: false,
+            ..info
+        };
+        both.limit_total(10);
+        assert_eq!((both.stdout.len(), both.stderr.len()), (5, 5));
     }
 
     #[test]

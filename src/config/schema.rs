@@ -128,6 +128,12 @@ pub struct ScriptsConfig {
     /// Costs script speed (every call copies its arguments); see
     /// docs/decisions.md.
     pub locate_stops: bool,
+    /// Programs `proc::run` (and `sys::command`) may start: names (matched
+    /// against argv[0] as given) or absolute paths. Absent: any program.
+    pub allow_commands: Option<Vec<String>>,
+    /// Directories under which `fs::write_text`, `fs::mkdir` and
+    /// `fs::remove` may change files (absolute). Absent: anywhere.
+    pub allow_paths: Option<Vec<PathBuf>>,
 }
 
 impl Default for ScriptsConfig {
@@ -136,6 +142,8 @@ impl Default for ScriptsConfig {
             timeout_seconds: 6 * 3600,
             max_operations: 50_000_000,
             locate_stops: true,
+            allow_commands: None,
+            allow_paths: None,
         }
     }
 }

@@ -1,36 +1,114 @@
-//! File system basics for scripts. Reads are bounded; writes are atomic
-//! (temp file, fsync, rename, fsync dir) and honour dry-run.
+//! File system basics for scripts. Reads are bounded by the engine's
+//! limits (a file's text by the string limit, a listing by the array
+//! limit); writes are atomic (temp file, fsync, rename, fsync dir), honour
+//! dry-run, and stay under `global.scripts.allow_paths` when it is set.
 
-use super::{dry_run, throw, to_rhai, RhaiResult};
+use super::{dry_run, service_of, throw, to_rhai, RhaiResult};
 use crate::error::{Error, Result};
 use crate::files::write_atomic;
 use crate::script::Host;
 use rhai::{Array, Dynamic, FuncRegistration, Module, NativeCallContext};
-use std::path::Path;
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
 use std::sync::Arc;
 
-const MAX_READ: u64 = 16 << 20;
-
-fn read_text(path: &Path) -> Result<String> {
-    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
-    if meta.len() > MAX_READ {
+/// The text of a file of at most `max` bytes. The size is checked while
+/// reading, so a file that grows, or a device or `/proc` file that reports
+/// no size, cannot exceed it.
+fn read_text(path: &Path, max: usize) -> Result<String> {
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut buf = Vec::new();
+    f.take(max as u64 + 1)
+        .read_to_end(&mut buf)
+        .map_err(|e| Error::io(path, e))?;
+    if buf.len() > max {
         return Err(Error::Other(format!(
-            "{}: larger than {} bytes; fs::read_text is for small files",
-            path.display(),
-            MAX_READ
+            "{}: larger than {max} bytes (the scripts' string limit); fs::read_text is for small files",
+            path.display()
         )));
     }
-    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+    String::from_utf8(buf).map_err(|e| {
+        Error::io(
+            path,
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e.utf8_error()),
+        )
+    })
 }
 
-fn list(dir: &Path) -> Result<Array> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .collect();
+/// The sorted names in a directory of at most `max` entries.
+fn list(dir: &Path, max: usize) -> Result<Array> {
+    let mut names = Vec::new();
+    for e in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let Ok(e) = e else { continue };
+        if names.len() == max {
+            return Err(Error::Other(format!(
+                "{}: more than {max} entries (the scripts' array limit)",
+                dir.display()
+            )));
+        }
+        names.push(e.file_name().to_string_lossy().into_owned());
+    }
     names.sort();
     Ok(names.into_iter().map(Dynamic::from).collect())
+}
+
+/// Where a write to `path` lands: the path made absolute, every directory
+/// on the way resolved (symlinks and `..`; a part that does not exist yet
+/// is taken as written). The last part is not followed: a write replaces
+/// it, a removal removes it.
+fn write_target(path: &Path) -> std::io::Result<PathBuf> {
+    let abs = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()?.join(path)
+    };
+    let parts: Vec<Component> = abs.components().collect();
+    let mut out = PathBuf::from("/");
+    for (i, c) in parts.iter().enumerate() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                let next = out.join(name);
+                out = if i + 1 < parts.len() {
+                    std::fs::canonicalize(&next).unwrap_or(next)
+                } else {
+                    next
+                };
+            }
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Refuse a write outside `global.scripts.allow_paths` (when it is set).
+fn check_write(host: &Host, ctx: &NativeCallContext, what: &str, p: &str) -> RhaiResult<()> {
+    let Some(allowed) = &host.config.global.scripts.allow_paths else {
+        return Ok(());
+    };
+    let target = write_target(Path::new(p)).map_err(|e| to_rhai(Error::io(p, e), ctx))?;
+    let inside = allowed.iter().any(|dir| {
+        let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        target.starts_with(dir)
+    });
+    if inside {
+        return Ok(());
+    }
+    let dirs = allowed
+        .iter()
+        .map(|d| d.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(throw(
+        "permission_denied",
+        format!(
+            "{what}: {} is outside global.scripts.allow_paths ({dirs})",
+            target.display()
+        ),
+        service_of(ctx).as_deref(),
+    ))
 }
 
 pub(super) fn module(host: &Arc<Host>) -> Module {
@@ -56,16 +134,18 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 .map_err(|e| to_rhai(Error::io(p, e), &ctx))
         },
     );
+    let max = host.limits.max_string_size;
     v("read_text").set_into_module(
         &mut m,
-        |ctx: NativeCallContext, p: &str| -> RhaiResult<String> {
-            read_text(Path::new(p)).map_err(|e| to_rhai(e, &ctx))
+        move |ctx: NativeCallContext, p: &str| -> RhaiResult<String> {
+            read_text(Path::new(p), max).map_err(|e| to_rhai(e, &ctx))
         },
     );
+    let max = host.limits.max_array_size;
     v("list").set_into_module(
         &mut m,
-        |ctx: NativeCallContext, p: &str| -> RhaiResult<Array> {
-            list(Path::new(p)).map_err(|e| to_rhai(e, &ctx))
+        move |ctx: NativeCallContext, p: &str| -> RhaiResult<Array> {
+            list(Path::new(p), max).map_err(|e| to_rhai(e, &ctx))
         },
     );
     FuncRegistration::new("join").set_into_module(&mut m, |a: &str, b: &str| {
@@ -87,6 +167,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     v("write_text").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, p: &str, text: &str| -> RhaiResult<()> {
+            check_write(&h, &ctx, "fs::write_text", p)?;
             if dry_run(&h, &ctx, &format!("write {} bytes to {p}", text.len())) {
                 return Ok(());
             }
@@ -97,6 +178,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
     v("mkdir").set_into_module(
         &mut m,
         move |ctx: NativeCallContext, p: &str| -> RhaiResult<()> {
+            check_write(&h, &ctx, "fs::mkdir", p)?;
             if Path::new(p).is_dir() || dry_run(&h, &ctx, &format!("create directory {p}")) {
                 return Ok(());
             }
@@ -115,6 +197,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                     None,
                 ));
             }
+            check_write(&h, &ctx, "fs::remove", p)?;
             if dry_run(&h, &ctx, &format!("remove {p}")) {
                 return Ok(());
             }
@@ -127,4 +210,39 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
         },
     );
     m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_write_target_resolves_symlinked_and_dotted_parents() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = std::fs::canonicalize(dir.path()).unwrap();
+        let inside = root.join("inside");
+        let outside = root.join("outside");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::os::unix::fs::symlink(&outside, inside.join("link")).unwrap();
+        let t = |p: PathBuf| write_target(&p).unwrap();
+        assert_eq!(t(inside.join("a.txt")), inside.join("a.txt"));
+        assert_eq!(t(inside.join("link/a.txt")), outside.join("a.txt"));
+        assert_eq!(t(inside.join("../outside/a.txt")), outside.join("a.txt"));
+        assert_eq!(t(inside.join("new/dir/../a.txt")), inside.join("new/a.txt"));
+        // The last part is not followed: writing replaces the link itself.
+        assert_eq!(t(inside.join("link")), inside.join("link"));
+    }
+
+    #[test]
+    fn reads_are_bounded_while_reading() {
+        let e = read_text(Path::new("/dev/zero"), 1000).unwrap_err();
+        assert!(e.to_string().contains("larger than 1000 bytes"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("f{i}")), "").unwrap();
+        }
+        assert_eq!(list(dir.path(), 3).unwrap().len(), 3);
+        assert!(list(dir.path(), 2).is_err());
+    }
 }

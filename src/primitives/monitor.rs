@@ -37,11 +37,20 @@ fn run_checks(h: &Host, services: Array) -> RhaiResult<Dynamic> {
         .iter()
         .filter(|s| names.contains(&s.name))
         .collect();
-    let specs = monitor::specs_for(&h.config, &svcs);
+    // No check waits past the run's deadline; one cut short by it stops
+    // the run.
+    let left = h.remaining()?;
+    let mut specs = monitor::specs_for(&h.config, &svcs);
+    for s in &mut specs {
+        s.timeout = s.timeout.min(left);
+    }
     let n = specs.len();
     let started = std::time::Instant::now();
     let results = monitor::checks::run_all(specs, h.config.monitoring.concurrency as usize);
     tracing::debug!("{n} check(s) in {:?}", started.elapsed());
+    if results.iter().any(|r| !r.ok) {
+        h.remaining()?;
+    }
     to_dyn(&results)
 }
 

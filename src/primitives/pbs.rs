@@ -103,15 +103,16 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 return Ok(Dynamic::UNIT);
             }
             let pbs = client(&h, &c, &ctx)?;
-            let r = pbs
-                .verify(
-                    &store,
-                    ns_of(&h, &s.ns).as_deref(),
-                    s.backup_type.as_deref(),
-                    s.id.as_deref(),
-                    s.time,
-                )
-                .map_err(|e| pve_err(e, &ctx))?;
+            let ns = ns_of(&h, &s.ns);
+            let (kind, id) = (s.backup_type.as_deref(), s.id.as_deref());
+            // Its task wait ends by the run's deadline, which then stops the run.
+            let r = crate::proc::until(h.deadline()?, || {
+                pbs.verify(&store, ns.as_deref(), kind, id, s.time)
+            });
+            if r.is_err() {
+                h.remaining()?;
+            }
+            let r = r.map_err(|e| pve_err(e, &ctx))?;
             to_dyn(&r)
         },
     );
@@ -218,7 +219,12 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 timeout: Duration::from_secs(6 * 3600),
                 program: CLIENT.into(),
             };
-            let out = client_backup(&b).map_err(|e| pve_err(e, &ctx))?;
+            // Ends by the run's deadline, which then stops the run.
+            let out = crate::proc::until(h.deadline()?, || client_backup(&b));
+            if out.is_err() {
+                h.remaining()?;
+            }
+            let out = out.map_err(|e| pve_err(e, &ctx))?;
             let mut r = Map::new();
             r.insert("repository".into(), repository.into());
             r.insert("output".into(), out.into());

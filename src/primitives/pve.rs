@@ -672,7 +672,9 @@ fn exec(
         ));
     }
     let timeout = Duration::from_secs(o.timeout_seconds.unwrap_or(300));
-    let info = crate::pve::local::pct_exec(vmid, &argv, timeout).map_err(|e| pve_err(e, ctx))?;
+    let mut info =
+        crate::pve::local::pct_exec(vmid, &argv, timeout).map_err(|e| pve_err(e, ctx))?;
+    info.limit_total(a.host.limits.max_string_size);
     to_dyn(&info)
 }
 
@@ -697,7 +699,14 @@ macro_rules! reg {
             $m,
             move |$ctx: NativeCallContext $(, $arg: $t)*| -> RhaiResult<Dynamic> {
                 let ($a, $ctx) = (&shared, &$ctx);
-                $body
+                // Task waits and commands end by the run's deadline; one cut
+                // short by it stops the run.
+                let deadline = $a.host.deadline()?;
+                let r = crate::proc::until(deadline, || $body);
+                if r.is_err() {
+                    $a.host.remaining()?;
+                }
+                r
             },
         );
     }};

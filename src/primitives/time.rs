@@ -1,10 +1,12 @@
-//! `time::` for scripts: unix seconds, archive name stamps, formatting.
+//! `time::` for scripts: unix seconds, archive name stamps, formatting, and
+//! `time::sleep`, which ends at the run's deadline (the run then stops).
 
 use super::{throw, RhaiResult};
 use crate::script::Host;
 use chrono::{Local, TimeZone, Utc};
 use rhai::{FuncRegistration, Module};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// `YYYYMMDD_HHMMSS` in local time, as in the seed's archive names.
 pub fn stamp(ts: i64) -> String {
@@ -15,7 +17,28 @@ pub fn stamp(ts: i64) -> String {
         .unwrap_or_default()
 }
 
-pub(super) fn module(_host: &Arc<Host>) -> Module {
+/// Sleep `secs` seconds, or until the run's deadline or cancellation, which
+/// stop the run (checked every quarter second).
+fn sleep(host: &Host, secs: i64) -> RhaiResult<()> {
+    if !(0..=3600).contains(&secs) {
+        return Err(throw(
+            "invalid_argument",
+            "time::sleep takes 0..=3600 seconds",
+            None,
+        ));
+    }
+    let until = Instant::now() + Duration::from_secs(secs as u64);
+    loop {
+        let left = host.remaining()?;
+        let want = until.saturating_duration_since(Instant::now());
+        if want.is_zero() {
+            return Ok(());
+        }
+        std::thread::sleep(want.min(left).min(Duration::from_millis(250)));
+    }
+}
+
+pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     FuncRegistration::new("now")
         .with_volatility(true)
@@ -47,18 +70,9 @@ pub(super) fn module(_host: &Arc<Host>) -> Module {
             Ok(s)
         },
     );
+    let h = host.clone();
     FuncRegistration::new("sleep")
         .with_volatility(true)
-        .set_into_module(&mut m, |secs: i64| -> RhaiResult<()> {
-            if !(0..=3600).contains(&secs) {
-                return Err(throw(
-                    "invalid_argument",
-                    "time::sleep takes 0..=3600 seconds",
-                    None,
-                ));
-            }
-            std::thread::sleep(std::time::Duration::from_secs(secs as u64));
-            Ok(())
-        });
+        .set_into_module(&mut m, move |secs: i64| sleep(&h, secs));
     m
 }

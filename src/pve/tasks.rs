@@ -64,8 +64,11 @@ pub fn classify_exit(exitstatus: &str) -> ExitClass {
     ExitClass::Failed
 }
 
-/// Wait for `upid` to stop (polling with a gentle backoff up to 2 s).
+/// Wait for `upid` to stop (polling with a gentle backoff up to 2 s), at
+/// most `timeout`, cut to the calling thread's deadline
+/// ([`crate::proc::until`]). A task still running then is left running.
 pub fn wait(t: &dyn Transport, upid: &str, timeout: Duration) -> PveResult<TaskResult> {
+    let timeout = crate::proc::bounded(timeout);
     let parsed = parse_upid(upid).ok_or_else(|| PveError::Decode {
         what: "task".into(),
         message: format!("expected a UPID, got '{upid}'"),
@@ -172,6 +175,37 @@ mod tests {
         assert_eq!(p.worker_type, "verify");
         assert!(parse_upid("OK").is_none());
         assert!(parse_upid("UPID:pve1:1:2").is_none());
+    }
+
+    /// A task that never stops.
+    struct Running;
+    impl Transport for Running {
+        fn call(
+            &self,
+            _: Method,
+            _: &str,
+            _: &super::super::Params,
+        ) -> PveResult<serde_json::Value> {
+            Ok(serde_json::json!({ "status": "running" }))
+        }
+        fn is_root(&self) -> bool {
+            true
+        }
+        fn describe(&self) -> String {
+            "test".into()
+        }
+    }
+
+    #[test]
+    fn a_wait_ends_by_the_threads_deadline() {
+        let upid = "UPID:pve1:0006C7D9:0029F72D:68A60E01:vzdump:104:root@pam:";
+        let at = Instant::now() + Duration::from_millis(300);
+        let started = Instant::now();
+        let e = crate::proc::until(Some(at), || wait(&Running, upid, Duration::from_secs(3600)))
+            .unwrap_err();
+        assert!(matches!(e, PveError::Timeout { .. }), "{e}");
+        assert!(Instant::now() >= at);
+        assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]

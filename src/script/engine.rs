@@ -21,8 +21,17 @@ use rhai::debugger::DebuggerEvent;
 use rhai::{Dynamic, Engine, EvalAltResult, Position};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+/// The most bytes of string data one value may hold (all its strings
+/// together): the engine refuses more, and primitives that read a variable
+/// amount (command output, files) keep at most this much.
+pub const MAX_STRING_SIZE: usize = 16 * 1024 * 1024;
+/// The most items of an array (and bytes of a BLOB).
+pub const MAX_ARRAY_SIZE: usize = 1_000_000;
+/// The most entries of an object map.
+pub const MAX_MAP_SIZE: usize = 100_000;
 
 /// Limits for one run.
 #[derive(Debug, Clone)]
@@ -31,6 +40,10 @@ pub struct Limits {
     pub max_operations: u64,
     /// Register the debugger hook that records where a stopped script was.
     pub locate_stops: bool,
+    /// See [`MAX_STRING_SIZE`].
+    pub max_string_size: usize,
+    /// See [`MAX_ARRAY_SIZE`].
+    pub max_array_size: usize,
 }
 
 impl Default for Limits {
@@ -39,6 +52,8 @@ impl Default for Limits {
             deadline: Duration::from_secs(6 * 3600),
             max_operations: 50_000_000,
             locate_stops: true,
+            max_string_size: MAX_STRING_SIZE,
+            max_array_size: MAX_ARRAY_SIZE,
         }
     }
 }
@@ -62,6 +77,9 @@ pub struct Watch {
     /// The step and service a stop passed through first: `(step, service)`.
     /// Known with or without the hook.
     pub stopped_in: Mutex<Option<(String, String)>>,
+    /// When the run's deadline passes: set once, when the engine is built
+    /// (None inside: too far away to represent, so never).
+    pub deadline: OnceLock<Option<Instant>>,
 }
 
 impl Watch {
@@ -78,6 +96,39 @@ impl Watch {
         }
         let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
         stop.get_or_insert(here);
+    }
+
+    /// Set the deadline `limit` from now, unless it is set already; the
+    /// instant it passes (None: never).
+    fn start_clock(&self, limit: Duration) -> Option<Instant> {
+        *self
+            .deadline
+            .get_or_init(|| Instant::now().checked_add(limit))
+    }
+
+    /// The time left before the run's deadline, or the reason the run must
+    /// stop now (the deadline passed, or the run was cancelled). Without a
+    /// deadline (no engine built yet, or one too far away) the time left is
+    /// [`Duration::MAX`]. Blocking primitives wait at most this long.
+    pub fn remaining(&self) -> Result<Duration, Stop> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(Stop::Cancelled);
+        }
+        match self.deadline.get().copied().flatten() {
+            None => Ok(Duration::MAX),
+            Some(at) => match at.checked_duration_since(Instant::now()) {
+                Some(left) if !left.is_zero() => Ok(left),
+                _ => Err(Stop::Deadline),
+            },
+        }
+    }
+
+    /// The error that stops the run for `why`, as `on_progress` raises it:
+    /// a system exception that `try`/`catch` cannot swallow. A primitive
+    /// returns it when the run must stop while it waits.
+    pub fn stop_error(&self, why: Stop, locate: bool) -> Box<EvalAltResult> {
+        self.keep_stop(locate);
+        EvalAltResult::ErrorTerminated(Dynamic::from(why), Position::NONE).into()
     }
 
     /// Where the run was stopped, if the hook recorded it.
@@ -208,9 +259,9 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
     engine.set_max_operations(limits.max_operations);
     engine.set_max_call_levels(64);
     engine.set_max_expr_depths(128, 64);
-    engine.set_max_string_size(16 * 1024 * 1024);
-    engine.set_max_array_size(1_000_000);
-    engine.set_max_map_size(100_000);
+    engine.set_max_string_size(limits.max_string_size);
+    engine.set_max_array_size(limits.max_array_size);
+    engine.set_max_map_size(MAX_MAP_SIZE);
     engine.set_max_modules(200);
     engine.set_max_variables(10_000);
     engine.set_max_functions(10_000);
@@ -224,8 +275,7 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
         tracing::debug!(target: "script", "{}:{}: {}", src.unwrap_or("script"), pos.line().unwrap_or(0), crate::redact::scrub(s))
     });
 
-    let started = Instant::now();
-    let deadline = limits.deadline;
+    let deadline = watch.start_clock(limits.deadline);
     let locate = limits.locate_stops;
     let w = watch.clone();
     engine.on_progress(move |ops| {
@@ -236,7 +286,7 @@ pub fn new_engine(limits: &Limits, scripts: &Scripts, watch: Arc<Watch>) -> Engi
             w.keep_stop(locate);
             return Some(Dynamic::from(Stop::Cancelled));
         }
-        if started.elapsed() > deadline {
+        if deadline.is_some_and(|at| Instant::now() >= at) {
             w.keep_stop(locate);
             return Some(Dynamic::from(Stop::Deadline));
         }
@@ -296,6 +346,31 @@ mod tests {
         engine
             .run("let x = 0; loop { try { x += 1; } catch { } }")
             .unwrap_err()
+    }
+
+    #[test]
+    fn the_time_left_ends_in_the_stop_the_engine_uses() {
+        let watch = Watch::default();
+        assert_eq!(watch.remaining(), Ok(Duration::MAX));
+        watch.start_clock(Duration::from_secs(3600));
+        let left = watch.remaining().unwrap();
+        assert!(left > Duration::from_secs(3590) && left <= Duration::from_secs(3600));
+        // The clock starts once.
+        watch.start_clock(Duration::ZERO);
+        assert!(watch.remaining().is_ok());
+        watch.cancel.store(true, Ordering::Relaxed);
+        assert_eq!(watch.remaining(), Err(Stop::Cancelled));
+
+        let late = Watch::default();
+        late.start_clock(Duration::ZERO);
+        assert_eq!(late.remaining(), Err(Stop::Deadline));
+        let err = late.stop_error(Stop::Deadline, false);
+        assert!(!err.is_catchable());
+        assert_eq!(
+            crate::script::host::error_message(&err),
+            "script stopped: the run's deadline (global.scripts.timeout_seconds) passed"
+        );
+        assert!(late.stopped.load(Ordering::Relaxed));
     }
 
     #[test]

@@ -124,6 +124,7 @@ impl Host {
             deadline: std::time::Duration::from_secs(config.global.scripts.timeout_seconds),
             max_operations: config.global.scripts.max_operations,
             locate_stops: config.global.scripts.locate_stops,
+            ..Limits::default()
         };
         Host {
             scripts: Scripts::new(paths.scripts_dir.clone()),
@@ -142,6 +143,25 @@ impl Host {
             limits,
             events: Mutex::new(EventBuffer::default()),
         }
+    }
+
+    /// The time left before the run's deadline (`global.scripts.timeout_seconds`),
+    /// which every blocking primitive waits at most; [`Duration::MAX`] before
+    /// the engine is built. Once the deadline has passed (or the run was
+    /// cancelled) the error is the same stop the engine raises in script
+    /// code: uncatchable, reported as the deadline (or cancellation) stop.
+    ///
+    /// [`Duration::MAX`]: std::time::Duration::MAX
+    pub fn remaining(&self) -> Result<std::time::Duration, Box<EvalAltResult>> {
+        self.watch
+            .remaining()
+            .map_err(|why| self.watch.stop_error(why, self.limits.locate_stops))
+    }
+
+    /// The instant the run's deadline passes, for [`crate::proc::until`]:
+    /// None when there is no deadline to keep. Errors as [`Host::remaining`].
+    pub fn deadline(&self) -> Result<Option<std::time::Instant>, Box<EvalAltResult>> {
+        Ok(std::time::Instant::now().checked_add(self.remaining()?))
     }
 
     /// Log a run event: to the log and to the run's event tail in the state DB.

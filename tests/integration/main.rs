@@ -13,6 +13,7 @@ mod notify;
 mod pve;
 mod restore_safety;
 mod runs;
+mod script_limits;
 mod scripts;
 mod secrets;
 mod skips;

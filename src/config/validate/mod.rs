@@ -183,7 +183,34 @@ fn validate_global(v: &Validator, at: &At, cfg: &Config) {
     let scripts = at.key("scripts");
     v.at_least_one(&scripts.key("timeout_seconds"), g.scripts.timeout_seconds);
     v.at_least_one(&scripts.key("max_operations"), g.scripts.max_operations);
+    validate_allow_lists(v, &scripts, &g.scripts);
     validate_backup(v, &at.key("backup"), &g.backup);
+}
+
+/// `allow_commands` entries name a program (a bare name or an absolute
+/// path); `allow_paths` entries are absolute directories.
+fn validate_allow_lists(v: &Validator, at: &At, s: &ScriptsConfig) {
+    let commands = at.key("allow_commands");
+    for (i, c) in s.allow_commands.iter().flatten().enumerate() {
+        let here = commands.item(v.diag, i);
+        if c.trim().is_empty() {
+            v.err(&here, "a program name must not be empty");
+        } else if c.contains('/') && !c.starts_with('/') {
+            v.err(
+                &here,
+                format!("'{c}': give a program name (like 'rsync') or an absolute path"),
+            );
+        }
+    }
+    let paths = at.key("allow_paths");
+    for (i, p) in s.allow_paths.iter().flatten().enumerate() {
+        if !p.is_absolute() {
+            v.err(
+                &paths.item(v.diag, i),
+                format!("'{}': path must be absolute", p.display()),
+            );
+        }
+    }
 }
 
 fn validate_proxmox(v: &Validator, at: &At, p: &ProxmoxConfig) {
