@@ -243,6 +243,24 @@ pub const SMTP: Requirement = Requirement {
     optional: false,
 };
 
+/// Root, for tests that mount a small tmpfs (a full disk on demand).
+pub const ROOT: Requirement = Requirement {
+    name: "root",
+    install: "run the tests as root, as CI does",
+    probe: root_available,
+    tests: &["runs::a_full_disk_during_a_backup_exits_74_and_leaves_nothing_half_written"],
+    optional: false,
+};
+
+pub fn root_available() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        Ok(())
+    } else {
+        Err("not running as root (mounting a tmpfs needs it)".into())
+    }
+}
+
 pub fn docker_available() -> Result<(), String> {
     let up = Command::new("docker")
         .args(["info", "--format", "{{.ServerVersion}}"])

@@ -411,12 +411,7 @@ fn run_help_lists_the_shipped_workflows() {
 fn a_full_disk_during_a_backup_exits_74_and_leaves_nothing_half_written() {
     // A 1 MiB tmpfs as the backup root, and more incompressible data than
     // fits. Mounting needs root (CI runs as root).
-    if unsafe { libc::geteuid() } != 0 {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root to mount a small tmpfs"
-        );
-        eprintln!("SKIPPED: a_full_disk_during_a_backup_exits_74: needs root");
+    if !require(&ROOT) {
         return;
     }
     let t = Test::new();
