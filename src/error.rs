@@ -33,7 +33,13 @@ pub enum Error {
     Locked { workflow: String, holder: String },
 
     #[error("{path}: unsafe or malformed archive: {message}")]
-    UnsafeArchive { path: PathBuf, message: String },
+    UnsafeArchive {
+        path: PathBuf,
+        message: String,
+        /// The decoder's own error (zstd, tar, JSON), when one said so.
+        #[source]
+        source: Option<std::io::Error>,
+    },
 
     #[error("{path}: checksum mismatch: expected {expected}, got {actual}")]
     ChecksumMismatch {

@@ -213,6 +213,7 @@ fn normalize_hex(archive: &Path, s: &str, what: &str) -> Result<String> {
         return Err(Error::UnsafeArchive {
             path: archive.to_path_buf(),
             message: format!("{what} is not a sha256 hex digest: {s:?}"),
+            source: None,
         });
     }
     Ok(s.to_ascii_lowercase())
@@ -240,6 +241,7 @@ pub(crate) fn expected_hash(archive: &Path, expected: Option<&str>) -> Result<St
                 "no checksum: {} is missing",
                 sidecar_paths(archive).0.display()
             ),
+            source: None,
         }),
     }
 }
@@ -250,6 +252,7 @@ pub fn read_manifest(archive: &Path) -> Result<Manifest> {
     serde_json::from_slice(&bytes).map_err(|e| Error::UnsafeArchive {
         path: man.clone(),
         message: format!("malformed manifest: {e}"),
+        source: Some(e.into()),
     })
 }
 

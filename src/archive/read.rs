@@ -212,8 +212,8 @@ pub(super) fn decoder<R: BufRead>(
     input: R,
     cap: u64,
 ) -> Result<(tar::Archive<Decoded<R>>, std::rc::Rc<std::cell::Cell<bool>>)> {
-    let dec = zstd::stream::read::Decoder::with_buffer(input)
-        .map_err(|e| bad(archive, format!("zstd: {e}")))?;
+    let dec =
+        zstd::stream::read::Decoder::with_buffer(input).map_err(|e| bad_io(archive, "zstd", e))?;
     let c = Counted::new(dec, cap);
     let flag = c.over_cap.clone();
     Ok((tar::Archive::new(c), flag))
@@ -223,6 +223,16 @@ pub(super) fn bad(archive: &Path, message: impl Into<String>) -> Error {
     Error::UnsafeArchive {
         path: archive.to_path_buf(),
         message: message.into(),
+        source: None,
+    }
+}
+
+/// [`bad`] for a decoder's error: `what: error`, the error kept as source.
+pub(super) fn bad_io(archive: &Path, what: &str, e: std::io::Error) -> Error {
+    Error::UnsafeArchive {
+        path: archive.to_path_buf(),
+        message: format!("{what}: {e}"),
+        source: Some(e),
     }
 }
 
@@ -250,7 +260,7 @@ fn read_meta<R: Read>(
     }
     let mut v = Vec::with_capacity(size as usize);
     e.read_to_end(&mut v)
-        .map_err(|err| bad(archive, format!("{what}: {err}")))?;
+        .map_err(|err| bad_io(archive, what, err))?;
     if v.len() as u64 != size {
         return Err(bad(archive, format!("{what}: truncated")));
     }
@@ -320,13 +330,13 @@ pub(super) fn walk<R: Read>(
 ) -> Result<()> {
     let entries = ar
         .entries()
-        .map_err(|e| bad(archive_path, format!("tar: {e}")))?
+        .map_err(|e| bad_io(archive_path, "tar", e))?
         .raw(true);
     let mut long_path: Option<Vec<u8>> = None;
     let mut long_link: Option<Vec<u8>> = None;
     let mut pax: Option<PaxPaths> = None;
     for e in entries {
-        let mut e = e.map_err(|e| bad(archive_path, format!("tar: {e}")))?;
+        let mut e = e.map_err(|e| bad_io(archive_path, "tar", e))?;
         match e.header().entry_type().as_byte() {
             b'L' => {
                 if long_path.is_some() {
@@ -405,7 +415,7 @@ pub(super) fn finish<R: Read>(
             Ok(0) => break,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(bad(archive_path, format!("zstd: {e}"))),
+            Err(e) => return Err(bad_io(archive_path, "zstd", e)),
         };
         trailer += n as u64;
         if buf[..n].iter().any(|&b| b != 0) {

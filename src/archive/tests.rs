@@ -1262,3 +1262,17 @@ fn sigkill_leaves_only_temp_debris() {
     assert_eq!(removed.len(), 1);
     assert_only(&dest, &[]);
 }
+
+#[test]
+fn a_corrupt_archive_error_keeps_the_decoders_error_as_its_source() {
+    let d = TempDir::new().unwrap();
+    let p = d.path().join("x.tar.zst");
+    fs::write(&p, b"this is not zstd at all").unwrap();
+    let err = list(&p).unwrap_err();
+    assert_eq!(err.kind(), "unsafe_archive");
+    let source = std::error::Error::source(&err).expect("the zstd error is kept");
+    assert!(
+        source.downcast_ref::<std::io::Error>().is_some(),
+        "{source:?}"
+    );
+}

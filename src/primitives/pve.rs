@@ -252,6 +252,7 @@ pub fn verify_archive(path: &Path) -> crate::Result<ArchiveCheck> {
         return Err(crate::Error::UnsafeArchive {
             path: path.into(),
             message: "empty file".into(),
+            source: None,
         });
     }
     let mut hasher = Sha256::new();
@@ -271,6 +272,7 @@ pub fn verify_archive(path: &Path) -> crate::Result<ArchiveCheck> {
         std::io::copy(&mut dec, &mut std::io::sink()).map_err(|e| crate::Error::UnsafeArchive {
             path: path.into(),
             message: format!("zstd decode failed: {e}"),
+            source: Some(e),
         })?;
         "zstd".to_string()
     } else {
