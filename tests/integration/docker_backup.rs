@@ -398,3 +398,25 @@ fn run(ctx) {{
     );
     t.run(&["run", "probe"]).code(0);
 }
+
+#[test]
+fn backup_consistency_is_checked_against_the_service_type() {
+    let t = Test::new();
+    t.config(
+        "services:\n  - name: web\n    type: generic\n    backup_paths: [/srv]\n    backup_consistency: stop\n  - name: nginx\n    type: systemd\n    unit: nginx.service\n    backup_consistency: pause\n  - name: app\n    type: docker\n    container: app\n    backup_consistency: sometimes\n",
+    );
+    let r = t.run(&["config", "validate"]);
+    r.code(78);
+    r.stderr_has("backup_consistency");
+    t.config(
+        "services:\n  - name: web\n    type: generic\n    backup_paths: [/srv]\n    backup_consistency: stop\n  - name: nginx\n    type: systemd\n    unit: nginx.service\n    backup_consistency: pause\n",
+    );
+    let r = t.run(&["config", "validate"]);
+    r.code(78)
+        .stderr_has("'stop' applies only to type docker/docker_compose/systemd, not generic")
+        .stderr_has("'pause' applies only to docker/docker_compose");
+    t.config(
+        "services:\n  - name: nginx\n    type: systemd\n    unit: nginx.service\n    backup_consistency: stop\n  - name: app\n    type: docker\n    container: app\n    backup_consistency: pause\n",
+    );
+    t.run(&["config", "validate"]).code(0);
+}
