@@ -168,8 +168,16 @@ pub struct RestoreArgs {
     /// Catalog ID or archive path
     pub target: String,
     /// Directory to restore into (must not exist, or be empty)
-    #[arg(long, value_name = "DIR")]
-    pub to: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "volumes")]
+    pub to: Option<PathBuf>,
+    /// Put the Docker volumes the backup captured back under their names
+    /// (created when missing; the containers using one are stopped while
+    /// it is written)
+    #[arg(long)]
+    pub volumes: bool,
+    /// With --volumes: replace the contents of volumes that exist
+    #[arg(long, requires = "volumes")]
+    pub force: bool,
     /// Refuse archives that would expand past this many bytes
     #[arg(long, value_name = "BYTES")]
     pub max_bytes: Option<u64>,

@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod docker;
 pub mod error;
 pub mod files;
 pub mod lock;

@@ -61,7 +61,9 @@ fn bench_create_and_verify() {
             kind: "archive".into(),
             created_at: 0,
             hostname: "bench".into(),
+            capture: None,
         },
+        generated: &[],
         cancel: None,
     })
     .expect("create");

@@ -18,7 +18,9 @@
 use super::fsutil::{self, TempGuard};
 use super::glob::Excludes;
 use super::read::hex;
-use super::{ArchiveInfo, CreateRequest, Manifest, BUF_SIZE, FORMAT};
+use super::{
+    ArchiveInfo, CreateRequest, FileEntry, Manifest, BUF_SIZE, FORMAT, MANIFEST_FILES_MAX,
+};
 use crate::error::{Error, Result};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -174,9 +176,14 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         names: NameCache::default(),
         cancel: req.cancel,
         own: (own.dev(), own.ino()),
+        files: Vec::new(),
+        files_truncated: false,
     };
     for root in &roots {
         w.source(root)?;
+    }
+    for (name, data) in req.generated {
+        w.generated(name, data)?;
     }
     // End of archive: two zero blocks.
     w.out.write_all(&[0u8; 2 * BLOCK as usize]).map_err(ioe)?;
@@ -185,6 +192,8 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         warnings,
         entries,
         bytes_in,
+        files,
+        files_truncated,
         ..
     } = w;
     let enc = out.into_inner().map_err(|e| ioe(e.into_error()))?;
@@ -218,6 +227,9 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         sha256: sha256.clone(),
         compression: "zstd".to_string(),
         level: req.level,
+        capture: req.meta.capture.clone(),
+        files,
+        files_truncated,
     };
     publish(dest, fname, &mut guard, &manifest)?;
     if !dest_existed {
@@ -375,6 +387,9 @@ struct Walker<'a> {
     /// (dev, ino) of the archive being written: never archived into itself
     /// when the destination is inside a source.
     own: (u64, u64),
+    /// Per-file entries for the manifest.
+    files: Vec<FileEntry>,
+    files_truncated: bool,
 }
 
 /// What the walker stores for one entry.
@@ -629,6 +644,55 @@ impl Walker<'_> {
         Ok(())
     }
 
+    /// A regular file made by the caller (`CreateRequest::generated`).
+    fn generated(&mut self, name: &str, data: &[u8]) -> Result<()> {
+        self.check_cancel()?;
+        let arch = name.trim_start_matches('/').as_bytes();
+        if arch.is_empty()
+            || arch
+                .split(|b| *b == b'/')
+                .any(|c| c == b".." || c.is_empty())
+        {
+            return Err(Error::Usage(format!(
+                "invalid generated archive path {name:?}"
+            )));
+        }
+        let mut h = tar::Header::new_gnu();
+        if arch.len() > 100 {
+            self.long_record(b'L', arch)?;
+        }
+        let n = arch.len().min(100);
+        h.as_old_mut().name[..n].copy_from_slice(&arch[..n]);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_mode(0o600);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(chrono::Utc::now().timestamp().max(0) as u64);
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.w(h.as_bytes())?;
+        self.w(data)?;
+        self.pad(data.len() as u64)?;
+        self.entries += 1;
+        self.bytes_in += data.len() as u64;
+        let sha = hex(&Sha256::digest(data));
+        self.record_file(arch, data.len() as u64, 0o600, sha);
+        Ok(())
+    }
+
+    fn record_file(&mut self, arch: &[u8], size: u64, mode: u32, sha256: String) {
+        if self.files.len() >= MANIFEST_FILES_MAX {
+            self.files_truncated = true;
+            return;
+        }
+        self.files.push(FileEntry {
+            path: String::from_utf8_lossy(arch).into_owned(),
+            size,
+            mode,
+            sha256,
+        });
+    }
+
     fn long_record(&mut self, ty: u8, data: &[u8]) -> Result<()> {
         let mut h = tar::Header::new_gnu();
         h.as_old_mut().name[..13].copy_from_slice(b"././@LongLink");
@@ -670,6 +734,7 @@ impl Walker<'_> {
             unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_SEQUENTIAL) };
         }
         let mut remaining = size;
+        let mut file_hash = Sha256::new();
         while remaining > 0 {
             let want = remaining.min(self.buf.len() as u64) as usize;
             let n = match f.read(&mut self.buf[..want]) {
@@ -683,6 +748,7 @@ impl Walker<'_> {
             self.out
                 .write_all(&self.buf[..n])
                 .map_err(|e| Error::io(self.tmp, e))?;
+            file_hash.update(&self.buf[..n]);
             remaining -= n as u64;
         }
         let mut changed = false;
@@ -696,10 +762,13 @@ impl Walker<'_> {
             while remaining > 0 {
                 let n = remaining.min(zeros.len() as u64) as usize;
                 self.w(&zeros[..n])?;
+                file_hash.update(&zeros[..n]);
                 remaining -= n as u64;
             }
         }
         self.pad(size)?;
+        let sha = hex(&file_hash.finalize());
+        self.record_file(arch, size, before.mode() & 0o7777, sha);
         self.bytes_in += size;
         if !changed {
             if let Ok(after) = f.metadata() {

@@ -71,6 +71,11 @@ pub struct CreateRequest<'a> {
     /// file name; a pattern starting with `/` against the absolute path.
     pub exclude: &'a [String],
     pub meta: ManifestMeta,
+    /// Regular files made by the caller rather than read from disk
+    /// (`systemctl cat` output, a container's inspect JSON): `(archive path
+    /// without a leading '/', contents)`, stored mode 0600, owned by root,
+    /// after the sources.
+    pub generated: &'a [(String, Vec<u8>)],
     /// Checked between entries; when set, `create` fails with
     /// `Error::Cancelled` and leaves nothing behind.
     pub cancel: Option<&'a AtomicBool>,
@@ -84,6 +89,77 @@ pub struct ManifestMeta {
     /// Unix seconds.
     pub created_at: i64,
     pub hostname: String,
+    /// What a docker / docker_compose / systemd backup captured.
+    pub capture: Option<Capture>,
+}
+
+/// Most per-file entries a manifest lists; past that `files_truncated`.
+pub const MANIFEST_FILES_MAX: usize = 100_000;
+
+/// One regular file in an archive.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FileEntry {
+    /// As stored (no leading `/`).
+    pub path: String,
+    pub size: u64,
+    /// Permission bits (`0o644` is 420).
+    pub mode: u32,
+    /// sha256 of the stored data, lowercase hex.
+    pub sha256: String,
+}
+
+/// What a service backup captured beyond plain paths: containers, volumes,
+/// systemd units (docs/docker.md).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Capture {
+    /// `docker`, `docker_compose` or `systemd`.
+    pub service_type: String,
+    /// `stop`, `pause` or `live`.
+    pub consistency: String,
+    /// docker_compose: the project name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    #[serde(default)]
+    pub containers: Vec<CapturedContainer>,
+    #[serde(default)]
+    pub volumes: Vec<CapturedVolume>,
+    #[serde(default)]
+    pub units: Vec<CapturedUnit>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapturedContainer {
+    pub name: String,
+    pub id: String,
+    /// The image as configured (`postgres:16`).
+    pub image: String,
+    /// The image's repo digest (`postgres@sha256:...`); for a locally built
+    /// or imported image, which has none, its image ID (`sha256:...`).
+    pub image_digest: String,
+    /// Whether it was running when the backup started.
+    pub running: bool,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapturedVolume {
+    /// The engine's name (`<project>_<volume>` for Compose).
+    pub name: String,
+    /// Where its contents are in the archive: the mountpoint without its
+    /// leading `/` (`var/lib/docker/volumes/NAME/_data`).
+    pub path: String,
+    pub mountpoint: String,
+    pub driver: String,
+    /// The volume's labels (`com.docker.compose.project`, ...), given back
+    /// to it when a restore creates it.
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CapturedUnit {
+    pub unit: String,
+    /// Where `systemctl cat UNIT` is in the archive.
+    pub path: String,
 }
 
 /// The `NAME.manifest.json` sidecar.
@@ -109,6 +185,13 @@ pub struct Manifest {
     /// "zstd"
     pub compression: String,
     pub level: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture: Option<Capture>,
+    /// Every regular file (up to [`MANIFEST_FILES_MAX`]): size, mode, sha256.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileEntry>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub files_truncated: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]

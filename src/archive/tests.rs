@@ -17,6 +17,7 @@ fn meta() -> ManifestMeta {
         kind: "archive".into(),
         created_at: 1_700_000_000,
         hostname: "host".into(),
+        capture: None,
     }
 }
 
@@ -29,6 +30,7 @@ fn mk(dest: &Path, name: &str, sources: &[PathBuf], exclude: &[String]) -> Resul
         threads: 2,
         exclude,
         meta: meta(),
+        generated: &[],
         cancel: None,
     })
 }
@@ -1063,6 +1065,7 @@ fn create_refusals_and_cancel() {
         threads: 0,
         exclude: &[],
         meta: meta(),
+        generated: &[],
         cancel: Some(&cancel),
     })
     .unwrap_err();

@@ -578,6 +578,9 @@ pub struct ServiceConfig {
     pub volumes: Vec<String>,
     /// systemd: the unit (`nginx.service`).
     pub unit: Option<String>,
+    /// What a backup does to the service while it archives (docs/docker.md);
+    /// see [`ServiceConfig::consistency`] for the default.
+    pub backup_consistency: Option<BackupConsistency>,
     pub update: Option<ServiceUpdateConfig>,
     pub health_checks: Vec<HealthCheckConfig>,
     /// The seed's external access validation (an https URL).
@@ -603,11 +606,45 @@ impl Default for ServiceConfig {
             container: None,
             volumes: Vec::new(),
             unit: None,
+            backup_consistency: None,
             update: None,
             health_checks: Vec::new(),
             external_url: None,
             restore_testing: None,
         }
+    }
+}
+
+/// `services[].backup_consistency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackupConsistency {
+    /// Stop the containers (or the unit), archive, start them again.
+    Stop,
+    /// Pause the containers (freeze their processes), archive, unpause.
+    Pause,
+    /// Archive while everything runs.
+    Live,
+}
+
+impl BackupConsistency {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BackupConsistency::Stop => "stop",
+            BackupConsistency::Pause => "pause",
+            BackupConsistency::Live => "live",
+        }
+    }
+}
+
+impl ServiceConfig {
+    /// `backup_consistency`, else `stop` for docker / docker_compose and
+    /// `live` for every other type.
+    pub fn consistency(&self) -> BackupConsistency {
+        self.backup_consistency.unwrap_or(match self.service_type {
+            ServiceType::Docker | ServiceType::DockerCompose => BackupConsistency::Stop,
+            _ => BackupConsistency::Live,
+        })
     }
 }
 

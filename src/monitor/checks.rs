@@ -351,118 +351,18 @@ pub fn find_processes(name: &str) -> Vec<u32> {
         .collect()
 }
 
-/// The Docker engine's socket: `DOCKER_HOST=unix://PATH`, else
-/// `/var/run/docker.sock` when it exists. None (a `tcp://` DOCKER_HOST, no
-/// socket): use the `docker` CLI, which knows contexts and TLS.
-fn docker_socket() -> Option<std::path::PathBuf> {
-    match std::env::var("DOCKER_HOST") {
-        Ok(h) => h.strip_prefix("unix://").map(std::path::PathBuf::from),
-        Err(_) => {
-            let p = std::path::PathBuf::from("/var/run/docker.sock");
-            p.exists().then_some(p)
-        }
-    }
-}
-
-/// `GET /containers/NAME/json` on the engine's socket: the `State` object.
-async fn inspect_via_socket(
-    socket: &std::path::Path,
-    name: &str,
-) -> Result<serde_json::Value, String> {
-    match engine_get(socket, &format!("/containers/{name}/json")).await? {
-        Some(v) => Ok(v.get("State").cloned().unwrap_or_default()),
-        None => Err(format!("no such container: {name}")),
-    }
-}
-
-/// `GET path` on the engine's socket (HTTP/1.0, so the engine closes the
-/// connection after the answer): the JSON body, None on 404.
-async fn engine_get(
-    socket: &std::path::Path,
-    path: &str,
-) -> Result<Option<serde_json::Value>, String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::UnixStream::connect(socket)
-        .await
-        .map_err(|e| format!("docker socket {}: {e}", socket.display()))?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: docker\r\n\r\n").as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    (&mut s)
-        .take(8 << 20)
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf);
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .ok_or("malformed answer from the Docker engine")?;
-    let status: u16 = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or("malformed status line from the Docker engine")?;
-    match status {
-        200 => serde_json::from_str::<serde_json::Value>(body)
-            .map(Some)
-            .map_err(|e| format!("Docker engine answer: {e}")),
-        404 => Ok(None),
-        other => Err(format!("Docker engine answered HTTP {other}")),
-    }
-}
+use crate::docker::engine;
 
 /// The containers of a Compose project (`com.docker.compose.project`
 /// label, as both Compose v1 and v2 set it): `(name, state, status)`.
 async fn compose_containers(project: &str) -> Result<Vec<(String, String, String)>, String> {
     let label = format!("com.docker.compose.project={project}");
-    let rows: Vec<serde_json::Value> = match docker_socket() {
-        Some(sock) => {
-            // filters={"label":["com.docker.compose.project=P"]}, URL-encoded.
-            let filters = serde_json::json!({ "label": [&label] }).to_string();
-            let filters: String =
-                url::form_urlencoded::byte_serialize(filters.as_bytes()).collect();
-            let v = engine_get(&sock, &format!("/containers/json?all=1&filters={filters}"))
-                .await?
-                .unwrap_or_default();
-            v.as_array().cloned().unwrap_or_default()
-        }
-        None => {
-            let filter = format!("label={label}");
-            let out = docker_cli(
-                "docker ps",
-                &[
-                    "ps",
-                    "--all",
-                    "--no-trunc",
-                    "--format",
-                    "{{json .}}",
-                    "--filter",
-                    &filter,
-                ],
-            )
-            .await?;
-            String::from_utf8_lossy(&out)
-                .lines()
-                .filter_map(|l| serde_json::from_str(l).ok())
-                .collect()
-        }
-    };
+    let rows = engine::list_containers(&serde_json::json!({ "label": [&label] })).await?;
     Ok(rows
         .iter()
         .map(|r| {
-            // The API has Names ["/x"] and State; `docker ps` has Names "x"
-            // and State.
-            let name = match &r["Names"] {
-                serde_json::Value::Array(a) => a.first().and_then(|n| n.as_str()).unwrap_or(""),
-                v => v.as_str().unwrap_or(""),
-            };
             let text = |k: &str| r[k].as_str().unwrap_or("").to_string();
-            (
-                name.trim_start_matches('/').to_string(),
-                text("State"),
-                text("Status"),
-            )
+            (engine::row_name(r), text("State"), text("Status"))
         })
         .collect())
 }
@@ -504,32 +404,6 @@ async fn compose(project: &str) -> Outcome {
     }
 }
 
-/// `docker ARGS` (argv, no shell): its stdout, or its stderr as the error.
-async fn docker_cli(what: &str, args: &[&str]) -> Result<Vec<u8>, String> {
-    let out = tokio::process::Command::new("docker")
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .output()
-        .await
-        .map_err(|e| format!("docker: {e}"))?;
-    if !out.status.success() {
-        let err = String::from_utf8_lossy(&out.stderr);
-        return Err(format!("{what}: {}", err.trim()));
-    }
-    Ok(out.stdout)
-}
-
-/// `docker inspect --format '{{json .State}}' -- NAME`.
-async fn inspect_via_cli(name: &str) -> Result<serde_json::Value, String> {
-    let out = docker_cli(
-        &format!("docker inspect {name}"),
-        &["inspect", "--format", "{{json .State}}", "--", name],
-    )
-    .await?;
-    Ok(serde_json::from_slice(&out).unwrap_or_default())
-}
-
 /// A container is healthy when it is running (not paused, not restarting)
 /// and not `unhealthy` (when it has a HEALTHCHECK). Through the engine's socket when there is one,
 /// else the `docker` CLI.
@@ -543,11 +417,7 @@ async fn container(name: &str) -> Outcome {
     {
         return Outcome::fail(format!("invalid container name {name:?}"));
     }
-    let state = match docker_socket() {
-        Some(sock) => inspect_via_socket(&sock, name).await,
-        None => inspect_via_cli(name).await,
-    };
-    let state = match state {
+    let state = match engine::container_state(name).await {
         Ok(s) => s,
         Err(e) => return Outcome::fail(e),
     };

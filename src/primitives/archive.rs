@@ -21,6 +21,11 @@ struct CreateArgs {
     #[serde(default)]
     exclude: Vec<String>,
     kind: Option<String>,
+    /// What a docker / compose / systemd backup captured (manifest).
+    capture: Option<archive::Capture>,
+    /// Files made by the script: archive path -> contents.
+    #[serde(default)]
+    generated: std::collections::BTreeMap<String, String>,
 }
 
 fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
@@ -66,7 +71,13 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
         m.insert("created_at".into(), Dynamic::from(now));
         return Ok(Dynamic::from_map(m));
     }
+    let generated: Vec<(String, Vec<u8>)> = args
+        .generated
+        .into_iter()
+        .map(|(k, v)| (k, v.into_bytes()))
+        .collect();
     let req = CreateRequest {
+        generated: &generated,
         sources: &args.sources,
         dest_dir: &dest_dir,
         file_name: &file_name,
@@ -78,6 +89,7 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
             kind: args.kind.unwrap_or_else(|| "archive".into()),
             created_at: now,
             hostname: h.hostname.clone(),
+            capture: args.capture,
         },
         cancel: Some(&h.watch.cancel),
     };
@@ -98,6 +110,8 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
     );
     let mut v = serde_json::to_value(&info.manifest).unwrap_or_default();
     if let serde_json::Value::Object(m) = &mut v {
+        // Per-file entries stay in the manifest sidecar: scripts get counts.
+        m.remove("files");
         m.insert("path".into(), info.path.display().to_string().into());
         m.insert("warnings".into(), serde_json::json!(info.warnings));
     }

@@ -19,6 +19,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
         ("archive", archive::module),
         ("catalog", catalog::module),
         ("config", config_rhai::module),
+        ("consistency", docker::consistency_module),
         ("dest", dest::module),
         ("docker", docker::module),
         ("fs", fs::module),
@@ -32,6 +33,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
         ("proc", proc::module),
         ("pve", pve::module),
         ("sys", sys::module),
+        ("systemd", docker::systemd_module),
         ("time", time::module),
         ("workflow", workflow::module),
     ];

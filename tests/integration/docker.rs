@@ -14,7 +14,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// `docker ARGS...`, which must succeed; its trimmed stdout.
-fn docker(args: &[&str]) -> String {
+pub(crate) fn docker(args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(args)
         .stdin(Stdio::null())
@@ -36,14 +36,14 @@ fn engine() -> bool {
 
 /// An image imported from a rootfs holding a static busybox and a few
 /// applets, and the containers made from it; all removed on drop.
-struct Lab {
-    image: String,
-    prefix: String,
+pub(crate) struct Lab {
+    pub(crate) image: String,
+    pub(crate) prefix: String,
     _dir: tempfile::TempDir,
 }
 
 impl Lab {
-    fn new(tag: &str) -> Lab {
+    pub(crate) fn new(tag: &str) -> Lab {
         let dir = tempfile::tempdir().unwrap();
         let bin = dir.path().join("rootfs/bin");
         std::fs::create_dir_all(&bin).unwrap();
@@ -80,12 +80,12 @@ impl Lab {
     }
 
     /// The full name of the container called `name` in this lab.
-    fn name(&self, name: &str) -> String {
+    pub(crate) fn name(&self, name: &str) -> String {
         format!("{}-{name}", self.prefix)
     }
 
     /// `docker run -d` with no network, `extra` flags, and `cmd`.
-    fn run(&self, name: &str, extra: &[&str], cmd: &[&str]) -> String {
+    pub(crate) fn run(&self, name: &str, extra: &[&str], cmd: &[&str]) -> String {
         let full = self.name(name);
         let mut args = vec!["run", "-d", "--name", &full, "--network", "none"];
         args.extend_from_slice(extra);

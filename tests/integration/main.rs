@@ -6,6 +6,7 @@ mod harness;
 mod backup;
 mod config_errors;
 mod docker;
+mod docker_backup;
 mod layers;
 mod metrics;
 mod monitor;

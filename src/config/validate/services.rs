@@ -4,7 +4,9 @@
 use super::{At, Validator};
 use crate::config::ids::*;
 use crate::config::spanned::did_you_mean;
-use crate::config::{Config, HealthCheckConfig, HealthCheckType, ServiceConfig, ServiceType};
+use crate::config::{
+    BackupConsistency, Config, HealthCheckConfig, HealthCheckType, ServiceConfig, ServiceType,
+};
 use std::collections::HashSet;
 
 pub(super) fn unknown_service(name: &str, names: &HashSet<&str>) -> String {
@@ -116,6 +118,23 @@ pub(super) fn validate_service(
             }
         }
         ServiceType::Host | ServiceType::Generic => {}
+    }
+    match (s.backup_consistency, t) {
+        (None | Some(BackupConsistency::Live), _)
+        | (Some(_), ServiceType::Docker | ServiceType::DockerCompose)
+        | (Some(BackupConsistency::Stop), ServiceType::Systemd) => {}
+        (Some(BackupConsistency::Pause), ServiceType::Systemd) => v.err(
+            &at.key("backup_consistency"),
+            "'pause' applies only to docker/docker_compose (a systemd unit can be stopped, not paused)",
+        ),
+        (Some(c), _) => v.err(
+            &at.key("backup_consistency"),
+            format!(
+                "'{}' applies only to type docker/docker_compose/systemd, not {} (use live)",
+                c.as_str(),
+                t.as_str()
+            ),
+        ),
     }
     for (i, vol) in s.volumes.iter().enumerate() {
         v.ident(
