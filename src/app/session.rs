@@ -179,6 +179,12 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
             );
         }
         remove_debris(&paths.backup_root, &names)?;
+        // Containers and units a dead run left stopped (its consistency
+        // hold) are started again before anything else happens.
+        put_back_holds(crate::docker::hold::recover(
+            &store,
+            &crate::docker::hold::System,
+        ));
         apply_priority(&cfg.global.backup);
         (Some(lock), Some(store))
     };
@@ -260,6 +266,14 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
     let host = &p.host;
     let store = host.store.as_deref();
     let outcome = x.outcome;
+    // Whatever this run still holds stopped (a hold the script never
+    // released: a signal, a stop no script can catch) is started again.
+    if let (Some(s), false) = (store, req.dry_run) {
+        put_back_holds(crate::docker::hold::release_own(
+            s,
+            &crate::docker::hold::System,
+        ));
+    }
     let Verdict {
         status,
         summary,
@@ -448,6 +462,14 @@ fn log_tail(store: &Store, run_id: i64) -> String {
             )
         })
         .collect()
+}
+
+/// Log what putting held containers and units back did.
+fn put_back_holds(res: Result<Vec<String>>) {
+    match res {
+        Ok(lines) => lines.iter().for_each(|l| tracing::warn!("{l}")),
+        Err(e) => tracing::error!("could not read the consistency records: {e}"),
+    }
 }
 
 /// Our own temp files left by an interrupted run in the services' backup

@@ -305,6 +305,32 @@ pub fn release(store: Option<&Store>, held: &Held, ctl: &dyn Controller) -> Resu
 /// remove their records; records of live processes are left. Returns one
 /// line per target put back, and one per failure.
 pub fn recover(store: &Store, ctl: &dyn Controller) -> Result<Vec<String>> {
+    put_back(store, ctl, |rec| !alive(rec), "died")
+}
+
+/// Start (unpause) what this process's own holds still keep stopped
+/// (paused): the run session calls it when a run ends, so a run stopped
+/// between a hold and its release (a signal, a stop no script can catch)
+/// never leaves a service down.
+pub fn release_own(store: &Store, ctl: &dyn Controller) -> Result<Vec<String>> {
+    let me = std::process::id();
+    let started = pid_start(me);
+    put_back(
+        store,
+        ctl,
+        |rec| rec.pid == me && Some(rec.pid_start) == started,
+        "ended before putting it back",
+    )
+}
+
+/// Release the held targets of the records `which` selects and remove
+/// those records. One line per target put back, and one per failure.
+fn put_back(
+    store: &Store,
+    ctl: &dyn Controller,
+    which: impl Fn(&HoldRecord) -> bool,
+    why: &str,
+) -> Result<Vec<String>> {
     let mut out = Vec::new();
     for k in store.kv_keys(KEY_PREFIX)? {
         let Some(v) = store.kv_get(&k)? else { continue };
@@ -316,7 +342,7 @@ pub fn recover(store: &Store, ctl: &dyn Controller) -> Result<Vec<String>> {
                 continue;
             }
         };
-        if alive(&rec) {
+        if !which(&rec) {
             continue;
         }
         let held = Held {
@@ -333,7 +359,7 @@ pub fn recover(store: &Store, ctl: &dyn Controller) -> Result<Vec<String>> {
                 store.kv_delete(&k)?;
                 for t in &rec.targets {
                     out.push(format!(
-                        "{}: {t} was left {} by run {} (pid {}), which died; {} again",
+                        "{}: {t} was left {} by run {} (pid {}), which {why}; {} again",
                         rec.service,
                         if rec.act == Act::Pause {
                             "paused"

@@ -65,6 +65,7 @@ pub fn restore_volumes(
             return Err(Error::UnsafeArchive {
                 path: archive_path.to_path_buf(),
                 message: format!("invalid volume name {:?} in the manifest", v.name),
+                source: None,
             });
         }
         if engine::inspect_volume(&v.name)?.is_some() {
@@ -98,6 +99,7 @@ fn one(v: &CapturedVolume, staging: &Path, store: Option<&Store>) -> Result<Volu
         return Err(Error::UnsafeArchive {
             path: staging.to_path_buf(),
             message: format!("volume {}: {} is not in the archive", v.name, v.path),
+            source: None,
         });
     }
     let created = match engine::inspect_volume(&v.name)? {

@@ -209,21 +209,6 @@ fn hold_targets(cfg: &crate::config::ServiceConfig, src: &Map) -> RhaiResult<Vec
 }
 
 pub(super) fn consistency_module(host: &Arc<Host>) -> Module {
-    // Start of a workflow run: put back what a dead run left stopped.
-    if let (false, Some(store)) = (host.dry_run, &host.store) {
-        match hold::recover(store, &hold::System) {
-            Ok(lines) => {
-                for l in lines {
-                    host.event(tracing::Level::WARN, None, &l);
-                }
-            }
-            Err(e) => host.event(
-                tracing::Level::ERROR,
-                None,
-                &format!("could not read the consistency records: {e}"),
-            ),
-        }
-    }
     let mut m = Module::new();
     let h = host.clone();
     FuncRegistration::new("hold")
