@@ -537,6 +537,44 @@ mod tests {
     }
 
     #[test]
+    fn a_run_puts_back_its_own_holds_and_only_those() {
+        let (_d, st) = store();
+        let fake = Fake::new(&[
+            (unit("mine.service"), RunState::Stopped),
+            (unit("other.service"), RunState::Stopped),
+        ]);
+        let me = std::process::id();
+        let mine = HoldRecord {
+            service: "mine".into(),
+            act: Act::Stop,
+            targets: vec![unit("mine.service")],
+            pid: me,
+            pid_start: pid_start(me).unwrap(),
+            run_id: Some(7),
+        };
+        // Another live process's hold (pid 1 always runs).
+        let other = HoldRecord {
+            service: "other".into(),
+            targets: vec![unit("other.service")],
+            pid: 1,
+            pid_start: pid_start(1).unwrap_or(0),
+            ..mine.clone()
+        };
+        st.kv_set(&key("mine"), &serde_json::to_value(&mine).unwrap(), None)
+            .unwrap();
+        st.kv_set(&key("other"), &serde_json::to_value(&other).unwrap(), None)
+            .unwrap();
+        let lines = release_own(&st, &fake).unwrap();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(
+            *fake.calls.borrow(),
+            vec!["systemctl start -- mine.service"]
+        );
+        assert!(st.kv_get(&key("mine")).unwrap().is_none());
+        assert!(st.kv_get(&key("other")).unwrap().is_some());
+    }
+
+    #[test]
     fn units_cannot_be_paused() {
         let err = System.act(&unit("a.service"), Act::Pause).unwrap_err();
         assert!(err.to_string().contains("cannot be paused"));
