@@ -1,4 +1,4 @@
-//! The configuration schema (the seed's YAML: `global`, `notifications`,
+//! The configuration schema (the YAML sections `global`, `notifications`,
 //! `monitoring`, `updates`, `services`). Every struct denies unknown keys and
 //! is `#[serde(default)]`: a required key is checked by validation (which
 //! can say where), never by serde. No internally tagged enums and no
@@ -149,7 +149,7 @@ impl Default for ScriptsConfig {
 }
 
 /// `global.backup`. The retention keys (`retention_days`, `keep_*`) sit
-/// directly in this mapping, as in the seed, and are gathered into
+/// directly in this mapping, as users write them, and are gathered into
 /// [`BackupConfig::retention`] (through [`BackupConfigYaml`], since
 /// `flatten` would hide unknown keys from the error reporting).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -170,7 +170,7 @@ pub struct BackupConfig {
     /// `checksum` (re-read and hash).
     pub verify: String,
     pub destinations: Vec<DestinationConfig>,
-    /// The seed's "lower priority": nice level for heavy work (None = unchanged).
+    /// Lower priority for heavy work: nice level (None = unchanged).
     pub nice: Option<i32>,
     /// ionice class: idle | best-effort | none.
     pub ionice: Option<String>,
@@ -432,7 +432,7 @@ pub enum DumpFormat {
     Tar,
 }
 
-/// `global.backup.restore_testing` (seed: "Tier 2: Functional Restore Testing").
+/// `global.backup.restore_testing`: functional restore tests (restore, start, check).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RestoreTestingConfig {
@@ -536,7 +536,7 @@ impl ServiceType {
     }
 }
 
-/// The Proxmox host paths the seed backs up for `type: host`.
+/// The Proxmox host paths backed up for `type: host` by default.
 pub const DEFAULT_HOST_PATHS: &[&str] = &[
     "/etc/pve/",
     "/var/lib/pve-cluster/config.db",
@@ -583,7 +583,7 @@ pub struct ServiceConfig {
     pub backup_consistency: Option<BackupConsistency>,
     pub update: Option<ServiceUpdateConfig>,
     pub health_checks: Vec<HealthCheckConfig>,
-    /// The seed's external access validation (an https URL).
+    /// External access validation: an https URL checked from outside.
     pub external_url: Option<String>,
     pub restore_testing: Option<ServiceRestoreTestingConfig>,
 }

@@ -8,7 +8,7 @@ use rhai::{FuncRegistration, Module};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// `YYYYMMDD_HHMMSS` in local time, as in the seed's archive names.
+/// `YYYYMMDD_HHMMSS` in local time, as in archive names.
 pub fn stamp(ts: i64) -> String {
     Local
         .timestamp_opt(ts, 0)
