@@ -18,6 +18,11 @@
 //!
 //! Order is newest first by `created_at`, ties broken by the higher id
 //! (inserted later).
+//!
+//! The items are the backups that are there: the catalog
+//! ([`crate::catalog::prune`]) leaves out rows whose files are `missing` or
+//! that retention is already `deleting`, so `keep_last: 7` keeps seven real
+//! backups and a file deleted by hand is never the "newest verified" one.
 
 use crate::config::RetentionConfig;
 use chrono::{DateTime, Datelike, Local, TimeZone, Utc};

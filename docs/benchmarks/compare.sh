@@ -15,6 +15,7 @@ cd "$(dirname "$0")/../.."
 OLD=$(realpath "$1")
 NEW=$(realpath "$2")
 ROUNDS=${3:-3}
+MON_ROUNDS=${MON_ROUNDS:-$((ROUNDS * 2))}
 WORK=$(mktemp -d /tmp/hla-compare.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
@@ -22,13 +23,15 @@ median() { sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else prin
 
 echo "== machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
 
-echo "== monitor cycle (monitor.sh 500 checks, 3 runs + 15 latency runs per round)"
-for r in $(seq "$ROUNDS"); do
+echo "== monitor cycle (monitor.sh 500 checks, 3 runs + 15 latency runs per round, $MON_ROUNDS rounds)"
+for r in $(seq "$MON_ROUNDS"); do
     for which in old new; do
         bin=$OLD; [ "$which" = new ] && bin=$NEW
-        BIN=$bin LAT_RUNS=15 docs/benchmarks/monitor.sh 500 3 >"$WORK/mon-$which-$r.txt" 2>&1
-        grep '^homelab-autopilot ' "$WORK/mon-$which-$r.txt" |
-            awk -v w="$which" '{print w, $3, $10}' >>"$WORK/mon-cycle.txt"
+        ONLY_AUTOPILOT=1 BIN=$bin LAT_RUNS=15 docs/benchmarks/monitor.sh 500 3 \
+            >"$WORK/mon-$which-$r.txt" 2>&1
+        # `homelab-autopilot  wall W s  cpu C s  peak RSS R MB ...`
+        grep -E '^homelab-autopilot +wall' "$WORK/mon-$which-$r.txt" |
+            awk -v w="$which" '{print w, $3, $10, $6}' >>"$WORK/mon-cycle.txt"
         grep 'homelab-autopilot start to first connection' "$WORK/mon-$which-$r.txt" |
             sed -E 's/.*median ([0-9.]+) ms.*/\1/' | awk -v w="$which" '{print w, $1}' >>"$WORK/mon-lat.txt"
     done
@@ -73,6 +76,7 @@ row() { # label file column
 echo
 printf '%-44s %10s %10s %7s\n' "median" "old" "new" "new/old"
 row "monitor: wall s (500 checks)" "$WORK/mon-cycle.txt" 2
+row "monitor: cpu s (user+sys)" "$WORK/mon-cycle.txt" 4
 row "monitor: peak RSS MB" "$WORK/mon-cycle.txt" 3
 row "monitor: start to first connection ms" "$WORK/mon-lat.txt" 2
 row "run backup: wall s" "$WORK/backup.txt" 2

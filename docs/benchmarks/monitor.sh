@@ -128,12 +128,16 @@ echo "$N HTTP checks against 127.0.0.1:$PORT ($(nproc) CPUs), $RUNS runs each"
 for i in $(seq "$RUNS"); do
     measure "homelab-autopilot" "${AUTOPILOT[@]}"
 done
-for i in $(seq "$RUNS"); do
-    IN=$WORK/urls measure "xargs -P 64 curl" xargs -P 64 -n 1 curl -s -o /dev/null
-done
-for i in $(seq "$RUNS"); do
-    IN=$WORK/urls measure "sequential curl" sh -c 'while read -r u; do curl -s -o /dev/null "$u"; done'
-done
+# ONLY_AUTOPILOT=1 leaves out the curl baselines (docs/benchmarks/compare.sh
+# runs this script many times and compares two builds, not the tools).
+if [ -z "${ONLY_AUTOPILOT:-}" ]; then
+    for i in $(seq "$RUNS"); do
+        IN=$WORK/urls measure "xargs -P 64 curl" xargs -P 64 -n 1 curl -s -o /dev/null
+    done
+    for i in $(seq "$RUNS"); do
+        IN=$WORK/urls measure "sequential curl" sh -c 'while read -r u; do curl -s -o /dev/null "$u"; done'
+    done
+fi
 spread() { # label: min, median, p90 of the numbers on stdin
     sort -n | awk -v label="$1" '{ v[NR] = $1 } END {
         printf "%s over %d runs: min %.1f ms, median %.1f ms, p90 %.1f ms\n",

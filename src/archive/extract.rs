@@ -1,4 +1,4 @@
-//! Safe extraction (CONVENTIONS.md, "Restoring archives safely").
+//! Safe extraction (docs/conventions.md, "Restoring archives safely").
 //!
 //! One streaming pass: a reader thread hashes the file while this thread
 //! decodes and writes every entry into a fresh private staging directory
@@ -7,6 +7,10 @@
 //! matched, is the staging directory moved into place; on any failure it is
 //! removed, so nothing is ever written outside it. "Verify the checksum
 //! before extracting" therefore holds for what becomes visible, in one pass.
+//! A restore killed before the move leaves its staging directory behind:
+//! the next restore into the same target removes every such directory whose
+//! process is gone ([`remove_stale_staging`]), as a run does in the backup
+//! dirs ([`super::cleanup_debris`]).
 //!
 //! Every entry is written by us with std::fs (never tar's `unpack`):
 //! - paths: no absolute paths, no `..`; `.` and empty components dropped;
@@ -433,6 +437,48 @@ fn check_target(target: &Path) -> Result<Option<fs::Metadata>> {
     }
 }
 
+/// Remove the staging dirs of earlier restores into `<parent>/<name>`
+/// (`.<name>.restore-tmp-<pid>-<rand>`) whose process is gone: a restore
+/// killed (SIGKILL, power loss) before it finished leaves one, and nothing
+/// else would ever remove it. A staging dir of a live process is another
+/// restore into the same target, still running: left alone. Returns a
+/// warning for each one that could not be removed.
+pub(crate) fn remove_stale_staging(parent: &Path, name: &OsStr) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let Ok(rd) = fs::read_dir(parent) else {
+        return warnings;
+    };
+    let me = std::process::id();
+    for e in rd.flatten() {
+        let file_name = e.file_name();
+        let Some((base, pid)) =
+            fsutil::parse_temp_name(file_name.as_bytes(), fsutil::RESTORE_INFIX)
+        else {
+            continue;
+        };
+        if base != name.as_bytes() || pid == me || fsutil::pid_alive(pid) {
+            continue;
+        }
+        // Only a real directory (never follow a symlink of that name).
+        if !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let p = e.path();
+        match fsutil::force_remove_dir_all(&p) {
+            Ok(()) => tracing::info!(
+                "removed the staging dir of an interrupted restore: {}",
+                p.display()
+            ),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => warnings.push(format!(
+                "could not remove the staging dir of an interrupted restore {}: {err}",
+                p.display()
+            )),
+        }
+    }
+    warnings
+}
+
 pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<ExtractInfo> {
     let expected = if opts.skip_checksum {
         None
@@ -473,6 +519,9 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
         }
     };
 
+    // A restore into this target that was killed left its staging dir.
+    let stale_warnings = remove_stale_staging(&parent, &name);
+
     let staging = loop {
         let s = parent.join(fsutil::temp_name(&name, fsutil::RESTORE_INFIX));
         match DirBuilder::new().mode(0o700).create(&s) {
@@ -507,7 +556,7 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
             // SAFETY: geteuid has no failure mode.
             as_root: unsafe { libc::geteuid() } == 0,
             buf: vec![0u8; BUF_SIZE],
-            warnings: Vec::new(),
+            warnings: stale_warnings,
         };
         let (walked, hashed) = read::hashed_stream(
             file,
@@ -588,4 +637,79 @@ pub fn extract(path: &Path, target: &Path, opts: &ExtractOptions) -> Result<Extr
         remove_created(&created);
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{create, CreateRequest, ManifestMeta};
+    use super::*;
+
+    /// A pid no process has: a child that has exited and been waited for.
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        assert!(!fsutil::pid_alive(pid));
+        pid
+    }
+
+    #[test]
+    fn a_restore_removes_the_staging_dirs_killed_restores_left() {
+        let t = tempfile::tempdir().unwrap();
+        let data = t.path().join("data");
+        fs::create_dir_all(data.join("d")).unwrap();
+        fs::write(data.join("d/f"), "x\n").unwrap();
+        let info = create(&CreateRequest {
+            sources: std::slice::from_ref(&data),
+            dest_dir: &t.path().join("b"),
+            file_name: "w_1.tar.zst",
+            level: 1,
+            threads: 1,
+            exclude: &[],
+            meta: ManifestMeta::default(),
+            cancel: None,
+            generated: &[],
+        })
+        .unwrap();
+        let parent = t.path().join("srv");
+        fs::create_dir_all(&parent).unwrap();
+        let dead = dead_pid();
+        let me = std::process::id();
+        // Killed restores into `web` (one with a read-only dir inside), a
+        // live one (this process), a dead one for another target, a file
+        // and a symlink that look like staging dirs.
+        let stale = parent.join(format!(".web.restore-tmp-{dead}-00000000abcd"));
+        fs::create_dir_all(stale.join("ro/x")).unwrap();
+        fs::set_permissions(stale.join("ro"), fs::Permissions::from_mode(0o500)).unwrap();
+        let stale2 = parent.join(format!(".web.restore-tmp-{dead}-00000000abce"));
+        fs::create_dir(&stale2).unwrap();
+        let live = parent.join(format!(".web.restore-tmp-{me}-00000000abcf"));
+        fs::create_dir(&live).unwrap();
+        let other = parent.join(format!(".db.restore-tmp-{dead}-00000000abcd"));
+        fs::create_dir(&other).unwrap();
+        let file = parent.join(format!(".web.restore-tmp-{dead}-00000000abd0"));
+        fs::write(&file, "not a dir").unwrap();
+        let link = parent.join(format!(".web.restore-tmp-{dead}-00000000abd1"));
+        std::os::unix::fs::symlink(&other, &link).unwrap();
+
+        let out = extract(&info.path, &parent.join("web"), &ExtractOptions::default()).unwrap();
+        assert!(out.warnings.is_empty(), "{:?}", out.warnings);
+        assert!(!stale.exists() && !stale2.exists(), "stale staging left");
+        for kept in [&live, &other, &file] {
+            assert!(kept.exists(), "{} removed", kept.display());
+        }
+        assert!(fs::symlink_metadata(&link).is_ok(), "symlink removed");
+        let rel = data.strip_prefix("/").unwrap();
+        assert_eq!(
+            fs::read_to_string(parent.join("web").join(rel).join("d/f")).unwrap(),
+            "x\n"
+        );
+        // Nothing of this restore's own is left either.
+        let names: Vec<String> = fs::read_dir(&parent)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".web.") && n.contains(&format!("-{me}-")))
+            .collect();
+        assert_eq!(names, [live.file_name().unwrap().to_string_lossy()]);
+    }
 }

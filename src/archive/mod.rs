@@ -1,7 +1,7 @@
 //! Archives: tar + zstd, streaming, sha256 of the compressed bytes computed in
 //! the same pass, atomic publication with a `.sha256` sidecar (sha256sum's
 //! format) and a `.manifest.json` sidecar; full streaming verification; safe
-//! extraction (CONVENTIONS.md, "Restoring archives safely").
+//! extraction (docs/conventions.md, "Restoring archives safely").
 //!
 //! Layout of a backup in a directory:
 //! - `NAME` (e.g. `web_20261125_221500.tar.zst`): GNU tar in zstd; entry
@@ -245,7 +245,7 @@ pub struct ExtractOptions {
     pub skip_checksum: bool,
     /// Keep symlinks with absolute targets (`/etc/localtime ->
     /// /usr/share/zoneinfo/...`) as they are. They are never followed while
-    /// extracting; off by default (CONVENTIONS.md refuses links that resolve
+    /// extracting; off by default (docs/conventions.md refuses links that resolve
     /// outside the root).
     pub allow_absolute_symlinks: bool,
 }

@@ -2,6 +2,13 @@
 //!
 //! `backups verify PATH` needs no configuration and no state DB: an archive
 //! copied off-site is verified with nothing but the binary and its sidecars.
+//!
+//! `backups verify` exits 65 only when an archive that is there fails
+//! verification (checksum mismatch, corrupt or truncated stream, unusable
+//! sidecar). A catalogued archive whose file is gone is reported `MISSING`
+//! without changing the exit code: `run backup` marks such a row `missing`,
+//! warns and notifies about it once, and leaves it out of retention. A
+//! `missing` row whose file is back is verified and revived.
 
 use super::{parse_target, Report, Target};
 use crate::app::Setup;
@@ -9,7 +16,7 @@ use crate::archive;
 use crate::catalog;
 use crate::cli::BackupsCommand;
 use crate::error::{exit, Error, Result};
-use crate::state::BackupRecord;
+use crate::state::{BackupRecord, BackupStatus};
 use crate::units::{human_bytes, local_time};
 use serde_json::json;
 use std::path::Path;
@@ -36,8 +43,7 @@ fn list(env: &Setup, service: Option<&str>) -> Result<Report> {
         "ID", "SERVICE", "KIND", "CREATED", "SIZE", "STATUS", "LOCATION"
     );
     for b in &rows {
-        let status = if b.status == crate::state::BackupStatus::Complete && b.verified_at.is_none()
-        {
+        let status = if b.status == BackupStatus::Complete && b.verified_at.is_none() {
             "unverified".to_string()
         } else {
             b.status.to_string()
@@ -80,9 +86,39 @@ fn verify_one(path: &Path, expected: Option<&str>) -> (bool, serde_json::Value, 
     }
 }
 
+/// A catalogued archive whose file is gone: reported without failing the
+/// verification. The row is not changed here: the next backup run marks it
+/// `missing` and notifies about it, once.
+fn missing_one(b: &BackupRecord) -> (serde_json::Value, String) {
+    (
+        json!({"path": b.location, "id": b.id, "ok": false, "missing": true}),
+        format!(
+            "MISSING {}: the file is gone (backup ID {}, {})",
+            b.location,
+            b.id,
+            if b.status == BackupStatus::Missing {
+                "marked missing"
+            } else {
+                "the next backup run marks it missing"
+            }
+        ),
+    )
+}
+
 fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Report> {
     // By path: no config, no state needed.
     if let Some(Target::Path(p)) = target.map(parse_target) {
+        let catalogued = || {
+            env.load_config()
+                .ok()
+                .and_then(|cfg| env.existing_store(&env.paths(&cfg)).ok().flatten())
+                .and_then(|s| {
+                    s.backup_by_location(&p.display().to_string())
+                        .ok()
+                        .flatten()
+                        .map(|b| (s, b))
+                })
+        };
         if !p.exists() {
             return Err(Error::Usage(format!(
                 "{}: no such archive (and not a catalog ID)",
@@ -90,17 +126,7 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
             )));
         }
         let (ok, doc, line) = verify_one(&p, None);
-        let catalogued = env
-            .load_config()
-            .ok()
-            .and_then(|cfg| env.existing_store(&env.paths(&cfg)).ok().flatten())
-            .and_then(|s| {
-                s.backup_by_location(&p.display().to_string())
-                    .ok()
-                    .flatten()
-                    .map(|b| (s, b))
-            });
-        if let Some((store, b)) = catalogued {
+        if let Some((store, b)) = catalogued() {
             store.set_verified(b.id, ok, chrono::Utc::now().timestamp())?;
         }
         return Ok(Report {
@@ -130,8 +156,38 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
     let mut results = Vec::new();
     let mut text = String::new();
     let mut all_ok = true;
+    let (mut checked, mut missing, mut skipped) = (0, 0, 0);
     for b in &rows {
-        let (ok, doc, line) = verify_one(Path::new(&b.location), b.sha256.as_deref());
+        let path = Path::new(&b.location);
+        match b.status {
+            BackupStatus::Deleted | BackupStatus::Deleting => {
+                skipped += 1;
+                results.push(json!({"path": b.location, "id": b.id, "ok": true,
+                                    "skipped": b.status.as_str()}));
+                text.push_str(&format!(
+                    "skipped {}: {} (backup ID {})\n",
+                    b.location,
+                    if b.status == BackupStatus::Deleted {
+                        "deleted"
+                    } else {
+                        "retention is deleting it; the next backup run finishes that"
+                    },
+                    b.id
+                ));
+                continue;
+            }
+            _ if catalog::is_gone(path) => {
+                missing += 1;
+                let (doc, line) = missing_one(b);
+                results.push(doc);
+                text.push_str(&format!("{line}\n"));
+                continue;
+            }
+            _ => {}
+        }
+        checked += 1;
+        let (ok, doc, line) = verify_one(path, b.sha256.as_deref());
+        // A `missing` row whose file is back is revived by this.
         store.set_verified(b.id, ok, chrono::Utc::now().timestamp())?;
         all_ok &= ok;
         results.push(doc);
@@ -139,9 +195,13 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
     }
     if rows.is_empty() {
         text.push_str("no archives to verify\n");
+    } else if missing + skipped > 0 {
+        text.push_str(&format!(
+            "{checked} verified, {missing} missing, {skipped} skipped\n"
+        ));
     }
     Ok(Report {
-        json: json!({"results": results}),
+        json: json!({"results": results, "verified": checked, "missing": missing}),
         text,
         exit: if all_ok { 0 } else { exit::DATA },
     })
@@ -151,16 +211,28 @@ fn import(env: &Setup, dir: &Path) -> Result<Report> {
     let cfg = env.load_config()?;
     let paths = env.paths(&cfg);
     let store = env.open_store(&paths)?;
-    let results = catalog::import_dir(&store, dir)?;
+    let report = catalog::import_dir(&store, dir)?;
     let mut text = String::new();
     let mut imported = Vec::new();
     let mut failed = 0;
-    for r in &results {
+    for r in &report.archives {
         match (&r.service, r.id) {
+            (Some(service), Some(id)) if r.pending_delete => {
+                text.push_str(&format!(
+                    "skipped {}: retention is deleting it (ID {id}, service {service}); the next \
+                     backup run finishes that\n",
+                    r.path.display()
+                ));
+            }
             (Some(service), Some(id)) => {
+                let how = if r.existing {
+                    "already catalogued"
+                } else {
+                    "imported"
+                };
                 if r.ok {
                     text.push_str(&format!(
-                        "imported {} (service {service}, ID {id})\n",
+                        "{how} {} (service {service}, ID {id})\n",
                         r.path.display()
                     ));
                 } else {
@@ -171,7 +243,9 @@ fn import(env: &Setup, dir: &Path) -> Result<Report> {
                         r.error.as_deref().unwrap_or("")
                     ));
                 }
-                imported.push(json!({"id": id, "path": r.path, "service": service, "ok": r.ok}));
+                let doc = json!({"id": id, "path": r.path, "service": service, "ok": r.ok,
+                                 "existing": r.existing});
+                imported.push(doc);
             }
             _ => {
                 failed += 1;
@@ -183,12 +257,26 @@ fn import(env: &Setup, dir: &Path) -> Result<Report> {
             }
         }
     }
+    for m in &report.missing {
+        text.push_str(&format!(
+            "missing {}: the file is gone (backup ID {}, now marked missing)\n",
+            m.location, m.id
+        ));
+    }
+    for m in &report.finished {
+        text.push_str(&format!(
+            "deleted {}: retention had begun deleting it (backup ID {}, now marked deleted)\n",
+            m.location, m.id
+        ));
+    }
     text.push_str(&format!(
-        "{} archive(s) catalogued, {failed} problem(s)\n",
-        imported.len()
+        "{} archive(s) catalogued, {} marked missing, {failed} problem(s)\n",
+        imported.len(),
+        report.missing.len()
     ));
     Ok(Report {
-        json: json!({"imported": imported, "problems": failed}),
+        json: json!({"imported": imported, "missing": report.missing,
+                     "finished": report.finished, "problems": failed}),
         text,
         exit: if failed == 0 { 0 } else { exit::DATA },
     })

@@ -9,7 +9,9 @@ use crate::archive::{self, ExtractOptions};
 use crate::cli::RestoreArgs;
 use crate::docker;
 use crate::error::{Error, Result};
+use crate::state::BackupStatus;
 use serde_json::json;
+use std::path::Path;
 
 pub fn run(env: &Setup, args: &RestoreArgs) -> Result<Report> {
     let mut store = None;
@@ -31,6 +33,20 @@ pub fn run(env: &Setup, args: &RestoreArgs) -> Result<Report> {
                 return Err(Error::Usage(format!(
                     "backup {id} is a {} backup; restore it with its own tool",
                     b.kind
+                )));
+            }
+            let gone = match b.status {
+                BackupStatus::Deleted => Some("it was deleted"),
+                BackupStatus::Deleting => Some("retention is deleting it"),
+                _ if crate::catalog::is_gone(Path::new(&b.location)) => {
+                    Some("its file is gone (missing)")
+                }
+                _ => None,
+            };
+            if let Some(why) = gone {
+                return Err(Error::Usage(format!(
+                    "backup {id} ({}) cannot be restored: {why}; see `backups list` for the others",
+                    b.location
                 )));
             }
             store = Some(st);

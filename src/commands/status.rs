@@ -36,7 +36,12 @@ pub fn run(env: &Setup) -> Result<Report> {
     let now = chrono::Utc::now().timestamp();
     let mut services = Vec::new();
     for s in &cfg.services {
-        let backups = store.backups(Some(&s.name), false)?;
+        // Only what is there (not `deleting` or `missing` rows).
+        let backups: Vec<_> = store
+            .backups(Some(&s.name), false)?
+            .into_iter()
+            .filter(|b| b.status.is_present())
+            .collect();
         let newest = backups
             .iter()
             .find(|b| b.kind == "archive" || !b.kind.starts_with("archive"));

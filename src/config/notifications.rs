@@ -170,6 +170,9 @@ impl ChannelType {
 pub enum EventType {
     BackupSuccess,
     BackupFailed,
+    /// Catalogued backups whose files vanished without retention deleting
+    /// them (sent once per backup, when a run first finds it gone).
+    BackupMissing,
     UpdateSuccess,
     UpdateFailed,
     ServiceDown,
@@ -182,9 +185,10 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::BackupSuccess,
         EventType::BackupFailed,
+        EventType::BackupMissing,
         EventType::UpdateSuccess,
         EventType::UpdateFailed,
         EventType::ServiceDown,
@@ -200,6 +204,7 @@ impl EventType {
         match self {
             EventType::BackupSuccess => "backup_success",
             EventType::BackupFailed => "backup_failed",
+            EventType::BackupMissing => "backup_missing",
             EventType::UpdateSuccess => "update_success",
             EventType::UpdateFailed => "update_failed",
             EventType::ServiceDown => "service_down",
@@ -223,7 +228,9 @@ impl EventType {
             | EventType::UpdateSuccess
             | EventType::ServiceRecovered
             | EventType::RestoreTestSuccess => Severity::Info,
-            EventType::DiskSpaceWarning | EventType::RollbackExecuted => Severity::Warning,
+            EventType::BackupMissing
+            | EventType::DiskSpaceWarning
+            | EventType::RollbackExecuted => Severity::Warning,
             EventType::BackupFailed
             | EventType::UpdateFailed
             | EventType::ServiceDown

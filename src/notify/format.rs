@@ -40,6 +40,7 @@ pub fn headline(e: &Event) -> String {
     let what = match e.event.as_str() {
         "backup_failed" => "FAILED backup".to_string(),
         "backup_success" => "OK backup".to_string(),
+        "backup_missing" => format!("MISSING backup{svc}"),
         "update_failed" => format!("FAILED update{svc}"),
         "update_success" => format!("OK update{svc}"),
         "service_down" => format!("DOWN{}", if svc.is_empty() { " service" } else { &svc }),

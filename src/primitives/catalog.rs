@@ -2,11 +2,13 @@
 //! backups, and prune them by retention (never the newest verified one).
 
 use super::{dry_run, from_map, service_config, service_of, to_dyn, to_rhai, RhaiResult};
-use crate::catalog::{prune, PruneReport, KIND_ARCHIVE};
+use crate::catalog::{prune, PruneReport, PruneRequest, KIND_ARCHIVE};
+use crate::config::EventType;
 use crate::script::Host;
 use crate::state::NewBackup;
 use rhai::{Array, Dynamic, FuncRegistration, Map, Module, NativeCallContext};
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +42,22 @@ fn record(h: &Host, ctx: &NativeCallContext, info: Map) -> RhaiResult<i64> {
     store.record_backup(&b).map_err(|e| to_rhai(e, ctx))
 }
 
+/// One `backup_missing` notification for the rows a prune found gone.
+fn notify_missing(h: &Host, service: &str, missing: &[String]) {
+    let summary = format!(
+        "{service}: {} catalogued backup(s) gone from disk without retention deleting them \
+         (marked missing, left out of retention): {}",
+        missing.len(),
+        missing.join(", ")
+    );
+    super::notify::collect(
+        h,
+        EventType::BackupMissing,
+        Some(service),
+        serde_json::json!({"service": service, "summary": summary, "missing": missing}),
+    );
+}
+
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     let v = |name: &str| FuncRegistration::new(name).with_volatility(true);
@@ -54,10 +72,15 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             let Some(store) = &h.store else {
                 return Ok(Array::new());
             };
+            // Only what is there: not the rows retention is deleting or
+            // whose files are missing.
             let rows = store
                 .backups(Some(service), false)
                 .map_err(|e| to_rhai(e, &ctx))?;
-            rows.iter().map(to_dyn).collect()
+            rows.iter()
+                .filter(|b| b.status.is_present())
+                .map(to_dyn)
+                .collect()
         },
     );
     let h = host.clone();
@@ -102,16 +125,48 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                     .and_then(|m| m.get("created_at").and_then(|c| c.as_int().ok()))
             });
             let log = |level, msg: &str| h.event(level, Some(&svc_name), msg);
-            let report = prune(
-                store,
-                &name,
+            let backup_dir = h.backup_dir(&name);
+            let copy_dirs: Vec<PathBuf> = super::dest::destinations(&h, service)
+                .iter()
+                .map(|d| d.path.join(&name))
+                .collect();
+            if !h.dry_run {
+                // Temp files a killed copy left at the destinations (the
+                // session cleans the backup dirs themselves).
+                for dir in &copy_dirs {
+                    match crate::archive::cleanup_debris(dir) {
+                        Ok(removed) => {
+                            for p in removed {
+                                log(
+                                    tracing::Level::INFO,
+                                    &format!(
+                                        "removed debris of an interrupted run: {}",
+                                        p.display()
+                                    ),
+                                );
+                            }
+                        }
+                        Err(e) => log(
+                            tracing::Level::WARN,
+                            &format!("could not clean up {}: {e}", dir.display()),
+                        ),
+                    }
+                }
+            }
+            let req = PruneRequest {
+                service: &name,
                 policy,
-                chrono::Utc::now().timestamp(),
-                h.dry_run,
+                now: chrono::Utc::now().timestamp(),
+                dry_run: h.dry_run,
                 pending,
-                &log,
-            )
-            .map_err(|e| to_rhai(e, &ctx))?;
+                backup_dir: Some(&backup_dir),
+                copy_dirs: &copy_dirs,
+                run_id: h.run_id,
+            };
+            let report = prune(store, &req, &log).map_err(|e| to_rhai(e, &ctx))?;
+            if !report.missing.is_empty() && !h.dry_run {
+                notify_missing(&h, &name, &report.missing);
+            }
             to_dyn(&report)
         },
     );

@@ -18,7 +18,7 @@ fn get_str(m: &Map, key: &str) -> Option<String> {
 
 /// The global destinations a service uses (its `destinations` names, or
 /// all of them).
-fn destinations<'a>(h: &'a Host, svc: &ServiceConfig) -> Vec<&'a DestinationConfig> {
+pub(super) fn destinations<'a>(h: &'a Host, svc: &ServiceConfig) -> Vec<&'a DestinationConfig> {
     h.config
         .global
         .backup

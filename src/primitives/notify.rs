@@ -28,22 +28,35 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
             service_of(ctx).as_deref(),
         ));
     };
-    let mut payload: serde_json::Value =
-        rhai::serde::from_dynamic(&Dynamic::from_map(data).flatten()).map_err(|e| {
+    let payload: serde_json::Value = rhai::serde::from_dynamic(&Dynamic::from_map(data).flatten())
+        .map_err(|e| {
             throw(
                 "invalid_argument",
                 format!("notify::send: data: {e}"),
                 service_of(ctx).as_deref(),
             )
         })?;
+    let svc = service_of(ctx);
+    collect(h, kind, svc.as_deref(), payload);
+    Ok(())
+}
+
+/// Collect an event on the host (delivered when the run has finished) and
+/// log it: `notify::send`, and primitives that notify by themselves.
+pub(super) fn collect(
+    h: &Host,
+    kind: EventType,
+    svc: Option<&str>,
+    mut payload: serde_json::Value,
+) {
     crate::redact::scrub_json(&mut payload);
+    let event = kind.as_str();
     let sev = kind.severity();
     let summary = payload
         .get("summary")
         .and_then(|s| s.as_str())
         .unwrap_or("")
         .to_string();
-    let svc = service_of(ctx);
     // Say whether the event goes anywhere: an alert no channel takes is
     // logged as not sent, never as if it went out.
     let n = &h.config.notifications;
@@ -55,7 +68,7 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
     };
     // A warning-level notification is not itself a run warning.
     if sev == Severity::Info {
-        h.event(tracing::Level::INFO, svc.as_deref(), &line);
+        h.event(tracing::Level::INFO, svc, &line);
     } else {
         tracing::warn!("{}", crate::redact::scrub(&line));
     }
@@ -90,7 +103,6 @@ fn send(h: &Host, ctx: &NativeCallContext, event: &str, data: Map) -> RhaiResult
             tracing::warn!("could not record notification: {e}");
         }
     }
-    Ok(())
 }
 
 pub(super) fn module(host: &Arc<Host>) -> Module {

@@ -114,20 +114,25 @@ impl Store {
 
     /// Record a verification: `ok` sets `verified_at = at` and status
     /// `complete`; a failure sets status `failed_verify` (and keeps the
-    /// previous `verified_at`). A `deleted` row stays deleted.
+    /// previous `verified_at`). A `missing` row is revived either way (its
+    /// file was found again); a `deleted` or `deleting` row keeps its status.
     pub fn set_verified(&self, id: i64, ok: bool, at: i64) -> Result<()> {
         self.with(|c| {
             let n = if ok {
                 c.execute(
                     "UPDATE backups SET verified_at = ?2,
-                       status = CASE status WHEN 'deleted' THEN status ELSE 'complete' END
+                       deleted_at = CASE status WHEN 'missing' THEN NULL ELSE deleted_at END,
+                       status = CASE WHEN status IN ('deleted', 'deleting') THEN status
+                                     ELSE 'complete' END
                      WHERE id = ?1",
                     params![id, at],
                 )?
             } else {
                 c.execute(
                     "UPDATE backups
-                     SET status = CASE status WHEN 'deleted' THEN status ELSE 'failed_verify' END
+                     SET deleted_at = CASE status WHEN 'missing' THEN NULL ELSE deleted_at END,
+                         status = CASE WHEN status IN ('deleted', 'deleting') THEN status
+                                       ELSE 'failed_verify' END
                      WHERE id = ?1",
                     [id],
                 )?
@@ -139,8 +144,47 @@ impl Store {
         })
     }
 
+    /// Mark rows `deleting`, all in one transaction: retention does this
+    /// before it removes any file, so a run killed half way leaves rows the
+    /// next prune finishes ([`Store::mark_deleted`] once the files are gone).
+    /// A `deleted` row stays deleted.
+    pub fn mark_deleting(&self, ids: &[i64]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            for &id in ids {
+                let n = tx.execute(
+                    "UPDATE backups SET status = 'deleting' WHERE id = ?1 AND status <> 'deleted'",
+                    [id],
+                )?;
+                if n == 0 && !exists(&tx, id)? {
+                    return Err(not_found(format!("no backup with id {id}")));
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    /// Mark a row `missing` (its artifact vanished without retention
+    /// deleting it), with `deleted_at = at` as when it was noticed. Only a
+    /// `complete` or `failed_verify` row changes: returns whether this one
+    /// did, so that a vanished file is reported once.
+    pub fn mark_missing(&self, id: i64, at: i64) -> Result<bool> {
+        self.with(|c| {
+            let n = c.execute(
+                "UPDATE backups SET status = 'missing', deleted_at = ?2
+                 WHERE id = ?1 AND status IN ('complete', 'failed_verify')",
+                params![id, at],
+            )?;
+            if n == 0 && !exists(c, id)? {
+                return Err(not_found(format!("no backup with id {id}")));
+            }
+            Ok(n == 1)
+        })
+    }
+
     /// Mark a backup deleted (the artifact is gone); the row stays for
-    /// history. Deleting an already deleted row keeps its first `deleted_at`.
+    /// history. Deleting an already deleted row keeps its first `deleted_at`;
+    /// a `missing` row's `deleted_at` (when it was noticed) is kept too.
     pub fn mark_deleted(&self, id: i64, at: i64) -> Result<()> {
         self.with(|c| {
             let n = c.execute(
@@ -154,4 +198,11 @@ impl Store {
             Ok(())
         })
     }
+}
+
+fn exists(c: &rusqlite::Connection, id: i64) -> rusqlite::Result<bool> {
+    c.prepare_cached("SELECT 1 FROM backups WHERE id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()
+        .map(|r| r.is_some())
 }

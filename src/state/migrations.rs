@@ -166,8 +166,43 @@ CREATE INDEX runs_workflow_id ON runs (workflow, id);
 CREATE INDEX runs_running ON runs (workflow) WHERE status = 'running';
 "#;
 
+/// v5: a catalog row may be `deleting` (retention marks it before removing
+/// any file, so a run killed in between leaves a row the next prune
+/// finishes) or `missing` (its file vanished without retention deleting
+/// it). `backups` is rebuilt like `runs` in v4: same columns, the wider
+/// CHECK, every index made again; the AUTOINCREMENT counter is carried over
+/// so that an ID is never handed out twice.
+const V5: &str = r#"
+CREATE TABLE backups_v5 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    service     TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,
+    location    TEXT    NOT NULL UNIQUE,
+    size        INTEGER NOT NULL CHECK (size >= 0),
+    sha256      TEXT,
+    created_at  INTEGER NOT NULL,
+    verified_at INTEGER,
+    status      TEXT    NOT NULL DEFAULT 'complete'
+                CHECK (status IN ('complete', 'failed_verify', 'deleting', 'missing', 'deleted')),
+    run_id      INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+    deleted_at  INTEGER                                   -- deleted, or noticed missing
+);
+INSERT INTO backups_v5 (id, service, kind, location, size, sha256, created_at, verified_at,
+                        status, run_id, deleted_at)
+    SELECT id, service, kind, location, size, sha256, created_at, verified_at,
+           status, run_id, deleted_at FROM backups;
+DELETE FROM sqlite_sequence WHERE name = 'backups_v5';
+INSERT INTO sqlite_sequence (name, seq)
+    SELECT 'backups_v5', seq FROM sqlite_sequence WHERE name = 'backups';
+DROP TABLE backups;
+ALTER TABLE backups_v5 RENAME TO backups;
+CREATE INDEX backups_service_created ON backups (service, created_at);
+CREATE INDEX backups_created ON backups (created_at);
+CREATE INDEX backups_run ON backups (run_id) WHERE run_id IS NOT NULL;
+"#;
+
 /// All migrations, in order. The schema version is their count.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -137,12 +137,20 @@ pub struct NewBackup {
 }
 
 /// A catalogued backup's status (stored and printed as `complete`,
-/// `failed_verify`, `deleted`).
+/// `failed_verify`, `deleting`, `missing`, `deleted`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackupStatus {
     Complete,
     FailedVerify,
+    /// Retention is deleting it: the row is marked before any file goes, so
+    /// a run killed half way leaves a row the next prune finishes.
+    Deleting,
+    /// The artifact vanished without retention deleting it (removed by
+    /// hand, a lost disk): left out of retention and of "newest verified",
+    /// reported once. A verification that finds the file again revives it
+    /// ([`Store::set_verified`]).
+    Missing,
     /// The artifact is gone; the row stays for history.
     Deleted,
 }
@@ -152,8 +160,17 @@ impl BackupStatus {
         match self {
             BackupStatus::Complete => "complete",
             BackupStatus::FailedVerify => "failed_verify",
+            BackupStatus::Deleting => "deleting",
+            BackupStatus::Missing => "missing",
             BackupStatus::Deleted => "deleted",
         }
+    }
+
+    /// Whether the artifact is expected to be there (`complete` or
+    /// `failed_verify`): the rows retention plans over and verification
+    /// checks.
+    pub fn is_present(self) -> bool {
+        matches!(self, BackupStatus::Complete | BackupStatus::FailedVerify)
     }
 }
 
@@ -169,6 +186,8 @@ impl FromStr for BackupStatus {
         Ok(match s {
             "complete" => BackupStatus::Complete,
             "failed_verify" => BackupStatus::FailedVerify,
+            "deleting" => BackupStatus::Deleting,
+            "missing" => BackupStatus::Missing,
             "deleted" => BackupStatus::Deleted,
             _ => return Err(format!("unknown backup status '{s}'")),
         })
@@ -187,7 +206,8 @@ pub struct BackupRecord {
     pub verified_at: Option<i64>,
     pub status: BackupStatus,
     pub run_id: Option<i64>,
-    /// When it was deleted (status `deleted`).
+    /// When it was deleted (status `deleted`), or found missing (status
+    /// `missing`).
     pub deleted_at: Option<i64>,
 }
 

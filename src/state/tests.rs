@@ -826,7 +826,7 @@ fn v4_rebuilds_runs_keeping_their_events_and_backups_and_allows_skipped() {
         .unwrap();
     drop(s);
 
-    let s = Store::open(&path).unwrap();
+    let s = Store::open_with(&path, &super::migrations::MIGRATIONS[..4]).unwrap();
     assert_eq!(pragma_i64(&s, "user_version"), 4);
     assert_eq!(pragma_i64(&s, "foreign_keys"), 1);
     let events = s.run_events(id, 10).unwrap();
@@ -843,4 +843,124 @@ fn v4_rebuilds_runs_keeping_their_events_and_backups_and_allows_skipped() {
     // `status` shows the last run that ran.
     assert_eq!(s.last_runs().unwrap()[0].status, RunStatus::Success);
     assert!(s.integrity_check().unwrap().is_empty());
+}
+
+#[test]
+fn v5_rebuilds_backups_keeping_rows_runs_indexes_and_ids_and_allows_deleting_and_missing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("state.db");
+    let v4 = &super::migrations::MIGRATIONS[..4];
+    let s = Store::open_with(&path, v4).unwrap();
+    let run = s.begin_run("backup", &["web".into()], false).unwrap();
+    let mut b = backup("web", "/b/web_1.tar.zst", 100);
+    b.run_id = Some(run);
+    let kept = s.record_backup(&b).unwrap();
+    let gone = s
+        .record_backup(&backup("web", "/b/web_2.tar.zst", 200))
+        .unwrap();
+    s.mark_deleted(gone, 300).unwrap();
+    let copy = s
+        .record_backup(&NewBackup {
+            kind: "archive-copy".into(),
+            ..backup("web", "/off/web_1.tar.zst", 100)
+        })
+        .unwrap();
+    s.set_verified(copy, false, 400).unwrap();
+    // The highest ID handed out so far is gone from the table (rows are
+    // never deleted by us, but the counter must not go back anyway).
+    let last = s
+        .record_backup(&backup("db", "/b/db_1.tar.zst", 500))
+        .unwrap();
+    s.with(|c| c.execute("DELETE FROM backups WHERE id = ?1", [last]))
+        .unwrap();
+    // The old CHECK refuses the new statuses.
+    assert!(s.mark_missing(kept, 600).is_err());
+    s.finish_run(run, RunStatus::Success, "done").unwrap();
+    drop(s);
+
+    let s = Store::open(&path).unwrap();
+    assert_eq!(pragma_i64(&s, "user_version"), 5);
+    assert_eq!(pragma_i64(&s, "foreign_keys"), 1);
+    let row = s.backup(kept).unwrap().unwrap();
+    assert_eq!(
+        (row.run_id, row.status, row.verified_at, row.created_at),
+        (Some(run), BackupStatus::Complete, Some(105), 100)
+    );
+    let row = s.backup(gone).unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.deleted_at),
+        (BackupStatus::Deleted, Some(300))
+    );
+    let row = s.backup(copy).unwrap().unwrap();
+    assert_eq!(
+        (row.kind.as_str(), row.status),
+        ("archive-copy", BackupStatus::FailedVerify)
+    );
+    // Every index of the table is there again, by name and definition.
+    let indexes: Vec<String> = s
+        .with(|c| {
+            c.prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'backups'
+                 AND sql IS NOT NULL ORDER BY name",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect()
+        })
+        .unwrap();
+    assert_eq!(
+        indexes,
+        ["backups_created", "backups_run", "backups_service_created"]
+    );
+    // UNIQUE (location) survived, and the new statuses are accepted.
+    let dup = s.with(|c| {
+        c.execute(
+            "INSERT INTO backups (service, kind, location, size, created_at) VALUES ('x','y',?1,1,1)",
+            ["/b/web_1.tar.zst"],
+        )
+    });
+    assert!(dup.is_err());
+    assert!(s.mark_missing(kept, 600).unwrap(), "marked once");
+    assert!(!s.mark_missing(kept, 700).unwrap(), "and only once");
+    let row = s.backup(kept).unwrap().unwrap();
+    assert_eq!(
+        (row.status, row.deleted_at),
+        (BackupStatus::Missing, Some(600))
+    );
+    s.mark_deleting(&[copy]).unwrap();
+    assert_eq!(
+        s.backup(copy).unwrap().unwrap().status,
+        BackupStatus::Deleting
+    );
+    s.set_verified(copy, true, 800).unwrap();
+    assert_eq!(
+        s.backup(copy).unwrap().unwrap().status,
+        BackupStatus::Deleting,
+        "a verification does not undo a deletion in progress"
+    );
+    let bad = s.with(|c| c.execute("UPDATE backups SET status = 'lost' WHERE id = ?1", [kept]));
+    assert!(bad.is_err(), "the CHECK still refuses unknown statuses");
+    // IDs keep counting up from the highest ever handed out.
+    let next = s
+        .record_backup(&backup("web", "/b/web_3.tar.zst", 900))
+        .unwrap();
+    assert!(next > last, "ID {next} handed out again (last was {last})");
+    // A found-again file revives a missing row.
+    s.set_verified(kept, true, 1000).unwrap();
+    let row = s.backup(kept).unwrap().unwrap();
+    assert_eq!((row.status, row.deleted_at), (BackupStatus::Complete, None));
+    // The foreign key to runs still holds.
+    let orphan = s.record_backup(&NewBackup {
+        run_id: Some(9999),
+        ..backup("web", "/b/web_4.tar.zst", 1)
+    });
+    assert!(orphan.is_err());
+    assert!(s.integrity_check().unwrap().is_empty());
+    let broken: i64 = s
+        .with(|c| {
+            c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+        })
+        .unwrap();
+    assert_eq!(broken, 0);
 }

@@ -5,6 +5,7 @@ mod harness;
 
 mod backup;
 mod config_errors;
+mod crash;
 mod docker;
 mod docker_backup;
 mod layers;
