@@ -414,6 +414,20 @@ fn mtime_to_system(m: i64) -> std::time::SystemTime {
     }
 }
 
+/// Refuse a restore target the real restore would refuse (one that exists
+/// and is not an empty directory, or has no name), without writing
+/// anything: `restore --dry-run` fails exactly as the restore would.
+pub fn check_restore_target(target: &Path) -> Result<()> {
+    let target = std::path::absolute(target).map_err(|e| Error::io(target, e))?;
+    if target.file_name().is_none() || target.parent().is_none() {
+        return Err(Error::Usage(format!(
+            "invalid restore target {}",
+            target.display()
+        )));
+    }
+    check_target(&target).map(|_| ())
+}
+
 /// What is at `target` now: nothing (None) or an empty directory (its
 /// metadata); anything else is refused.
 fn check_target(target: &Path) -> Result<Option<fs::Metadata>> {

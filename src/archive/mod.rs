@@ -30,7 +30,7 @@ mod bench;
 mod tests;
 
 pub use create::create;
-pub use extract::extract;
+pub use extract::{check_restore_target, extract};
 
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};

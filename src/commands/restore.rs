@@ -63,6 +63,10 @@ pub fn run(env: &Setup, args: &RestoreArgs) -> Result<Report> {
         return Err(Error::Usage("restore needs --to DIR or --volumes".into()));
     };
     if args.dry_run {
+        // The checks the restore makes before it writes: the target, then
+        // the checksum (the one in the catalog, else the sidecar).
+        archive::check_restore_target(to)?;
+        archive::verify_checksum(&path, expected.as_deref())?;
         let entries = archive::list(&path)?;
         let text = format!(
             "[dry-run] would restore {} entries from {} into {}\n",

@@ -460,3 +460,51 @@ fn a_full_disk_during_a_backup_exits_74_and_leaves_nothing_half_written() {
     let store = homelab_autopilot::state::Store::open(&t.path("state/state.db")).unwrap();
     assert!(store.backups(Some("web"), true).unwrap().is_empty());
 }
+
+#[test]
+fn restore_dry_run_into_a_non_empty_target_fails_as_the_restore_would() {
+    let t = Test::new();
+    t.config(&basic_config("", ""));
+    t.data("data/web");
+    t.run(&["run", "backup"]).code(0);
+    let archive = t.archives("backups/web").remove(0);
+    let target = t.path("busy");
+    std::fs::create_dir_all(&target).unwrap();
+    std::fs::write(target.join("keep"), "mine\n").unwrap();
+    let args = |dry: bool| {
+        let mut a = vec![
+            "restore".to_string(),
+            archive.display().to_string(),
+            "--to".into(),
+            target.display().to_string(),
+        ];
+        if dry {
+            a.push("--dry-run".into());
+        }
+        a
+    };
+    let run = |dry: bool| {
+        let a = args(dry);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        t.run(&a)
+    };
+    let real = run(false);
+    let dry = run(true);
+    real.code(2).stderr_has("is not empty");
+    dry.code(2).stderr_has("is not empty");
+    assert_eq!(
+        std::fs::read_to_string(target.join("keep")).unwrap(),
+        "mine\n"
+    );
+    // An empty target: the dry run says what it would do and writes nothing.
+    let empty = t.path("empty");
+    let r = t.run(&[
+        "restore",
+        archive.to_str().unwrap(),
+        "--to",
+        empty.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    r.code(0).stdout_has("[dry-run] would restore");
+    assert!(!empty.exists());
+}
