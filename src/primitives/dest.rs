@@ -19,17 +19,7 @@ fn get_str(m: &Map, key: &str) -> Option<String> {
 /// The global destinations a service uses (its `destinations` names, or
 /// all of them).
 pub(super) fn destinations<'a>(h: &'a Host, svc: &ServiceConfig) -> Vec<&'a DestinationConfig> {
-    h.config
-        .global
-        .backup
-        .destinations
-        .iter()
-        .filter(|d| {
-            svc.destinations
-                .as_ref()
-                .is_none_or(|names| names.contains(&d.name))
-        })
-        .collect()
+    h.destinations_for(svc)
 }
 
 fn sync(h: &Host, ctx: &NativeCallContext, svc: Map, artifact: Map) -> RhaiResult<Array> {

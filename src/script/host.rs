@@ -231,6 +231,25 @@ impl Host {
             .unwrap_or(&self.config.global.backup.retention)
     }
 
+    /// The global destinations a service uses (its `destinations` names,
+    /// or all of them).
+    pub fn destinations_for<'a>(
+        &'a self,
+        svc: &ServiceConfig,
+    ) -> Vec<&'a crate::config::DestinationConfig> {
+        self.config
+            .global
+            .backup
+            .destinations
+            .iter()
+            .filter(|d| {
+                svc.destinations
+                    .as_ref()
+                    .is_none_or(|names| names.contains(&d.name))
+            })
+            .collect()
+    }
+
     /// The directory a service's archives live in.
     pub fn backup_dir(&self, service: &str) -> std::path::PathBuf {
         self.paths.backup_root.join(service)
@@ -294,16 +313,8 @@ impl Host {
                 rhai::serde::to_dynamic(retention).unwrap_or(Dynamic::UNIT),
             );
             let dests: Array = self
-                .config
-                .global
-                .backup
-                .destinations
-                .iter()
-                .filter(|d| {
-                    svc.destinations
-                        .as_ref()
-                        .is_none_or(|names| names.contains(&d.name))
-                })
+                .destinations_for(svc)
+                .into_iter()
                 .map(|d| {
                     let mut dm = Map::new();
                     dm.insert("name".into(), d.name.clone().into());

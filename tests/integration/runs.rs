@@ -35,19 +35,7 @@ fn a_run_that_finds_its_lock_held_is_recorded_as_skipped() {
     let t = Test::new();
     t.config(&basic_config("", ""));
     t.script("slow.rhai", "fn run(ctx) { time::sleep(3); }\n");
-    let mut first = t.command(&["run", "slow"]).spawn().unwrap();
-    let lock = t.path("state/locks/slow.lock");
-    let start = Instant::now();
-    while std::fs::read_to_string(&lock)
-        .map(|s| !s.contains("pid="))
-        .unwrap_or(true)
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "lock never taken"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut first = start_holding_lock(&t, "slow");
     let r = t.run(&["run", "slow"]);
     r.code(75)
         .stderr_has(&format!("pid {}", first.id()))
