@@ -202,7 +202,25 @@ impl Default for ConcurrencyConfig {
     }
 }
 
+/// What a backup's verification does (`global.backup.verify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyMode {
+    /// Decode every entry and hash the file in one pass.
+    Full,
+    /// Re-read the file and compare its sha256 with the sidecar.
+    Checksum,
+}
+
 impl BackupConfig {
+    /// `verify`, parsed (validation allows only `full` and `checksum`).
+    pub fn verify_mode(&self) -> VerifyMode {
+        if self.verify == "full" {
+            VerifyMode::Full
+        } else {
+            VerifyMode::Checksum
+        }
+    }
+
     /// `schedule`, parsed (it was validated at load).
     pub fn cron_schedule(&self) -> Option<CronSchedule> {
         self.schedule

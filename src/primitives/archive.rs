@@ -155,6 +155,19 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 .map_err(|e| to_rhai(e, &ctx))
         },
     );
+    let h = host.clone();
+    v("verify_as_configured").set_into_module(
+        &mut m,
+        move |ctx: NativeCallContext, path: &str, sha256: &str| -> RhaiResult<Map> {
+            use crate::config::VerifyMode;
+            let mode = h.config.global.backup.verify_mode();
+            let info = match mode {
+                VerifyMode::Checksum => archive::verify_checksum(Path::new(path), Some(sha256)),
+                VerifyMode::Full => archive::verify(Path::new(path), Some(sha256)),
+            };
+            info.map(|i| verify_map(&i)).map_err(|e| to_rhai(e, &ctx))
+        },
+    );
     v("verify_checksum").set_into_module(
         &mut m,
         |ctx: NativeCallContext, path: &str| -> RhaiResult<Map> {

@@ -324,3 +324,27 @@ fn excludes_are_globs_with_alternatives_classes_and_anchors() {
         assert!(!has(gone), "{gone} not excluded:\n{listed}");
     }
 }
+
+#[test]
+fn verify_as_configured_follows_global_backup_verify() {
+    // A file whose sha256 is right but which is no archive: the checksum
+    // mode accepts it, the full mode decodes it and refuses it.
+    for (mode, code, want) in [("checksum", 0, "verified"), ("full", 1, "unsafe_archive")] {
+        let t = Test::new();
+        t.config(&basic_config(&format!("    verify: {mode}\n"), ""));
+        let junk = t.path("junk.tar.zst");
+        std::fs::write(&junk, b"not an archive").unwrap();
+        let sha = {
+            use sha2::Digest;
+            format!("{:x}", sha2::Sha256::digest(b"not an archive"))
+        };
+        t.script(
+            "check.rhai",
+            &format!(
+                "fn run(ctx) {{\n    try {{\n        archive::verify_as_configured(\"{}\", \"{sha}\");\n        log::info(\"verified\");\n    }} catch (e) {{\n        log::error(e.kind);\n        throw e;\n    }}\n}}\n",
+                junk.display()
+            ),
+        );
+        t.run(&["run", "check"]).code(code).stderr_has(want);
+    }
+}
