@@ -444,26 +444,42 @@ async fn container(name: &str) -> Outcome {
     }
 }
 
-/// Run an argv; exit 0 is healthy. Output is not kept beyond a short
-/// message.
+/// Run an argv; exit 0 is healthy. stdout is discarded and stderr read
+/// through, keeping only its start for the message: a chatty command (or
+/// `yes`) costs no memory.
 async fn command(argv: &[String]) -> Outcome {
+    use tokio::io::AsyncReadExt;
+    const KEEP: usize = 1024;
     let Some((prog, args)) = argv.split_first() else {
         return Outcome::fail("empty command");
     };
-    let out = tokio::process::Command::new(prog)
+    let child = tokio::process::Command::new(prog)
         .args(args)
         .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output()
-        .await;
-    match out {
-        Ok(o) if o.status.success() => Outcome::ok(format!("{prog} exited 0")),
-        Ok(o) => {
-            let err: String = String::from_utf8_lossy(&o.stderr)
-                .chars()
-                .take(200)
-                .collect();
-            Outcome::fail(format!("{prog} exited with {}: {}", o.status, err.trim()))
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return Outcome::fail(format!("{prog}: {e}")),
+    };
+    let mut kept = Vec::new();
+    if let Some(mut err) = child.stderr.take() {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = err.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+            let room = KEEP.saturating_sub(kept.len());
+            kept.extend_from_slice(&buf[..n.min(room)]);
+        }
+    }
+    match child.wait().await {
+        Ok(status) if status.success() => Outcome::ok(format!("{prog} exited 0")),
+        Ok(status) => {
+            let err: String = String::from_utf8_lossy(&kept).chars().take(200).collect();
+            Outcome::fail(format!("{prog} exited with {status}: {}", err.trim()))
         }
         Err(e) => Outcome::fail(format!("{prog}: {e}")),
     }

@@ -113,6 +113,9 @@ impl Pve {
     /// unlocked; when a running task holds the lock, wait up to
     /// `lock_wait` for it. Never unlocks.
     pub fn wait_unlocked(&self, g: &GuestRef) -> PveResult<()> {
+        // At most `lock_wait`, cut to the calling thread's deadline (the
+        // run's, see crate::proc::until).
+        let lock_wait = crate::proc::bounded(self.lock_wait);
         let started = Instant::now();
         loop {
             let st = self.guest_status(g)?;
@@ -130,14 +133,14 @@ impl Pve {
                     ),
                 });
             }
-            if started.elapsed() >= self.lock_wait {
+            if started.elapsed() >= lock_wait {
                 return Err(PveError::Locked {
                     guest: label,
                     lock,
                     detail: format!(
                         " by running task {}; still locked after waiting {}s",
                         running[0],
-                        self.lock_wait.as_secs()
+                        lock_wait.as_secs()
                     ),
                 });
             }
@@ -145,7 +148,7 @@ impl Pve {
                 "{label} is locked ({lock}) by running task {}; waiting",
                 running[0]
             );
-            std::thread::sleep(Duration::from_millis(500).min(self.lock_wait));
+            std::thread::sleep(Duration::from_millis(500).min(lock_wait));
         }
     }
 

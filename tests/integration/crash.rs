@@ -1,4 +1,5 @@
-//! Crash tests: SIGKILL the binary at random points of a backup, a prune (many
+//! Crash tests: SIGKILL or SIGTERM (about half each, chosen by the drawn
+//! delay) the binary at random points of a backup, a prune (many
 //! archives, `keep_last` small), a restore and an import, then check that
 //! nothing is broken:
 //! - right after the kill, no catalog row that claims its archive is there
@@ -55,8 +56,11 @@ impl Rng {
     }
 }
 
-/// Run `args`, SIGKILL it after `delay` (a no-op if it has finished: it is
-/// not reaped before the kill, so its pid cannot be anyone else's).
+/// Run `args`, SIGKILL or SIGTERM it after `delay` (a no-op if it has
+/// finished: it is not reaped before the kill, so its pid cannot be anyone
+/// else's). SIGTERM is a run's graceful stop (cancel at the next safe point,
+/// recorded aborted); for `restore` and `import` it ends the process as
+/// SIGKILL does. Either way the same invariants must hold after it.
 fn kill_after(t: &Test, args: &[&str], delay: Duration) {
     let mut child = t
         .command(args)
@@ -66,7 +70,12 @@ fn kill_after(t: &Test, args: &[&str], delay: Duration) {
         .expect("spawn");
     std::thread::sleep(delay);
     // SAFETY: kill(2) on our own unreaped child.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGKILL) };
+    let sig = if delay.as_micros().is_multiple_of(2) {
+        libc::SIGKILL
+    } else {
+        libc::SIGTERM
+    };
+    unsafe { libc::kill(child.id() as libc::pid_t, sig) };
     child.wait().expect("wait");
 }
 

@@ -496,3 +496,30 @@ fn restore_dry_run_into_a_non_empty_target_fails_as_the_restore_would() {
     r.code(0).stdout_has("[dry-run] would restore");
     assert!(!empty.exists());
 }
+
+#[test]
+fn a_command_check_that_floods_stderr_fails_with_the_start_of_its_output() {
+    let t = Test::new();
+    // 64 MiB on stderr, then exit 3: read through, only the start kept.
+    t.config(
+        "services:\n  - name: db\n    type: generic\n    health_checks:\n      - type: command\n        name: flood\n        command: [\"sh\", \"-c\", \"echo first-line >&2; head -c 67108864 /dev/zero | tr '\\\\0' x >&2; exit 3\"]\n        timeout_seconds: 60\n",
+    );
+    let r = t.run(&["run", "monitor"]);
+    r.code(0);
+    let line = r
+        .stdout
+        .lines()
+        .find(|l| l.split_whitespace().nth(1) == Some("db"))
+        .unwrap_or_else(|| panic!("{}", r.stdout))
+        .to_string();
+    assert!(line.starts_with("failing "), "{line}");
+    assert!(
+        line.contains("exit status: 3") && line.contains("first-line"),
+        "{line}"
+    );
+    assert!(
+        line.len() < 1000,
+        "the message is bounded: {} bytes",
+        line.len()
+    );
+}
