@@ -4,14 +4,18 @@
 //! 1. [`prepare`]: load the configuration, pick the services; unless dry
 //!    run, open the log files, take the workflow's lock, open the state DB,
 //!    mark runs a dead process left `running` as aborted, remove our own temp
-//!    debris, lower the priority, insert the run row. A dry run creates
-//!    nothing (no lock file, no state DB, no log file).
+//!    debris, start what a dead run's consistency hold left stopped, lower
+//!    the priority, insert the run row (a run that finds its lock held is
+//!    recorded `skipped`). A dry run creates nothing (no lock file, no state
+//!    DB, no log file).
 //! 2. [`execute`]: the dead-man pings start, the engine is built with every
 //!    primitive registered for this run's [`Host`], the program (shipped,
 //!    user and per-service layers) is compiled and its `run(ctx)` called.
-//! 3. [`conclude`]: the outcome is recorded, the run's notifications are
-//!    delivered (one message per channel), the metrics file rewritten and
-//!    the pings finished; the caller gets a typed [`RunReport`] to print.
+//! 3. [`conclude`]: what this run still holds stopped is put back, the
+//!    outcome is recorded (`aborted` after SIGINT/SIGTERM, see
+//!    [`crate::signals`]), the run's notifications are delivered (one
+//!    message per channel), the metrics file rewritten and the pings
+//!    finished; the caller gets a typed [`RunReport`] to print.
 
 use crate::config::{Config, ServiceConfig};
 use crate::error::{exit, Error, Result};
