@@ -10,27 +10,9 @@
 //! absence fails the tests; elsewhere they print `SKIPPED`.
 
 use crate::docker::{docker, Lab};
-use crate::harness::{Run, Test};
+use crate::harness::{require, Run, Test, DOCKER};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// The engine answers; else a panic on CI and a loud skip elsewhere.
-fn engine(test: &str) -> bool {
-    let up = Command::new("docker")
-        .args(["info", "--format", "{{.ServerVersion}}"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !up {
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
-            panic!("{test}: no docker engine (apt-get install docker.io; start dockerd)");
-        }
-        eprintln!("SKIPPED: {test}: no docker engine");
-    }
-    up
-}
 
 /// `docker-compose` (v1), else `docker compose` (v2).
 fn compose_cmd() -> Vec<&'static str> {
@@ -162,7 +144,7 @@ fn manifest(t: &Test) -> serde_json::Value {
 
 #[test]
 fn a_compose_project_is_backed_up_in_each_mode_and_its_state_is_kept() {
-    if !engine("a_compose_project_is_backed_up_in_each_mode_and_its_state_is_kept") {
+    if !require(&DOCKER) {
         return;
     }
     let t = Test::new();
@@ -262,7 +244,7 @@ fn sha256(b: &[u8]) -> String {
 
 #[test]
 fn volumes_are_restored_under_their_names_and_compose_adopts_them() {
-    if !engine("volumes_are_restored_under_their_names_and_compose_adopts_them") {
+    if !require(&DOCKER) {
         return;
     }
     let t = Test::new();
@@ -328,7 +310,7 @@ fn volumes_are_restored_under_their_names_and_compose_adopts_them() {
 
 #[test]
 fn a_killed_runs_stopped_container_is_started_by_the_next_run() {
-    if !engine("a_killed_runs_stopped_container_is_started_by_the_next_run") {
+    if !require(&DOCKER) {
         return;
     }
     let t = Test::new();
@@ -374,7 +356,7 @@ fn a_killed_runs_stopped_container_is_started_by_the_next_run() {
 
 #[test]
 fn docker_exec_runs_an_argv_with_bounded_output() {
-    if !engine("docker_exec_runs_an_argv_with_bounded_output") {
+    if !require(&DOCKER) {
         return;
     }
     let t = Test::new();

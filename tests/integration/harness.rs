@@ -226,6 +226,10 @@ pub const DOCKER: Requirement = Requirement {
         "docker::docker_container_reports_real_container_states",
         "docker::a_stopped_container_alerts_and_recovers_through_run_monitor",
         "docker::a_compose_project_is_up_only_while_all_its_containers_are",
+        "docker_backup::a_compose_project_is_backed_up_in_each_mode_and_its_state_is_kept",
+        "docker_backup::volumes_are_restored_under_their_names_and_compose_adopts_them",
+        "docker_backup::a_killed_runs_stopped_container_is_started_by_the_next_run",
+        "docker_backup::docker_exec_runs_an_argv_with_bounded_output",
     ],
     optional: false,
 };

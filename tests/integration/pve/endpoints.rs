@@ -3,7 +3,7 @@
 //! found, it covers every request path in `src/pve/`, and it names only
 //! formats the validator checks.
 
-use super::schema::{self, Schema, FORMATS};
+use super::schema::{self, is_true, num, Schema, FORMATS};
 use crate::harness::{require, Requirement};
 use serde_json::Value;
 use std::collections::BTreeSet;
@@ -29,15 +29,6 @@ pub fn pve_schema_available() -> Result<(), String> {
         }
     }
     Ok(())
-}
-
-fn is_true(v: &Value) -> bool {
-    matches!(v, Value::Bool(true)) || v.as_i64() == Some(1) || v.as_str() == Some("1")
-}
-
-fn num(v: &Value) -> Option<f64> {
-    v.as_f64()
-        .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
 
 fn enum_set(v: &Value) -> Option<BTreeSet<String>> {

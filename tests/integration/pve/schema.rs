@@ -425,11 +425,11 @@ impl Schema {
     }
 }
 
-fn is_true(v: &Value) -> bool {
+pub(super) fn is_true(v: &Value) -> bool {
     matches!(v, Value::Bool(true)) || v.as_i64() == Some(1) || v.as_str() == Some("1")
 }
 
-fn num(v: &Value) -> Option<f64> {
+pub(super) fn num(v: &Value) -> Option<f64> {
     v.as_f64()
         .or_else(|| v.as_str().and_then(|s| s.parse().ok()))
 }
