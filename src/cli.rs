@@ -194,10 +194,7 @@ pub struct RestoreArgs {
 /// `Cli::parse` does). `run --help` lists the shipped workflows, read from
 /// the embedded scripts so the list is never out of date.
 pub fn parse() -> Cli {
-    let shipped: Vec<&str> = crate::script::sources::shipped_scripts()
-        .iter()
-        .filter_map(|(file, _)| file.strip_suffix(".rhai"))
-        .collect();
+    let shipped = crate::script::sources::shipped_workflow_names();
     let command = Cli::command().mut_subcommand("run", |c| {
         c.after_help(format!(
             "Shipped workflows: {}.\nUser workflows: <scripts dir>/<name>.rhai; `workflows list` shows them all.",

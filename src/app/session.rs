@@ -356,9 +356,7 @@ fn verdict(p: &Prepared, req: &RunRequest, outcome: &RunOutcome) -> Verdict {
     // success: the config (or `enabled: false` everywhere) is almost
     // certainly not what the admin meant. A user's own workflow may have
     // nothing to do with services.
-    let shipped = crate::script::sources::shipped_scripts()
-        .iter()
-        .any(|(file, _)| file.strip_suffix(".rhai") == Some(req.workflow.as_str()));
+    let shipped = crate::script::sources::shipped_workflow_names().contains(&req.workflow.as_str());
     if shipped && p.names.is_empty() && outcome.ok {
         let summary = format!(
             "no enabled service for the '{}' workflow: nothing done",

@@ -368,6 +368,12 @@ impl ChannelConfig {
         })
     }
 
+    /// Whether a message for `event` goes out on this channel: a message
+    /// channel (not a dead-man ping) that wants it.
+    pub fn delivers(&self, event: EventType) -> bool {
+        self.kind().is_some_and(|k| !k.is_ping()) && self.wants(event)
+    }
+
     /// Whether this channel wants `event` (subscription and severity).
     pub fn wants(&self, event: EventType) -> bool {
         self.enabled

@@ -263,12 +263,9 @@ pub fn deliver_run(
     let events = apply_cooldown(cfg, store, run_id, routable, dry_run);
     let policy = Policy::from_env();
     for ch in n.channels.iter().filter_map(Channel::new) {
-        if ch.kind.is_ping() || !ch.cfg.enabled {
-            continue;
-        }
         let wanted: Vec<Event> = events
             .iter()
-            .filter(|(t, _)| ch.cfg.wants(*t))
+            .filter(|(t, _)| ch.cfg.delivers(*t))
             .map(|(_, e)| e.clone())
             .collect();
         if wanted.is_empty() {

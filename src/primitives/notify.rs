@@ -60,7 +60,7 @@ pub(super) fn collect(
     // Say whether the event goes anywhere: an alert no channel takes is
     // logged as not sent, never as if it went out.
     let n = &h.config.notifications;
-    let routed = n.enabled && n.channels.iter().any(|c| c.wants(kind));
+    let routed = n.enabled && n.channels.iter().any(|c| c.delivers(kind));
     let line = if routed {
         format!("notification {event} ({sev}): {summary}")
     } else {

@@ -47,6 +47,15 @@ pub fn shipped_scripts() -> &'static [(&'static str, &'static str)] {
     embedded::SCRIPTS
 }
 
+/// The names of the shipped workflows (`backup`, `monitor`, ...).
+pub fn shipped_workflow_names() -> Vec<&'static str> {
+    shipped_scripts()
+        .iter()
+        .filter(|(n, _)| !n.contains('/'))
+        .filter_map(|(n, _)| n.strip_suffix(".rhai"))
+        .collect()
+}
+
 /// The shipped library modules: `(file name, code)`.
 pub fn shipped_stdlib() -> &'static [(&'static str, &'static str)] {
     embedded::STDLIB
@@ -85,10 +94,9 @@ impl Scripts {
 
     /// Workflow names, shipped and user-written, sorted.
     pub fn workflow_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = shipped_scripts()
-            .iter()
-            .filter(|(n, _)| !n.contains('/'))
-            .map(|(n, _)| n.trim_end_matches(".rhai").to_string())
+        let mut names: Vec<String> = shipped_workflow_names()
+            .into_iter()
+            .map(String::from)
             .collect();
         names.extend(rhai_stems(&self.user_dir));
         names.sort();

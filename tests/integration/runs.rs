@@ -363,6 +363,19 @@ fn an_alert_no_channel_takes_is_logged_as_not_sent() {
     r.code(0)
         .stderr_has("notification service_down (critical): web is down");
     assert!(!r.stderr.contains("not sent"), "{}", r.stderr);
+    // A dead-man ping channel carries no messages: still not sent.
+    let t = Test::new();
+    t.config(&basic_config("", "").replace(
+        "services:",
+        "notifications:\n  channels:\n    - name: hc\n      type: healthchecks\n      url: http://127.0.0.1:9/ping/5bf66975-d4c7-4bf5-bcc8-b8d8a82ea278\nservices:",
+    ));
+    t.script(
+        "alert.rhai",
+        "fn run(ctx) { notify::send(\"service_down\", #{ summary: \"web is down\", service: \"web\" }); }\n",
+    );
+    t.run(&["run", "alert"])
+        .code(0)
+        .stderr_has("notification service_down (critical) not sent");
 }
 
 #[test]
