@@ -214,10 +214,9 @@ pub fn error_text(err: &EvalAltResult) -> String {
     }
 }
 
-/// A function left with an error: keep where a catchable error began (the
-/// innermost error of the chain) unless it is the error already recorded,
-/// caught and thrown again further out.
-fn note_error(err: &EvalAltResult) {
+/// The error inside the function-call frames wrapped around it, and the
+/// innermost source (file) those frames name.
+pub fn innermost(err: &EvalAltResult) -> (&EvalAltResult, Option<&str>) {
     let mut cur = err;
     let mut source: Option<&str> = None;
     while let EvalAltResult::ErrorInFunctionCall(_, src, inner, _) = cur {
@@ -226,6 +225,14 @@ fn note_error(err: &EvalAltResult) {
         }
         cur = inner;
     }
+    (cur, source)
+}
+
+/// A function left with an error: keep where a catchable error began (the
+/// innermost error of the chain) unless it is the error already recorded,
+/// caught and thrown again further out.
+fn note_error(err: &EvalAltResult) {
+    let (cur, source) = innermost(err);
     let pos = cur.position();
     if pos.is_none() {
         return;

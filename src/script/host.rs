@@ -498,11 +498,7 @@ impl Host {
 /// The `kind` of the map a primitive threw (`#{kind, message, service}`),
 /// through the function calls it passed.
 fn thrown_kind(err: &EvalAltResult) -> Option<String> {
-    let mut cur = err;
-    while let EvalAltResult::ErrorInFunctionCall(_, _, inner, _) = cur {
-        cur = inner;
-    }
-    match cur {
+    match engine::innermost(err).0 {
         EvalAltResult::ErrorRuntime(v, _) => v
             .read_lock::<Map>()
             .and_then(|m| m.get("kind").map(|k| k.to_string())),
