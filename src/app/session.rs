@@ -160,8 +160,11 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
         (None, setup.existing_store(&paths)?)
     } else {
         paths.ensure_dirs()?;
-        crate::logging::open_main_log(&paths.log_dir)?;
-        crate::logging::open_workflow_log(&paths.log_dir, &req.workflow)?;
+        if crate::logging::files_wanted(&cfg.global.logging) {
+            let rotation = crate::logging::Rotation::from_config(&cfg.global.logging);
+            crate::logging::open_main_log(&paths.log_dir, rotation)?;
+            crate::logging::open_workflow_log(&paths.log_dir, &req.workflow, rotation)?;
+        }
         let store = setup.open_store(&paths)?;
         let lock = match crate::lock::acquire(&paths.lock_dir, &req.workflow) {
             Ok(lock) => lock,

@@ -65,7 +65,18 @@ pub fn main(cli: Cli) -> u8 {
     crate::logging::init(&log_options(&cli.global));
     tracing::trace!("started");
     let json = cli.global.json;
+    let quiet = cli.global.quiet && !json;
     match dispatch(&cli) {
+        // `-q`: an action that succeeded prints nothing, so cron mails only
+        // when something needs a human; one that did not prints its report
+        // on stderr. Commands whose output is the answer (lists, status,
+        // show) print it as usual.
+        Ok(report) if quiet && is_action(&cli.command) => {
+            if report.exit != 0 {
+                eprint!("{}", redact::scrub(&report.text));
+            }
+            report.exit
+        }
         Ok(report) => {
             if json {
                 let mut doc =
@@ -116,6 +127,18 @@ fn print_stdout(text: &str) {
         if e.kind() != std::io::ErrorKind::BrokenPipe {
             eprintln!("error: writing to stdout: {e}");
         }
+    }
+}
+
+/// Commands run for their effect, whose report `-q` leaves out on success.
+fn is_action(cmd: &Command) -> bool {
+    use crate::cli::{BackupsCommand, ConfigCommand, ScriptsCommand};
+    match cmd {
+        Command::Run(_) | Command::Restore(_) | Command::Notify(_) => true,
+        Command::Backups(b) => !matches!(b, BackupsCommand::List { .. }),
+        Command::Config(c) => matches!(c, ConfigCommand::Validate),
+        Command::Scripts(s) => matches!(s, ScriptsCommand::Export { .. } | ScriptsCommand::Check),
+        Command::Workflows(_) | Command::Services(_) | Command::Status => false,
     }
 }
 

@@ -47,6 +47,41 @@ pub struct GlobalConfig {
     pub paths: PathsConfig,
     pub backup: BackupConfig,
     pub scripts: ScriptsConfig,
+    pub logging: LoggingConfig,
+}
+
+/// `global.logging`: the log files in the log directory (`main.log` and one
+/// per workflow). stderr is always written; under systemd it is the journal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoggingConfig {
+    /// `auto` (the default): write the files unless stderr is the systemd
+    /// journal; `on`; `off`.
+    pub files: LogFiles,
+    /// A file is rotated (`main.log` → `main.log.1` …) when it reaches this
+    /// size.
+    pub max_size_mb: u64,
+    /// Rotated files kept per log (`.1` … `.N`); older ones are removed.
+    pub keep: u32,
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            files: LogFiles::Auto,
+            max_size_mb: 10,
+            keep: 5,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFiles {
+    #[default]
+    Auto,
+    On,
+    Off,
 }
 
 impl GlobalConfig {
