@@ -85,6 +85,17 @@ pub enum Command {
     /// Notification channels
     #[command(subcommand)]
     Notify(NotifyCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff), or write one page per command into DIR
+    Man {
+        /// Write homelab-autopilot.1 and homelab-autopilot-<command>.1 here
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,13 +205,75 @@ pub struct RestoreArgs {
 /// `Cli::parse` does). `run --help` lists the shipped workflows, read from
 /// the embedded scripts so the list is never out of date.
 pub fn parse() -> Cli {
+    let matches = command().get_matches();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+}
+
+/// The whole command line as clap describes it (for parsing, completions
+/// and manual pages alike).
+fn command() -> clap::Command {
     let shipped = crate::script::sources::shipped_workflow_names();
-    let command = Cli::command().mut_subcommand("run", |c| {
+    Cli::command().mut_subcommand("run", |c| {
         c.after_help(format!(
             "Shipped workflows: {}.\nUser workflows: <scripts dir>/<name>.rhai; `workflows list` shows them all.",
             shipped.join(", ")
         ))
-    });
-    let matches = command.get_matches();
-    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    })
+}
+
+/// The completion script for `shell`.
+pub fn completions(shell: clap_complete::Shell) -> String {
+    let mut cmd = command();
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "homelab-autopilot", &mut out);
+    let script = String::from_utf8_lossy(&out).into_owned();
+    if shell == clap_complete::Shell::Bash {
+        // clap_complete's bash generator spells the state of a subcommand
+        // of a hyphenated binary two ways: the loop that reads the words
+        // writes `homelab__autopilot__subcmd__run`, the arms that answer
+        // are labelled `homelab__subcmd__autopilot__subcmd__run`, so
+        // nothing past the first word completes
+        // (https://github.com/clap-rs/clap/issues/6421). Label the arms as
+        // the loop spells them.
+        return script.replace("homelab__subcmd__autopilot", "homelab__autopilot");
+    }
+    script
+}
+
+/// The main manual page, in roff.
+pub fn man_page() -> std::io::Result<String> {
+    let mut out = Vec::new();
+    clap_mangen::Man::new(command()).render(&mut out)?;
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// Write `homelab-autopilot.1` and one page per subcommand
+/// (`homelab-autopilot-run.1`, ...) into `dir`; returns the files written.
+pub fn write_man_pages(dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir)?;
+    let mut cmd = command();
+    cmd.build();
+    let mut written = Vec::new();
+    write_page(&cmd, dir, &mut written)?;
+    Ok(written)
+}
+
+fn write_page(
+    cmd: &clap::Command,
+    dir: &std::path::Path,
+    written: &mut Vec<PathBuf>,
+) -> std::io::Result<()> {
+    // After `build`, a subcommand's display name is `homelab-autopilot-run`.
+    let name = cmd.get_display_name().unwrap_or(cmd.get_name()).to_string();
+    let mut out = Vec::new();
+    clap_mangen::Man::new(cmd.clone()).render(&mut out)?;
+    let path = dir.join(format!("{name}.1"));
+    crate::files::write_atomic(&path, &out, 0o644).map_err(std::io::Error::other)?;
+    written.push(path);
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        if sub.get_name() != "help" {
+            write_page(sub, dir, written)?;
+        }
+    }
+    Ok(())
 }

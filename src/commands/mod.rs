@@ -138,7 +138,11 @@ fn is_action(cmd: &Command) -> bool {
         Command::Backups(b) => !matches!(b, BackupsCommand::List { .. }),
         Command::Config(c) => matches!(c, ConfigCommand::Validate),
         Command::Scripts(s) => matches!(s, ScriptsCommand::Export { .. } | ScriptsCommand::Check),
-        Command::Workflows(_) | Command::Services(_) | Command::Status => false,
+        Command::Man { dir } => dir.is_some(),
+        Command::Workflows(_)
+        | Command::Services(_)
+        | Command::Status
+        | Command::Completions { .. } => false,
     }
 }
 
@@ -155,6 +159,25 @@ pub fn dispatch(cli: &Cli) -> Result<Report> {
         Command::Restore(a) => restore::run(env, a),
         Command::Status => status::run(env),
         Command::Notify(c) => notify_cmd::run(env, c),
+        Command::Completions { shell } => {
+            let script = crate::cli::completions(*shell);
+            Ok(Report::ok(json!({"completions": script}), script))
+        }
+        Command::Man { dir: None } => {
+            let page = crate::cli::man_page().map_err(|e| Error::Io {
+                path: "<stdout>".into(),
+                source: e,
+            })?;
+            Ok(Report::ok(json!({"man": page}), page))
+        }
+        Command::Man { dir: Some(dir) } => {
+            let written = crate::cli::write_man_pages(dir).map_err(|e| Error::io(dir, e))?;
+            let text: String = written
+                .iter()
+                .map(|p| format!("{}\n", p.display()))
+                .collect();
+            Ok(Report::ok(json!({"written": written}), text))
+        }
     }
 }
 

@@ -13,6 +13,7 @@ mod metrics;
 mod monitor;
 mod notify;
 mod output;
+mod packaging;
 mod pve;
 mod restore_safety;
 mod runs;

@@ -7,7 +7,13 @@ use crate::harness::{on_ci, skips, Requirement, DOCKER, ROOT, SMTP};
 use std::io::Write;
 
 /// Every requirement some test has beyond the repository.
-const REQUIREMENTS: &[&Requirement] = &[&DOCKER, &SMTP, &ROOT, &crate::pve::PVE_SCHEMA];
+const REQUIREMENTS: &[&Requirement] = &[
+    &DOCKER,
+    &SMTP,
+    &ROOT,
+    &crate::pve::PVE_SCHEMA,
+    &crate::packaging::GROFF,
+];
 
 #[test]
 fn no_requirement_is_missing() {
