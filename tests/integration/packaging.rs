@@ -154,3 +154,227 @@ fn man_pages_render_without_warnings() {
         assert!(text.contains("NAME") && text.contains("SYNOPSIS"), "{text}");
     }
 }
+
+/// systemd-analyze, to check the shipped units as systemd reads them.
+pub const SYSTEMD_ANALYZE: Requirement = Requirement {
+    name: "systemd-analyze",
+    install: "apt-get install systemd",
+    probe: || tool_answers("systemd-analyze", "--version"),
+    tests: &["packaging::the_shipped_units_load_and_are_hardened"],
+    optional: false,
+};
+
+/// dpkg-deb, to build and read the package.
+pub const DPKG: Requirement = Requirement {
+    name: "dpkg-deb",
+    install: "a Debian system (package dpkg)",
+    probe: || tool_answers("dpkg-deb", "--version"),
+    tests: &["packaging::the_deb_holds_the_binary_units_pages_and_completions"],
+    optional: false,
+};
+
+fn tool_answers(tool: &str, arg: &str) -> Result<(), String> {
+    match std::process::Command::new(tool).arg(arg).output() {
+        Ok(o) if o.status.success() => Ok(()),
+        _ => Err(format!("no {tool} on PATH")),
+    }
+}
+
+fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A shipped unit as systemd would load it: templates instantiated as
+/// `@backup`, the bare `homelab-autopilot` of ExecStart resolved to the
+/// binary under test (systemd finds it on its own search path once
+/// installed).
+fn stage_unit(dir: &std::path::Path, file: &str) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(repo().join("examples/systemd").join(file)).unwrap();
+    let text = text
+        .replace("ExecStart=homelab-autopilot ", &format!("ExecStart={BIN} "))
+        .replace("%i", "backup");
+    let name = file.replace("@.", "@backup.");
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn exposure(unit: &std::path::Path, unit_path: &std::path::Path) -> f64 {
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["security", "--offline=true", "--no-pager"])
+        .arg(unit)
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", unit_path.display()))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("Overall exposure level"))
+        .unwrap_or_else(|| panic!("no score for {}: {text}", unit.display()));
+    let score = line.split(": ").nth(1).unwrap().split(' ').next().unwrap();
+    score.parse().unwrap()
+}
+
+#[test]
+fn the_shipped_units_load_and_are_hardened() {
+    if !require(&SYSTEMD_ANALYZE) {
+        return;
+    }
+    let t = Test::new();
+    let dir = t.path("units");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut services = Vec::new();
+    for e in std::fs::read_dir(repo().join("examples/systemd")).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if name.ends_with(".service") || name.ends_with(".timer") {
+            let staged = stage_unit(&dir, &name);
+            if name.ends_with(".service") {
+                services.push(staged);
+            }
+        }
+    }
+    assert!(services.len() >= 2, "{services:?}");
+    for unit in &services {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(unit)
+            .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.display()))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && !err.contains(unit.file_name().unwrap().to_str().unwrap()),
+            "{}: {err}",
+            unit.display()
+        );
+        // borgmatic's sample unit scores 2.7; ours must not be worse.
+        let score = exposure(unit, &dir);
+        assert!(score <= 2.7, "{}: exposure {score}", unit.display());
+    }
+
+    // The Proxmox/local drop-in is read and lifts the sandbox (pvesh and
+    // vzdump need it), and only for the instance it is installed for.
+    let dropin = dir.join("homelab-autopilot@backup.service.d");
+    std::fs::create_dir_all(&dropin).unwrap();
+    std::fs::copy(
+        repo().join("examples/systemd/proxmox-local.conf"),
+        dropin.join("proxmox-local.conf"),
+    )
+    .unwrap();
+    let unit = dir.join("homelab-autopilot@backup.service");
+    let relaxed = exposure(&unit, &dir);
+    assert!(relaxed > 5.0, "the drop-in was not applied: {relaxed}");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit)
+        .env("SYSTEMD_UNIT_PATH", format!("{}:", dir.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_deb_holds_the_binary_units_pages_and_completions() {
+    if !require(&DPKG) {
+        return;
+    }
+    let t = Test::new();
+    let out_dir = t.path("out");
+    let out = std::process::Command::new(repo().join(".ci/build-deb"))
+        .args(["--binary", BIN, "--compress", "zstd", "--out"])
+        .arg(&out_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deb = std::path::PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        deb.starts_with(&out_dir) && deb.exists(),
+        "{}",
+        deb.display()
+    );
+
+    let field = |f: &str| {
+        let o = std::process::Command::new("dpkg-deb")
+            .args(["-f"])
+            .arg(&deb)
+            .arg(f)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    assert_eq!(field("Package"), "homelab-autopilot");
+    assert_eq!(field("Version"), env!("CARGO_PKG_VERSION"));
+    assert!(
+        field("Depends").starts_with("libc6"),
+        "{}",
+        field("Depends")
+    );
+
+    let root = t.path("root");
+    let o = std::process::Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&root)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for f in [
+        "usr/bin/homelab-autopilot",
+        "usr/lib/systemd/system/homelab-autopilot@.service",
+        "usr/lib/systemd/system/homelab-autopilot@.timer",
+        "usr/lib/systemd/system/homelab-autopilot-verify.service",
+        "usr/lib/systemd/system/homelab-autopilot-verify.timer",
+        "usr/share/man/man1/homelab-autopilot.1.gz",
+        "usr/share/man/man1/homelab-autopilot-run.1.gz",
+        "usr/share/bash-completion/completions/homelab-autopilot",
+        "usr/share/zsh/vendor-completions/_homelab-autopilot",
+        "usr/share/fish/vendor_completions.d/homelab-autopilot.fish",
+        "usr/share/doc/homelab-autopilot/install.md",
+        "usr/share/doc/homelab-autopilot/examples/quickstart.yaml",
+        "usr/share/doc/homelab-autopilot/examples/systemd/proxmox-local.conf",
+    ] {
+        assert!(root.join(f).exists(), "{f} is not in the package");
+    }
+    assert!(
+        !root.join("etc").exists(),
+        "the package must not install configuration"
+    );
+    // The packaged binary runs and is the one built.
+    let v = std::process::Command::new(root.join("usr/bin/homelab-autopilot"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&v.stdout).contains(env!("CARGO_PKG_VERSION")));
+    // md5sums agree with the files, as `dpkg --verify` would check.
+    let sums = std::fs::read_to_string(t.path("control/md5sums")).or_else(|_| {
+        let o = std::process::Command::new("dpkg-deb")
+            .arg("-e")
+            .arg(&deb)
+            .arg(t.path("control"))
+            .output()
+            .unwrap();
+        assert!(o.status.success());
+        std::fs::read_to_string(t.path("control/md5sums"))
+    });
+    let sums = sums.unwrap();
+    assert!(sums.contains("usr/bin/homelab-autopilot"));
+    let check = std::process::Command::new("md5sum")
+        .args(["-c", "--quiet"])
+        .arg(t.path("control/md5sums"))
+        .current_dir(&root)
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+}

@@ -13,6 +13,8 @@ const REQUIREMENTS: &[&Requirement] = &[
     &ROOT,
     &crate::pve::PVE_SCHEMA,
     &crate::packaging::GROFF,
+    &crate::packaging::SYSTEMD_ANALYZE,
+    &crate::packaging::DPKG,
 ];
 
 #[test]
