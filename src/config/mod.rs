@@ -23,6 +23,7 @@ mod secrets;
 mod spanned;
 mod url;
 mod validate;
+mod yaml;
 
 pub use checks::{HealthCheckConfig, HealthCheckType};
 pub use monitoring::{MaintenanceWindowConfig, MonitoringConfig, ResourcesConfig, UpdatesConfig};
@@ -320,57 +321,31 @@ fn parse_file(file: usize, text: &str, diag: &Diagnostics) -> Option<marked_yaml
         );
         return None;
     }
-    match spanned::parse(file, text) {
-        Ok(node) => Some(node),
+    match yaml::parse(file, text) {
+        Ok(mut node) => {
+            // Top-level `x-...` keys are the admin's own (anchors to merge
+            // elsewhere), as in Compose files.
+            if let Some(top) = node.as_mapping_mut() {
+                top.retain(|k, _| !k.as_str().starts_with("x-"));
+            }
+            let errors = yaml::interpolate(&mut node, &|name| std::env::var(name).ok());
+            for e in &errors {
+                let pos = Pos {
+                    file,
+                    line: e.line,
+                    column: e.column,
+                };
+                diag.error(pos, &e.path, e.message.clone());
+            }
+            errors.is_empty().then_some(node)
+        }
         Err(e) => {
-            use marked_yaml::LoadError as L;
-            let at = |m: &marked_yaml::Marker| Pos {
+            let pos = Pos {
                 file,
-                line: m.line(),
-                column: m.column(),
+                line: e.line,
+                column: e.column,
             };
-            let (pos, msg) = match &e {
-                L::TopLevelMustBeMapping(m) | L::TopLevelMustBeSequence(m) => (
-                    at(m),
-                    "the top level must be a mapping (key: value)".to_string(),
-                ),
-                L::UnexpectedAnchor(m) => {
-                    (at(m), "YAML anchors and aliases are not supported".into())
-                }
-                L::UnexpectedTag(m) => (at(m), "YAML tags (!tag) are not supported".into()),
-                L::MappingKeyMustBeScalar(m) => {
-                    (at(m), "mapping keys must be plain strings".into())
-                }
-                L::ScanError(m, _) => {
-                    let full = e.to_string();
-                    let msg = full
-                        .split_once(": ")
-                        .map_or(full.as_str(), |(_, r)| r)
-                        .to_string();
-                    (at(m), msg)
-                }
-                L::DuplicateKey(d) => {
-                    let first = d
-                        .prev_key
-                        .span()
-                        .start()
-                        .map(|m| format!("{}:{}", m.line(), m.column()));
-                    let pos = d.key.span().start().map(at).unwrap_or(Pos {
-                        file,
-                        line: 1,
-                        column: 1,
-                    });
-                    (
-                        pos,
-                        format!(
-                            "duplicate key '{}' (first at line {})",
-                            d.key.as_str(),
-                            first.unwrap_or_default()
-                        ),
-                    )
-                }
-            };
-            diag.error(pos, "yaml", msg);
+            diag.error(pos, "yaml", e.message);
             None
         }
     }

@@ -267,15 +267,6 @@ fn entry_pos(key: &MarkedScalarNode, value: &Node) -> Pos {
     }
 }
 
-/// Parse one file's text. Duplicate keys are errors; quoted scalars stay
-/// strings (`port: "8007"` is not an integer).
-pub(crate) fn parse(file: usize, text: &str) -> Result<Node, marked_yaml::LoadError> {
-    let options = marked_yaml::LoaderOptions::default()
-        .error_on_duplicate_keys(true)
-        .prevent_coercion(true);
-    marked_yaml::parse_yaml_with_options(file, text, options)
-}
-
 /// Deserialize one document. Returns `None` when the top level itself is
 /// unusable; every problem found is in `diag` either way.
 pub(crate) fn from_node<T: DeserializeOwned>(node: &Node, diag: &Diagnostics) -> Option<T> {
@@ -822,6 +813,7 @@ impl<'de> de::SeqAccess<'de> for SeqAcc<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::yaml::parse;
     use serde::Deserialize;
 
     #[derive(Debug, Default, Deserialize)]

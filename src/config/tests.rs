@@ -596,9 +596,11 @@ fn yaml_syntax_errors_have_positions() {
             "a: 1\na: 2\n",
             "2:1: yaml: duplicate key 'a' (first at line 1:1)",
         ),
+        ("a: &x 1\nb: *y\n", "2:4: yaml: "),
+        ("x:\n  <<: 5\n", "2:7: yaml: '<<' (merge) takes a mapping"),
         (
-            "a: &x 1\nb: *x\n",
-            "1:7: yaml: YAML anchors and aliases are not supported",
+            "a: !!str 1\n",
+            "1:10: yaml: YAML tags (!tag) are not supported",
         ),
         ("- a\n", "1:1: yaml: the top level must be a mapping"),
         (

@@ -129,3 +129,83 @@ fn credentials_in_health_check_urls_are_redacted() {
         }
     }
 }
+
+#[test]
+fn anchors_merge_keys_and_environment_variables_are_read_with_positions() {
+    let t = Test::new();
+    t.data("data/web");
+    t.data("data/api");
+    let yaml = "\
+x-service: &svc
+  type: generic
+  exclude: [\"*.tmp\"]
+global:
+  backup:
+    root: ${HLA_TEST_ROOT}/backups
+services:
+  - <<: *svc
+    name: web
+    backup_paths: [\"${HLA_TEST_ROOT}/data/web\"]
+  - <<: *svc
+    name: api
+    backup_paths: [\"${HLA_TEST_ROOT:-/nowhere}/data/api\"]
+    exclude: [\"*.tmp\", \"costs $$5\", \"$${HLA_TEST_ROOT}\"]
+";
+    t.config(yaml);
+    let root = t.root_str();
+    let r = Run::from_output(
+        t.command(&["--json", "config", "show"])
+            .env("HLA_TEST_ROOT", &root)
+            .output()
+            .unwrap(),
+    );
+    r.code(0);
+    let doc = r.json();
+    let services = doc["services"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(services.len(), 2);
+    for s in services {
+        assert_eq!(s["type"], "generic", "{s}");
+        assert_eq!(s["exclude"][0], "*.tmp", "{s}");
+    }
+    assert_eq!(services[0]["backup_paths"][0], format!("{root}/data/web"));
+    assert_eq!(services[1]["backup_paths"][0], format!("{root}/data/api"));
+    // `$$` alone stays, `$${` is a literal `${`; the explicit key wins
+    // over the merged one.
+    assert_eq!(
+        services[1]["exclude"],
+        serde_json::json!(["*.tmp", "costs $$5", "${HLA_TEST_ROOT}"])
+    );
+    let run = t
+        .command(&["run", "backup"])
+        .env("HLA_TEST_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(t.archives("backups/web").len(), 1);
+    assert_eq!(t.archives("backups/api").len(), 1);
+
+    // Unset without a default: a config error at the value, naming the
+    // variable and the field; nothing runs.
+    let r = t.run(&["config", "validate"]);
+    r.code(78);
+    let file = t.path("etc/homelab-autopilot.yaml").display().to_string();
+    r.stderr_has(&format!(
+        "{file}:6:11: global.backup.root: environment variable HLA_TEST_ROOT is not set"
+    ));
+    // An error inside a merged value is reported where the value is
+    // written: in the anchor.
+    t.config(&yaml.replace("type: generic", "type: genric"));
+    let r = Run::from_output(
+        t.command(&["config", "validate"])
+            .env("HLA_TEST_ROOT", &root)
+            .output()
+            .unwrap(),
+    );
+    r.code(78).stderr_has(&format!("{file}:2:9:"));
+}
