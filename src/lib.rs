@@ -22,6 +22,7 @@ pub mod monitor;
 pub mod notify;
 pub mod primitives;
 pub mod proc;
+pub mod progress;
 pub mod pve;
 pub mod redact;
 pub mod retention;

@@ -42,7 +42,7 @@ impl Write for SinkWriter {
         let text = String::from_utf8_lossy(buf);
         let clean = crate::redact::scrub(&text);
         match self.sink {
-            Sink::Stderr => io::stderr().write_all(clean.as_bytes())?,
+            Sink::Stderr => crate::progress::suspend(|| io::stderr().write_all(clean.as_bytes()))?,
             Sink::Journal => {
                 // The fmt layer writes one event per call; a multi-line
                 // message gets the prefix on each line.
@@ -52,7 +52,7 @@ impl Write for SinkWriter {
                     out.push_str(prefix);
                     out.push_str(line);
                 }
-                io::stderr().write_all(out.as_bytes())?
+                crate::progress::suspend(|| io::stderr().write_all(out.as_bytes()))?
             }
             Sink::Main | Sink::Workflow => {
                 let slot = if matches!(self.sink, Sink::Main) {

@@ -65,6 +65,12 @@ pub fn main(cli: Cli) -> u8 {
     crate::logging::init(&log_options(&cli.global));
     tracing::trace!("started");
     let json = cli.global.json;
+    crate::progress::enable(
+        !json
+            && !cli.global.quiet
+            && std::io::IsTerminal::is_terminal(&std::io::stderr())
+            && !crate::logging::stderr_is_journal(),
+    );
     let quiet = cli.global.quiet && !json;
     match dispatch(&cli) {
         // `-q`: an action that succeeded prints nothing, so cron mails only
