@@ -53,12 +53,14 @@ impl Out {
     }
 }
 
-/// The file's text. Service and channel series only for the services and
-/// channels in the configuration (a removed one does not linger).
-pub fn render(cfg: &Config, m: &MetricsSnapshot) -> String {
+/// The file's text. Workflow, service and channel series only for the
+/// workflows that exist (`workflows`: shipped and user-written) and the
+/// services and channels in the configuration (a removed one does not
+/// linger).
+pub fn render(cfg: &Config, workflows: &[String], m: &MetricsSnapshot) -> String {
     let service = |s: &&(String, i64, i64)| cfg.service(&s.0).is_some();
     let channel = |c: &&(String, i64)| cfg.notifications.channels.iter().any(|ch| ch.name == c.0);
-    let jobs = || m.jobs.iter();
+    let jobs = || m.jobs.iter().filter(|j| workflows.contains(&j.workflow));
     let mut o = Out(String::new());
     o.series(
         "job_last_success_timestamp_seconds",
@@ -126,8 +128,8 @@ pub fn render(cfg: &Config, m: &MetricsSnapshot) -> String {
 
 /// Rewrite the metrics file in `dir` (created if missing; the file is 0644:
 /// node_exporter reads it).
-pub fn write(cfg: &Config, store: &Store, dir: &Path) -> Result<()> {
-    let text = render(cfg, &store.metrics_snapshot()?);
+pub fn write(cfg: &Config, workflows: &[String], store: &Store, dir: &Path) -> Result<()> {
+    let text = render(cfg, workflows, &store.metrics_snapshot()?);
     std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
     crate::files::write_atomic(&dir.join(FILE_NAME), text.as_bytes(), 0o644)
 }
@@ -147,17 +149,25 @@ mod tests {
             ..Default::default()
         };
         let m = MetricsSnapshot {
-            jobs: vec![JobMetric {
-                workflow: "we\"ird\\".into(),
-                last_success: None,
-                last_status: RunStatus::Failed,
-                last_duration: Some(12),
-            }],
+            jobs: vec![
+                JobMetric {
+                    workflow: "we\"ird\\".into(),
+                    last_success: None,
+                    last_status: RunStatus::Failed,
+                    last_duration: Some(12),
+                },
+                JobMetric {
+                    workflow: "deleted".into(),
+                    last_success: Some(1),
+                    last_status: RunStatus::Success,
+                    last_duration: Some(1),
+                },
+            ],
             backups: vec![("web".into(), 1_700_000_000, 4096), ("gone".into(), 1, 1)],
             notification_failures: vec![("old".into(), 3)],
             services_up: vec![("web".into(), false)],
         };
-        let text = render(&cfg, &m);
+        let text = render(&cfg, &["we\"ird\\".to_string()], &m);
         assert!(
             text.contains("homelab_autopilot_job_last_status{workflow=\"we\\\"ird\\\\\"} 2\n"),
             "{text}"
@@ -171,6 +181,7 @@ mod tests {
         assert!(text.contains("homelab_autopilot_backup_last_size_bytes{service=\"web\"} 4096\n"));
         assert!(text.contains("homelab_autopilot_service_up{service=\"web\"} 0\n"));
         assert!(!text.contains("gone") && !text.contains("old"), "{text}");
+        assert!(!text.contains("deleted"), "a workflow that is gone: {text}");
         assert!(text.contains("# TYPE homelab_autopilot_notification_failures_total counter\n"));
         for line in text.lines().filter(|l| !l.starts_with('#')) {
             assert!(line.starts_with("homelab_autopilot_"), "{line}");

@@ -304,7 +304,9 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
     let mut warnings = Vec::new();
     // The Prometheus textfile, after the deliveries so their failures count.
     if let (Some(s), Some(dir), false) = (store, &host.paths.metrics_dir, req.dry_run) {
-        if let Err(e) = crate::metrics::write(&p.cfg, s, dir) {
+        let workflows =
+            crate::script::Scripts::new(host.paths.scripts_dir.clone()).workflow_names();
+        if let Err(e) = crate::metrics::write(&p.cfg, &workflows, s, dir) {
             tracing::warn!("metrics file not written in {}: {e}", dir.display());
             warnings.push(format!("metrics file not written: {e}"));
         }

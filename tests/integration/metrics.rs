@@ -125,3 +125,24 @@ fn runs_write_the_textfile_for_node_exporter() {
         "{text}"
     );
 }
+
+#[test]
+fn a_workflow_that_no_longer_exists_leaves_the_textfile() {
+    let t = Test::new();
+    t.data("data/web");
+    t.config(&basic_config(
+        "  paths:\n    metrics_dir: {root}/metrics\n",
+        "",
+    ));
+    t.script("tidy.rhai", "fn run(ctx) { }\n");
+    t.run(&["run", "tidy"]).code(0);
+    let file = t.path("metrics/homelab_autopilot.prom");
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(text.contains("workflow=\"tidy\""), "{text}");
+
+    std::fs::remove_file(t.path("scripts/tidy.rhai")).unwrap();
+    t.run(&["run", "backup"]).code(0);
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(!text.contains("tidy"), "{text}");
+    assert!(text.contains("workflow=\"backup\""), "{text}");
+}
