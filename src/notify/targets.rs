@@ -949,8 +949,11 @@ fn smtp_default_port(security: crate::config::SmtpSecurity) -> u16 {
     }
 }
 
-/// `smtp://user:pass@host:port/?from=&to=&security=`; the channel keys fill
-/// what the URL leaves out.
+/// `smtp://user:pass@host:port/?from=&to=&security=` (shoutrrr), or
+/// Apprise's `mailto://` (plain SMTP) and `mailtos://` (STARTTLS; `mode=ssl`
+/// for implicit TLS) with `smtp=` naming the server when it is not the
+/// host, `user=`/`pass=`, and `from=` defaulting to `user@host`; the
+/// channel keys fill what the URL leaves out.
 fn smtp_from_url(
     ch: &Channel,
     url: &str,
@@ -958,6 +961,11 @@ fn smtp_from_url(
 ) -> Result<SmtpTarget, String> {
     use crate::config::SmtpSecurity;
     let c = ch.cfg;
+    let scheme = url
+        .split_once("://")
+        .map(|(s, _)| s.to_ascii_lowercase())
+        .unwrap_or_default();
+    let apprise = scheme == "mailto" || scheme == "mailtos";
     let p = split_url(url).map_err(|e| err(ch, &e))?;
     let (user, pass) = match p.userinfo.as_deref() {
         Some(ui) => match ui.split_once(':') {
@@ -966,26 +974,42 @@ fn smtp_from_url(
         },
         None => (None, None),
     };
-    let security = match query_get(url, &["security", "encryption"])
-        .map(|s| s.to_ascii_lowercase())
-        .as_deref()
-    {
-        Some("none") => SmtpSecurity::None,
-        Some("tls") | Some("implicittls") => SmtpSecurity::Tls,
+    let user = user.or_else(|| query_get(url, &["user"]));
+    let pass = pass.or_else(|| query_get(url, &["pass"]));
+    let asked = query_get(url, &["security", "encryption", "mode"]).map(|s| s.to_ascii_lowercase());
+    let security = match asked.as_deref() {
+        Some("none") | Some("insecure") => SmtpSecurity::None,
+        Some("tls") | Some("implicittls") | Some("ssl") => SmtpSecurity::Tls,
+        Some("starttls") => SmtpSecurity::Starttls,
+        _ if scheme == "mailto" => c.security.unwrap_or(SmtpSecurity::None),
         _ => c.security.unwrap_or_default(),
     };
     let to = query_get(url, &["to", "toaddresses"])
         .map(|t| t.split(',').map(|s| s.trim().to_string()).collect())
         .unwrap_or_else(|| c.to.clone());
+    let default_from = match &user {
+        Some(u) if apprise && u.contains('@') => Some(u.clone()),
+        Some(u) if apprise => Some(format!("{u}@{}", p.host)),
+        _ => None,
+    };
+    let from = query_get(url, &["from", "fromaddress"])
+        .or_else(|| c.from.clone())
+        .or(default_from)
+        .ok_or_else(|| err(ch, "no from address"))?;
+    let to = if to.is_empty() && apprise {
+        vec![from.clone()]
+    } else {
+        to
+    };
     Ok(SmtpTarget {
-        host: p.host.clone(),
+        host: query_get(url, &["smtp"])
+            .filter(|_| apprise)
+            .unwrap_or(p.host.clone()),
         port: p.port.unwrap_or(smtp_default_port(security)),
         security,
         username: user.or_else(|| c.username.clone()),
         password: pass.map(crate::config::Secret::new).or(password),
-        from: query_get(url, &["from", "fromaddress"])
-            .or_else(|| c.from.clone())
-            .ok_or_else(|| err(ch, "no from address"))?,
+        from,
         to,
     })
 }

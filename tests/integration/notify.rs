@@ -258,7 +258,7 @@ pub fn assert_nowhere(t: &Test, needle: &str, outputs: &[&str]) {
 }
 
 /// A workflow that sends the given events (Rhai map literals).
-fn sender(events: &[(&str, &str)]) -> String {
+pub fn sender(events: &[(&str, &str)]) -> String {
     let mut s = String::from("fn run(ctx) {\n");
     for (ev, data) in events {
         s.push_str(&format!("    notify::send(\"{ev}\", {data});\n"));
@@ -669,7 +669,7 @@ fn notify_test_reports_each_channel() {
 /// aiosmtpd from Debian's python3-aiosmtpd under /usr/bin/python3. On CI
 /// (CI=true) it must be there; elsewhere the test skips loudly
 /// (`harness::SMTP`).
-fn smtp_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
+pub fn smtp_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
     if !crate::harness::require(&crate::harness::SMTP) {
         return None;
     }
