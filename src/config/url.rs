@@ -445,6 +445,12 @@ mod tests {
             ("telegram://token@telegram", "telegram://***@telegram"),
             ("pushover://shoutrrr:apptoken@userkey/?devices=phone", "pushover://shoutrrr:***@***/?devices=***"),
             ("gotify://gotify.example/AbCdEfG12345", "gotify://gotify.example/***"),
+            ("pbul://PBTOKENm5n6b7v8/dev1", "pbul://***/dev1"),
+            ("pover://USERKEY1@APPTOKENr4t5y6", "pover://***@***"),
+            ("opsgenie://OGKEYl1k2j3h4?region=eu", "opsgenie://***?region=***"),
+            ("opsgenie://api.opsgenie.com/0b7f3b6a-8c1d-4e2f", "opsgenie://api.opsgenie.com/***"),
+            ("slack://xoxb-111-222-abcdef/#general", "slack://***/#***"),
+            ("tgram://111:TGSECRETq1w2e3/@chan", "***"),
             ("not a url", "***"),
         ];
         for (url, want) in cases {
