@@ -248,8 +248,78 @@ impl ChannelType {
                 return Err(format!("URL scheme '{scheme}' is not supported: {hint}"));
             }
         }
-        check_url(url, self.schemes())
+        check_url(url, self.schemes())?;
+        match url_form_needs(url) {
+            Some(needs) => Err(format!("{scheme}:// URL is incomplete: {needs}")),
+            None => Ok(()),
+        }
     }
+}
+
+/// What a service-scheme URL lacks, for the forms whose parts are fixed
+/// (docs/notifications.md, "URL dialects"); `None` when it has them.
+fn url_form_needs(url: &str) -> Option<&'static str> {
+    let p = split_url(url).ok()?;
+    let scheme = p.scheme.to_ascii_lowercase();
+    let segs = p.path.split('/').filter(|s| !s.is_empty()).count();
+    let user = p.userinfo.filter(|u| !u.is_empty());
+    let has_pw = user.is_some_and(|u| u.split_once(':').is_some_and(|(_, pw)| !pw.is_empty()));
+    let query_has = |k: &str| {
+        p.query.is_some_and(|q| {
+            q.split('&').any(|kv| {
+                kv.split_once('=')
+                    .is_some_and(|(a, v)| a.eq_ignore_ascii_case(k) && !v.is_empty())
+            })
+        })
+    };
+    let fragment = p.fragment.is_some_and(|f| !f.is_empty());
+    let ok = match scheme.as_str() {
+        "discord" => user.is_some() || segs == 1,
+        "telegram" => user.is_some() && (query_has("chats") || query_has("channels")),
+        "pushover" => has_pw,
+        "pover" => user.is_some(),
+        "gotify" | "gotifys" => segs >= 1,
+        "matrix" | "matrixs" => user.is_some(),
+        "teams" => user.is_some() && segs >= 2 && query_has("host"),
+        "msteams" => segs >= 3,
+        "mattermost" | "mmost" | "mmosts" => segs >= 1,
+        "gchat" => segs == 2,
+        "rocketchat" => segs >= 2,
+        "rocket" | "rockets" => {
+            user.is_some_and(|u| !u.contains(':') && u.to_ascii_lowercase().contains("%2f"))
+        }
+        "zulip" => has_pw || (user.is_some() && segs >= 1),
+        "bark" | "barks" => user.is_some() || segs >= 1,
+        "slack" if p.host.starts_with("xox") => segs >= 1 || fragment,
+        "slack" => {
+            user.is_some_and(|u| ["xoxb:", "xoxp:", "hook:"].iter().any(|k| u.starts_with(k)))
+                || segs >= 2
+        }
+        _ => true,
+    };
+    if ok {
+        return None;
+    }
+    Some(match scheme.as_str() {
+        "discord" => "discord://TOKEN@ID or discord://ID/TOKEN",
+        "telegram" => "telegram://TOKEN@telegram?chats=@chan[,...]",
+        "pushover" => "pushover://shoutrrr:TOKEN@USERKEY/",
+        "pover" => "pover://USERKEY@TOKEN",
+        "gotify" | "gotifys" => "the app token as the last path segment",
+        "matrix" | "matrixs" => "user:password@ or :ACCESS_TOKEN@ before the host",
+        "teams" => "teams://GROUP@TENANT/ALTID/GROUPOWNER[/EXTRAID]?host=ORG.webhook.office.com",
+        "msteams" => "msteams://TEAM/TOKEN_A/TOKEN_B/TOKEN_C[/TOKEN_D]",
+        "mattermost" | "mmost" | "mmosts" => "the hook token as a path segment",
+        "gchat" => "gchat://SPACE/KEY/TOKEN",
+        "rocketchat" => "rocketchat://host/TOKEN_A/TOKEN_B[/CHANNEL]",
+        "rocket" | "rockets" => {
+            "only the incoming-webhook form is supported: rockets://TOKEN_A%2FTOKEN_B@host"
+        }
+        "zulip" => "zulip://BOT_EMAIL:API_KEY@host/?stream=... or zulip://BOTNAME@ORG/API_KEY",
+        "bark" | "barks" => "the device key: bark://:DEVICE_KEY@host or barks://host/DEVICE_KEY",
+        "slack" => "slack://xoxb-TOKEN/#channel (a bot token) or slack://A/B/C (webhook tokens)",
+        _ => "",
+    })
 }
 
 /// Why a URL scheme no channel accepts is refused, naming what to use
@@ -620,6 +690,57 @@ mod tests {
         ];
         for (url, want) in cases {
             assert_eq!(ChannelType::infer_from_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn incomplete_service_urls_are_refused_at_load_naming_the_form() {
+        let check = |t: ChannelType, url: &str| t.check_url(url);
+        for (t, url) in [
+            (
+                ChannelType::Teams,
+                "teams://g@t/a/o/e?host=org.webhook.office.com",
+            ),
+            (ChannelType::Slack, "slack://xoxb-1-2-a/#general"),
+            (ChannelType::Slack, "slack://xoxb:1-2-a@C01"),
+            (ChannelType::Slack, "slack://hook:A-B-C@webhook"),
+            (ChannelType::GoogleChat, "gchat://S/K/T"),
+            (ChannelType::Telegram, "tgram://1:abc/@chan"),
+            (ChannelType::RocketChat, "rockets://A%2FB@rc.lan"),
+        ] {
+            assert_eq!(check(t, url), Ok(()), "{url}");
+        }
+        for (t, url, says) in [
+            (
+                ChannelType::Teams,
+                "teams://g@t/a/o",
+                "?host=ORG.webhook.office.com",
+            ),
+            (
+                ChannelType::Slack,
+                "slack://xoxb-1-2-a",
+                "slack://xoxb-TOKEN/#channel",
+            ),
+            (
+                ChannelType::GoogleChat,
+                "gchat://S/K",
+                "gchat://SPACE/KEY/TOKEN",
+            ),
+            (ChannelType::Telegram, "telegram://tok@telegram", "?chats="),
+            (
+                ChannelType::Telegram,
+                "tgram://123/@chan",
+                "bot token first",
+            ),
+            (
+                ChannelType::RocketChat,
+                "rockets://user:pw@rc.lan",
+                "incoming-webhook form",
+            ),
+            (ChannelType::Zulip, "zulip://bot@z.lan", "API_KEY"),
+        ] {
+            let e = check(t, url).unwrap_err();
+            assert!(e.contains(says), "{url}: {e}");
         }
     }
 

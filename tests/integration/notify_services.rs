@@ -6,9 +6,10 @@
 //! takes.
 
 use crate::harness::Test;
-use crate::notify::{assert_nowhere, closed_port, ok, smtp_server, tls_cert, Receiver, Reply, Req};
+use crate::notify::{
+    assert_nowhere, closed_port, ok, smtp_server, tls_cert, wait_for_mail, Receiver, Reply, Req,
+};
 use serde_json::json;
-use std::time::Duration;
 
 /// Secrets of the URLs below: each must reach only its own request line or
 /// header, never the output, the logs or the state DB.
@@ -307,16 +308,7 @@ services:
 
     // Email (Apprise mailto://, plain SMTP): a clean text body.
     if let Some((mut child, _)) = smtp {
-        let mut mails = Vec::new();
-        for _ in 0..50 {
-            crate::harness::walk(&maildir.join("new"), &mut |p| {
-                mails.push(std::fs::read_to_string(p).unwrap())
-            });
-            if !mails.is_empty() {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let mails = wait_for_mail(&maildir);
         let _ = child.kill();
         let _ = child.wait();
         assert_eq!(mails.len(), 1);
@@ -353,6 +345,7 @@ fn apprise_and_unknown_schemes_are_refused_naming_what_to_use() {
     assert!(e.contains("use json://"), "{e}");
     assert!(e.contains("channels[1].url: URL scheme 'signal' is not supported: this service has no channel: use a command channel"), "{e}");
     assert!(e.contains("channels[2].url: URL scheme 'ntfys' is not supported: this Apprise scheme is accepted only by the channel type it maps to"), "{e}");
+    assert!(e.contains("channels[3].url: rockets:// URL is incomplete: only the incoming-webhook form is supported"), "{e}");
     // Secrets in a refused URL are not echoed.
     assert!(!e.contains(":pw@"), "{e}");
 }
