@@ -754,4 +754,39 @@ mod tests {
         assert_eq!(v["schema"], EVENT_SCHEMA);
         assert_eq!(v["event"], "backup_failed");
     }
+
+    #[test]
+    fn texts_have_real_lines_and_no_json() {
+        let mut e = ev(
+            "backup_failed",
+            "1 succeeded, 1 failed, 0 skipped\ndb: pg_dump exited 1",
+        );
+        e.data = json!({
+            "summary": e.summary,
+            "failed": [{"service": "db", "error": "pg_dump exited 1"}],
+            "succeeded": ["web"],
+            "skipped": [],
+        });
+        let m = msg(vec![e]);
+        assert_eq!(
+            body(&m),
+            "1 succeeded, 1 failed, 0 skipped\ndb: pg_dump exited 1\n\
+             failed:\n- db: pg_dump exited 1\nsucceeded: web"
+        );
+        assert_eq!(
+            chat_text(&m),
+            format!("FAILED backup on pve1\n{}", body(&m))
+        );
+        assert!(text(&m).starts_with("FAILED backup on pve1\n1 succeeded"));
+        let two = msg(vec![ev("backup_failed", "x"), ev("backup_success", "y")]);
+        assert_eq!(
+            body(&two),
+            "FAILED backup on pve1\nx\n\nOK backup on pve1\ny"
+        );
+        // A map without a name: key: value pairs.
+        assert_eq!(
+            value_text(&json!({"a": 1, "b": ["x", "y"]})),
+            "a: 1, b: x, y"
+        );
+    }
 }

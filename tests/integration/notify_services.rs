@@ -349,3 +349,41 @@ fn apprise_and_unknown_schemes_are_refused_naming_what_to_use() {
     // Secrets in a refused URL are not echoed.
     assert!(!e.contains(":pw@"), "{e}");
 }
+
+#[test]
+fn every_telegram_chat_is_tried_and_one_refusal_fails_the_delivery() {
+    let t = Test::new();
+    let api = Receiver::start(json_ok());
+    api.push(json_ok());
+    api.push(Reply::Status(
+        400,
+        vec![],
+        r#"{"ok":false,"error_code":400,"description":"Bad Request: chat not found"}"#.into(),
+    ));
+    t.config(&format!(
+        "notifications:\n  channels:\n    - name: tg\n      url: telegram://111:TGSECRETq1w2e3@telegram?chats=@a,@gone,@c\n      api_url: http://127.0.0.1:{}\nservices: []\n",
+        api.port
+    ))
+    .script(
+        "notifytest.rhai",
+        &crate::notify::sender(&[("service_down", r#"#{ summary: "web is down", service: "web" }"#)]),
+    );
+    let run = t.run(&["run", "notifytest", "--json"]);
+    run.code(0);
+    let chats: Vec<_> = api
+        .on("/bot111:TGSECRETq1w2e3/sendMessage")
+        .iter()
+        .map(|r| r.json()["chat_id"].clone())
+        .collect();
+    assert_eq!(chats, [json!("@a"), json!("@gone"), json!("@c")]);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let d = doc["deliveries"]
+        .as_array()
+        .or_else(|| doc["run"]["deliveries"].as_array())
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(d[0]["status"], "failed", "{doc}");
+    let err = d[0]["error"].as_str().unwrap();
+    assert!(err.contains("request 2 of 3: HTTP 400"), "{err}");
+    assert!(err.contains("chat not found"), "{err}");
+    assert_nowhere(&t, "TGSECRETq1w2e3", &[&run.stdout, &run.stderr]);
+}
