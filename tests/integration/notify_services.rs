@@ -387,3 +387,53 @@ fn every_telegram_chat_is_tried_and_one_refusal_fails_the_delivery() {
     assert!(err.contains("chat not found"), "{err}");
     assert_nowhere(&t, "TGSECRETq1w2e3", &[&run.stdout, &run.stderr]);
 }
+
+#[test]
+fn matrix_with_an_access_token_and_no_rooms_sends_to_every_joined_room() {
+    let t = Test::new();
+    let mx = Receiver::start(ok());
+    mx.push(Reply::Status(
+        200,
+        vec![],
+        r#"{"joined_rooms":["!one:m","!two:m"]}"#.into(),
+    ));
+    mx.push(Reply::Status(200, vec![], r#"{"event_id":"$1"}"#.into()));
+    mx.push(Reply::Status(200, vec![], r#"{"event_id":"$2"}"#.into()));
+    t.config(&format!(
+        "notifications:\n  channels:\n    - name: mx\n      url: matrix://:MXTOKENq9w8e7r6@127.0.0.1:{}/?disableTLS=yes\nservices: []\n",
+        mx.port
+    ))
+    .script(
+        "notifytest.rhai",
+        &crate::notify::sender(&[("service_recovered", r#"#{ summary: "web is up again", service: "web" }"#)]),
+    );
+    let run = t.run(&["run", "notifytest"]);
+    run.code(0);
+    let r = mx.requests();
+    let steps: Vec<(&str, &str)> = r
+        .iter()
+        .map(|r| (r.method.as_str(), r.path.as_str()))
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert_eq!(steps[0], ("GET", "/_matrix/client/v3/joined_rooms"));
+    assert!(steps[1]
+        .1
+        .starts_with("/_matrix/client/v3/rooms/%21one%3Am/send/m.room.message/"));
+    assert!(steps[2]
+        .1
+        .starts_with("/_matrix/client/v3/rooms/%21two%3Am/send/m.room.message/"));
+    assert_ne!(
+        steps[1].1.rsplit('/').next(),
+        steps[2].1.rsplit('/').next(),
+        "one txn id per message"
+    );
+    assert!(r
+        .iter()
+        .all(|q| q.header("Authorization") == Some("Bearer MXTOKENq9w8e7r6")));
+    // An info event is a notice; the text has the title and the summary.
+    let c = r[1].json();
+    assert_eq!(c["msgtype"], "m.notice");
+    assert!(c["body"].as_str().unwrap().starts_with("RECOVERED web on "));
+    assert!(c["body"].as_str().unwrap().contains("\nweb is up again"));
+    assert_nowhere(&t, "MXTOKENq9w8e7r6", &[&run.stdout, &run.stderr]);
+}
