@@ -313,7 +313,7 @@ fn slack(t: &Target, m: &Message) -> Result<Vec<Call>, String> {
     .into()])
 }
 
-/// ntfy: shoutrrr `ntfy://[user:pass@]host[:port]/topic[?scheme=http]`
+/// ntfy: shoutrrr `ntfy://[user:pass@]host[:port][/prefix]/topic[?scheme=http]`
 /// (https unless `scheme=http`), Apprise `ntfys://host/topic[/topic2]`,
 /// `ntfy[s]://topic` (a topic on ntfy.sh), or the topic URL. One request
 /// per topic; credentials go into the Authorization header.
@@ -325,10 +325,13 @@ fn ntfy(t: &Target, m: &Message) -> Result<Vec<HttpRequest>, String> {
             query_get(&t.url, &["scheme"]).unwrap_or_else(|| "https".into())
         };
         let topics = t.segments();
+        let base = format!("{s}://{}", t.host_port());
         if topics.is_empty() {
             vec![format!("{s}://ntfy.sh/{}", t.parts.host)]
+        } else if t.scheme == "ntfy" {
+            // shoutrrr: the path as it is (a server under a path prefix).
+            vec![format!("{base}{}", t.parts.path.trim_end_matches('/'))]
         } else {
-            let base = format!("{s}://{}", t.host_port());
             topics.iter().map(|tp| format!("{base}/{tp}")).collect()
         }
     } else {
