@@ -550,7 +550,7 @@ services:
             format!("{m}:4:24: global.backup.compression_level: must be between 1 and 19, found 22"),
             format!("{m}:5:13: global.backup.verify: unknown value 'ful', expected one of: full, checksum (did you mean 'full'?)"),
             format!("{m}:10:12: notifications.channels[0].url: cannot tell the channel type from this URL: set 'type'"),
-            format!("{m}:13:12: notifications.channels[1].url: URL scheme 'https' is not supported here (use smtp://)"),
+            format!("{m}:13:12: notifications.channels[1].url: URL scheme 'https' is not supported here (use smtp://, mailto://, mailtos://)"),
             format!("{m}:14:17: notifications.channels[1].fallback: unknown channel 'nobody'"),
             format!("{m}:16:23: monitoring.resources.paths[0]: path must be absolute"),
             format!("{m}:18:5: services[0].container: missing required key 'container'"),

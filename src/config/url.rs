@@ -95,6 +95,19 @@ fn short(s: &str) -> String {
     }
 }
 
+/// Whether a URL's host is a credential: the user key of `pushover://`
+/// and `pover://`, the access token of `pushbullet://` and `pbul://`, the
+/// API key of Apprise's `opsgenie://KEY`, the bot token of Apprise's
+/// `slack://xoxb-...`.
+fn host_is_secret(scheme: &str, host: &str) -> bool {
+    match scheme.to_ascii_lowercase().as_str() {
+        "pushover" | "pover" | "pushbullet" | "pbul" => true,
+        "opsgenie" => !host.contains('.') && !host.starts_with('['),
+        "slack" => host.starts_with("xox"),
+        _ => false,
+    }
+}
+
 /// Check a URL: it parses, has a host, and its scheme is one of `schemes`.
 pub(crate) fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
     let parts = split_url(url)?;
@@ -140,7 +153,7 @@ pub fn redact_url(url: &str) -> String {
             None => out.push_str(&format!("{mask}@")),
         }
     }
-    if p.scheme.eq_ignore_ascii_case("pushover") {
+    if host_is_secret(p.scheme, p.host) {
         out.push_str(mask);
     } else {
         out.push_str(p.host);
@@ -240,7 +253,7 @@ pub(crate) fn url_secret_parts(url: &str) -> Vec<UrlSecretPart<'_>> {
         }
         _ => {}
     }
-    if p.scheme.eq_ignore_ascii_case("pushover") {
+    if host_is_secret(p.scheme, p.host) {
         out.push(part(UrlSecretKind::Host, None, p.host));
     }
     for seg in p.path.split('/').filter(|s| is_token_like(s)) {
@@ -306,7 +319,7 @@ fn has_secret_parts(url: &str) -> bool {
         || p.query
             .is_some_and(|q| q.split('&').any(|kv| kv.contains('=')))
         || p.fragment.is_some()
-        || p.scheme.eq_ignore_ascii_case("pushover")
+        || host_is_secret(p.scheme, p.host)
         || p.path.split('/').any(is_token_like)
 }
 
@@ -432,6 +445,12 @@ mod tests {
             ("telegram://token@telegram", "telegram://***@telegram"),
             ("pushover://shoutrrr:apptoken@userkey/?devices=phone", "pushover://shoutrrr:***@***/?devices=***"),
             ("gotify://gotify.example/AbCdEfG12345", "gotify://gotify.example/***"),
+            ("pbul://PBTOKENm5n6b7v8/dev1", "pbul://***/dev1"),
+            ("pover://USERKEY1@APPTOKENr4t5y6", "pover://***@***"),
+            ("opsgenie://OGKEYl1k2j3h4?region=eu", "opsgenie://***?region=***"),
+            ("opsgenie://api.opsgenie.com/0b7f3b6a-8c1d-4e2f", "opsgenie://api.opsgenie.com/***"),
+            ("slack://xoxb-111-222-abcdef/#general", "slack://***/#***"),
+            ("tgram://111:TGSECRETq1w2e3/@chan", "***"),
             ("not a url", "***"),
         ];
         for (url, want) in cases {

@@ -84,53 +84,105 @@ fn failures_note(m: &Message) -> Option<String> {
     })
 }
 
-/// Extra data lines of an event: scalar fields other than the summary.
+/// A data value as text for people: strings bare, lists joined, a map as
+/// `key: value` pairs (a `{service, error}` entry as `service: error`),
+/// never a JSON dump.
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        Value::Array(a) => a.iter().map(value_text).collect::<Vec<_>>().join(", "),
+        Value::Object(o) => {
+            let named = ["service", "check", "subject", "name"]
+                .iter()
+                .find_map(|k| o.get(*k).and_then(|v| v.as_str()).map(|n| (*k, n)));
+            let rest: Vec<String> = o
+                .iter()
+                .filter(|(k, _)| Some(k.as_str()) != named.map(|(n, _)| n))
+                .map(|(k, v)| match (k.as_str(), v) {
+                    ("error" | "message", Value::String(s)) if named.is_some() => s.clone(),
+                    _ => format!("{k}: {}", value_text(v)),
+                })
+                .collect();
+            match named {
+                Some((_, n)) if rest.is_empty() => n.to_string(),
+                Some((_, n)) => format!("{n}: {}", rest.join(", ")),
+                None => rest.join(", "),
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Extra data lines of an event: the fields other than the summary, one
+/// line each; a list of maps (the backup's `failed`) one line per entry.
 fn detail_lines(e: &Event) -> Vec<String> {
     let Some(obj) = e.data.as_object() else {
         return vec![];
     };
-    obj.iter()
-        .filter(|(k, _)| k.as_str() != "summary")
-        .map(|(k, v)| match v {
-            Value::String(s) => format!("{k}: {s}"),
-            Value::Array(a) => format!(
-                "{k}: {}",
-                a.iter()
-                    .map(|x| x.as_str().map(str::to_string).unwrap_or(x.to_string()))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-            other => format!("{k}: {other}"),
-        })
-        .collect()
-}
-
-fn event_text(e: &Event) -> String {
-    let mut s = headline(e);
-    if !e.summary.is_empty() {
-        s.push('\n');
-        s.push_str(&e.summary);
+    let mut out = Vec::new();
+    for (k, v) in obj.iter().filter(|(k, _)| k.as_str() != "summary") {
+        match v {
+            Value::Array(a) if a.iter().any(Value::is_object) => {
+                out.push(format!("{k}:"));
+                out.extend(a.iter().map(|x| format!("- {}", value_text(x))));
+            }
+            Value::Array(a) if a.is_empty() => {}
+            _ => out.push(format!("{k}: {}", value_text(v))),
+        }
     }
-    s
+    out
 }
 
-/// The plain-text body (email, ntfy, command stderr, Telegram).
-pub fn text(m: &Message) -> String {
+/// The events as text: each event's headline (left out for a message of
+/// one event when `titled`, since the service shows the title), summary
+/// and detail lines, then the note on earlier failures.
+fn events_text(m: &Message, titled: bool) -> String {
     let mut out = String::new();
+    let single = m.events.len() == 1;
     for (i, e) in m.events.iter().enumerate() {
         if i > 0 {
             out.push_str("\n\n");
         }
-        out.push_str(&event_text(e));
-        for l in detail_lines(e) {
-            out.push_str("\n  ");
-            out.push_str(&l);
+        let mut lines = Vec::new();
+        if !(titled && single) {
+            lines.push(headline(e));
         }
+        if !e.summary.is_empty() {
+            lines.push(e.summary.clone());
+        }
+        lines.extend(detail_lines(e));
+        out.push_str(&lines.join("\n"));
     }
     if let Some(n) = failures_note(m) {
         out.push_str("\n\n");
         out.push_str(&n);
     }
+    out
+}
+
+/// The body for services that show a title of their own (ntfy, Gotify,
+/// Pushover, Bark, Pushbullet, Opsgenie, Teams): real line breaks, no
+/// headline repeated under the title, no JSON.
+pub fn body(m: &Message) -> String {
+    events_text(m, true)
+}
+
+/// The whole message for chat services without a title field (Telegram,
+/// Mattermost, Rocket.Chat, Google Chat, Zulip, Matrix): the title line
+/// when the message holds several events, then each event.
+pub fn chat_text(m: &Message) -> String {
+    if m.events.len() > 1 {
+        format!("{}\n\n{}", title(m), events_text(m, false))
+    } else {
+        events_text(m, false)
+    }
+}
+
+/// The plain-text body of an email: every event with its headline, then
+/// a footer naming the host, workflow, run and time.
+pub fn text(m: &Message) -> String {
+    let mut out = events_text(m, false);
     let lead = m.lead();
     out.push_str(&format!(
         "\n\n-- homelab-autopilot on {}, workflow {}{}, {}\n",
@@ -322,7 +374,7 @@ pub fn ntfy(
         method: "POST",
         url,
         headers,
-        body: truncate(&text(m), 4096).into_bytes(),
+        body: truncate(&body(m), 4096).into_bytes(),
     }
 }
 
@@ -333,39 +385,230 @@ pub fn gotify(url: String, token: &str, m: &Message, priority: Option<i64>) -> H
         Severity::Warning => 5,
         Severity::Info => 2,
     });
-    let v = json!({"title": title(m), "message": text(m), "priority": prio});
+    let v = json!({"title": title(m), "message": body(m), "priority": prio});
     let mut r = HttpRequest::json(url, &v);
     r.headers.push(("X-Gotify-Key".into(), token.to_string()));
     r
 }
 
+/// Telegram Bot API `sendMessage` to one chat: plain text (no parse mode,
+/// so nothing in a log line is taken as markup).
 pub fn telegram(url: String, chat: &str, m: &Message) -> HttpRequest {
     let v = json!({
         "chat_id": chat,
-        "text": truncate(&format!("{}\n\n{}", title(m), text(m)), 4096),
+        "text": truncate(&chat_text(m), 4096),
         "disable_web_page_preview": true,
     });
     HttpRequest::json(url, &v)
 }
 
+/// Pushover: priority critical → 1 (high), warning → 0, info → -1 (quiet).
 pub fn pushover(
     url: String,
     token: &str,
     user: &str,
+    device: Option<&str>,
     m: &Message,
     priority: Option<i64>,
 ) -> HttpRequest {
     let prio = priority.unwrap_or(match m.severity() {
         Severity::Critical => 1,
-        _ => 0,
+        Severity::Warning => 0,
+        Severity::Info => -1,
     });
-    let v = json!({
+    let mut v = json!({
         "token": token, "user": user,
         "title": truncate(&title(m), 250),
-        "message": truncate(&text(m), 1024),
+        "message": truncate(&body(m), 1024),
         "priority": prio,
     });
+    if let Some(d) = device {
+        v["device"] = json!(d);
+    }
     HttpRequest::json(url, &v)
+}
+
+/// Slack Web API `chat.postMessage` (a bot token): the same text and
+/// blocks as the webhook, to `channel`, the token as a Bearer header.
+pub fn slack_api(url: String, token: &str, channel: &str, m: &Message) -> HttpRequest {
+    let mut r = slack(url, m);
+    let mut v: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    v["channel"] = json!(channel);
+    r.body = serde_json::to_vec(&v).unwrap_or_default();
+    r.headers[0].1 = "application/json; charset=utf-8".into();
+    r.headers
+        .push(("Authorization".into(), format!("Bearer {token}")));
+    r
+}
+
+/// Matrix `m.room.message`: the text as `body`, and an HTML
+/// `formatted_body` with the title in bold; `m.notice` for info events
+/// (clients and bots treat notices as quiet).
+pub fn matrix_message(m: &Message) -> Value {
+    let html = format!(
+        "<strong>{}</strong><br>{}",
+        html_escape(&title(m)),
+        html_escape(&body(m)).replace('\n', "<br>")
+    );
+    json!({
+        "msgtype": if m.severity() == Severity::Info { "m.notice" } else { "m.text" },
+        "body": format!("{}\n{}", title(m), body(m)),
+        "format": "org.matrix.custom.html",
+        "formatted_body": html,
+    })
+}
+
+/// Microsoft Teams incoming webhook: a MessageCard with the title, a
+/// theme colour by severity and one section per event. Teams renders the
+/// text as Markdown, where a single line break is lost: lines are joined
+/// with a blank line.
+pub fn teams(url: String, m: &Message) -> HttpRequest {
+    let sections: Vec<Value> = m
+        .events
+        .iter()
+        .take(10)
+        .map(|e| {
+            let mut lines = vec![];
+            if !e.summary.is_empty() {
+                lines.push(e.summary.clone());
+            }
+            lines.extend(detail_lines(e));
+            json!({
+                "activityTitle": truncate(&headline(e), 256),
+                "text": truncate(&lines.join("\n\n"), 7000),
+            })
+        })
+        .collect();
+    let v = json!({
+        "@type": "MessageCard",
+        "@context": "https://schema.org/extensions",
+        "summary": truncate(&title(m), 256),
+        "title": truncate(&title(m), 256),
+        "themeColor": format!("{:06X}", colour(m.severity())),
+        "sections": sections,
+    });
+    HttpRequest::json(url, &v)
+}
+
+/// Mattermost and Rocket.Chat incoming webhooks: `{text}` (Markdown, the
+/// title in bold), with the username and channel the URL names.
+pub fn chat_hook(
+    url: String,
+    m: &Message,
+    username: Option<&str>,
+    channel: Option<&str>,
+) -> HttpRequest {
+    let mut v = json!({
+        "text": truncate(&format!("**{}**\n{}", title(m), body(m)), 16000),
+    });
+    if let Some(u) = username {
+        v["username"] = json!(u);
+    }
+    if let Some(c) = channel {
+        v["channel"] = json!(c);
+    }
+    HttpRequest::json(url, &v)
+}
+
+/// Google Chat incoming webhook: `{text}`, the title in bold (`*...*`).
+pub fn googlechat(url: String, m: &Message) -> HttpRequest {
+    let v = json!({"text": truncate(&format!("*{}*\n{}", title(m), body(m)), 4000)});
+    let mut r = HttpRequest::json(url, &v);
+    r.headers[0].1 = "application/json; charset=UTF-8".into();
+    r
+}
+
+/// Zulip `POST /api/v1/messages`: a stream message, form-encoded, the
+/// bot's e-mail and API key as basic auth.
+pub fn zulip(url: String, auth: String, stream: &str, topic: &str, m: &Message) -> HttpRequest {
+    let content = truncate(&format!("**{}**\n{}", title(m), body(m)), 10000);
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("type", "stream")
+        .append_pair("to", stream)
+        .append_pair("topic", topic)
+        .append_pair("content", &content)
+        .finish();
+    HttpRequest {
+        method: "POST",
+        url,
+        headers: vec![
+            (
+                "Content-Type".into(),
+                "application/x-www-form-urlencoded".into(),
+            ),
+            ("Authorization".into(), auth),
+        ],
+        body: body.into_bytes(),
+    }
+}
+
+/// Bark `POST /push` (JSON, the device key in the body); the level by
+/// severity: critical → timeSensitive, warning → active, info → passive.
+pub fn bark(
+    url: String,
+    device_key: &str,
+    m: &Message,
+    level: Option<&str>,
+    extra: &[(String, String)],
+) -> HttpRequest {
+    let level = level.unwrap_or(match m.severity() {
+        Severity::Critical => "timeSensitive",
+        Severity::Warning => "active",
+        Severity::Info => "passive",
+    });
+    let mut v = json!({
+        "device_key": device_key,
+        "title": title(m),
+        "body": body(m),
+        "level": level,
+        "group": "homelab-autopilot",
+    });
+    for (k, val) in extra {
+        v[k.as_str()] = json!(val);
+    }
+    HttpRequest::json(url, &v)
+}
+
+/// Opsgenie `POST /v2/alerts`: `message` (the title, at most 130
+/// characters), `description`, `priority` (critical → P1, warning → P3,
+/// info → P5), an `alias` so repeats of one alert are grouped, the API key
+/// as `Authorization: GenieKey`.
+pub fn opsgenie(url: String, key: &str, m: &Message, priority: Option<&str>) -> HttpRequest {
+    let prio = priority.unwrap_or(match m.severity() {
+        Severity::Critical => "P1",
+        Severity::Warning => "P3",
+        Severity::Info => "P5",
+    });
+    let lead = m.lead();
+    let v = json!({
+        "message": truncate(&title(m), 130),
+        "description": truncate(&body(m), 15000),
+        "priority": prio,
+        "alias": truncate(&format!("homelab-autopilot {} {} {}", lead.hostname, lead.event, lead.subject()), 512),
+        "source": "homelab-autopilot",
+        "tags": [lead.event.clone(), lead.severity.as_str()],
+    });
+    let mut r = HttpRequest::json(url, &v);
+    r.headers
+        .push(("Authorization".into(), format!("GenieKey {key}")));
+    r
+}
+
+/// Pushbullet `POST /v2/pushes`: a note to one target (`device_iden`,
+/// `channel_tag` or `email`, or every device), `Access-Token` header.
+pub fn pushbullet(
+    url: String,
+    token: &str,
+    target: Option<(&str, &str)>,
+    m: &Message,
+) -> HttpRequest {
+    let mut v = json!({"type": "note", "title": title(m), "body": body(m)});
+    if let Some((k, val)) = target {
+        v[k] = json!(val);
+    }
+    let mut r = HttpRequest::json(url, &v);
+    r.headers.push(("Access-Token".into(), token.to_string()));
+    r
 }
 
 /// The generic event document (`homelab-autopilot.event/v1`): the lead
@@ -510,5 +753,40 @@ mod tests {
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["schema"], EVENT_SCHEMA);
         assert_eq!(v["event"], "backup_failed");
+    }
+
+    #[test]
+    fn texts_have_real_lines_and_no_json() {
+        let mut e = ev(
+            "backup_failed",
+            "1 succeeded, 1 failed, 0 skipped\ndb: pg_dump exited 1",
+        );
+        e.data = json!({
+            "summary": e.summary,
+            "failed": [{"service": "db", "error": "pg_dump exited 1"}],
+            "succeeded": ["web"],
+            "skipped": [],
+        });
+        let m = msg(vec![e]);
+        assert_eq!(
+            body(&m),
+            "1 succeeded, 1 failed, 0 skipped\ndb: pg_dump exited 1\n\
+             failed:\n- db: pg_dump exited 1\nsucceeded: web"
+        );
+        assert_eq!(
+            chat_text(&m),
+            format!("FAILED backup on pve1\n{}", body(&m))
+        );
+        assert!(text(&m).starts_with("FAILED backup on pve1\n1 succeeded"));
+        let two = msg(vec![ev("backup_failed", "x"), ev("backup_success", "y")]);
+        assert_eq!(
+            body(&two),
+            "FAILED backup on pve1\nx\n\nOK backup on pve1\ny"
+        );
+        // A map without a name: key: value pairs.
+        assert_eq!(
+            value_text(&json!({"a": 1, "b": ["x", "y"]})),
+            "a: 1, b: x, y"
+        );
     }
 }

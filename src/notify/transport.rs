@@ -16,11 +16,155 @@ pub(crate) async fn send(ch: &Channel<'_>, m: &Message, p: &Policy) -> (u32, Res
     match ch.kind {
         ChannelType::Email => email(ch, m, p).await,
         ChannelType::Command => (1, command(ch, m, p).await),
-        _ => match targets::http_request(ch, m) {
-            Ok(req) => http_with_retry(&req, p).await,
+        _ => match targets::plan(ch, m) {
+            Ok(targets::Plan::Http(calls)) => http_calls(&calls, p).await,
+            Ok(targets::Plan::Matrix(t)) => matrix(&t, m, p).await,
             Err(e) => (0, Err(e)),
         },
     }
+}
+
+/// Send each request in turn (one per chat, topic or target); every one
+/// must get through. Attempts add up; the first failure is the error.
+async fn http_calls(calls: &[targets::Call], p: &Policy) -> (u32, Result<(), String>) {
+    let mut total = 0;
+    let mut first_err = None;
+    for (i, c) in calls.iter().enumerate() {
+        let (n, res) = http_with_retry_body(&c.req, p).await;
+        total += n;
+        let res = res.and_then(|body| if c.check_ok { api_ok(&body) } else { Ok(()) });
+        if let Err(e) = res {
+            let e = if calls.len() > 1 {
+                format!("request {} of {}: {e}", i + 1, calls.len())
+            } else {
+                e
+            };
+            first_err.get_or_insert(e);
+        }
+    }
+    (total, first_err.map_or(Ok(()), Err))
+}
+
+/// An API that answers errors with 200 and `{"ok": false, "error": ...}`
+/// (Slack's Web API; Telegram says `ok` too).
+fn api_ok(body: &[u8]) -> Result<(), String> {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    match v.get("ok").and_then(|o| o.as_bool()) {
+        Some(true) => Ok(()),
+        _ => Err(format!(
+            "the API refused the message: {}",
+            v.get("error")
+                .or_else(|| v.get("description"))
+                .and_then(|e| e.as_str())
+                .unwrap_or("no \"ok\": true in the answer")
+        )),
+    }
+}
+
+/// Matrix client-server API: log in (or use the access token), join each
+/// room (which also turns an alias into its room ID; joining a room the
+/// user is in is a no-op), or list the joined rooms when none is named,
+/// then `PUT /rooms/{id}/send/m.room.message/{txn}` to each.
+async fn matrix(t: &targets::MatrixTarget, m: &Message, p: &Policy) -> (u32, Result<(), String>) {
+    use serde_json::{json, Value};
+    let api = format!("{}/_matrix/client/v3", t.base);
+    let enc = |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let mut attempts = 0;
+    let call = |req: HttpRequest| async move {
+        let (n, res) = http_with_retry_body(&req, p).await;
+        (
+            n,
+            res.map(|b| serde_json::from_slice::<Value>(&b).unwrap_or_default()),
+        )
+    };
+    let token = match &t.auth {
+        targets::MatrixAuth::Token(tok) => tok.clone(),
+        targets::MatrixAuth::Login { user, password } => {
+            let body = json!({
+                "type": "m.login.password",
+                "identifier": {"type": "m.id.user", "user": user},
+                "password": password,
+                "initial_device_display_name": "homelab-autopilot",
+            });
+            let (n, res) = call(HttpRequest::json(format!("{api}/login"), &body)).await;
+            attempts += n;
+            match res {
+                Ok(v) => match v.get("access_token").and_then(|a| a.as_str()) {
+                    Some(a) => {
+                        crate::redact::register(a);
+                        a.to_string()
+                    }
+                    None => return (attempts, Err("matrix login: no access_token".into())),
+                },
+                Err(e) => return (attempts, Err(format!("matrix login: {e}"))),
+            }
+        }
+    };
+    let bearer = |mut r: HttpRequest| {
+        r.headers
+            .push(("Authorization".into(), format!("Bearer {token}")));
+        r
+    };
+    let mut rooms = Vec::new();
+    if t.rooms.is_empty() {
+        let req = bearer(HttpRequest {
+            method: "GET",
+            url: format!("{api}/joined_rooms"),
+            headers: vec![],
+            body: vec![],
+        });
+        let (n, res) = call(req).await;
+        attempts += n;
+        match res {
+            Ok(v) => rooms.extend(
+                v["joined_rooms"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|r| r.as_str().map(str::to_string)),
+            ),
+            Err(e) => return (attempts, Err(format!("matrix joined rooms: {e}"))),
+        }
+        if rooms.is_empty() {
+            return (attempts, Err("matrix: the user has joined no room".into()));
+        }
+    } else {
+        for r in &t.rooms {
+            let req = bearer(HttpRequest::json(
+                format!("{api}/join/{}", enc(r)),
+                &json!({}),
+            ));
+            let (n, res) = call(req).await;
+            attempts += n;
+            match res.map(|v| v["room_id"].as_str().map(str::to_string)) {
+                Ok(Some(id)) => rooms.push(id),
+                Ok(None) => return (attempts, Err(format!("matrix join {r}: no room_id"))),
+                Err(e) => return (attempts, Err(format!("matrix join {r}: {e}"))),
+            }
+        }
+    }
+    let content = super::format::matrix_message(m);
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let mut first_err = None;
+    for (i, room) in rooms.iter().enumerate() {
+        let mut req = bearer(HttpRequest::json(
+            format!(
+                "{api}/rooms/{}/send/m.room.message/hla-{stamp}-{i}",
+                enc(room)
+            ),
+            &content,
+        ));
+        req.method = "PUT";
+        let (n, res) = call(req).await;
+        attempts += n;
+        if let Err(e) = res {
+            first_err.get_or_insert(format!("matrix send to {room}: {e}"));
+        }
+    }
+    (attempts, first_err.map_or(Ok(()), Err))
 }
 
 /// Extra trusted CA certificates: the PEM bundle named by `SSL_CERT_FILE`
@@ -82,6 +226,12 @@ fn backoff(p: &Policy, attempt: u32) -> Duration {
 
 /// One HTTP request with retries. Error texts never hold the URL.
 pub(crate) async fn http_with_retry(req: &HttpRequest, p: &Policy) -> (u32, Result<(), String>) {
+    let (n, res) = http_with_retry_body(req, p).await;
+    (n, res.map(|_| ()))
+}
+
+/// One HTTP request with retries; the body of the successful answer.
+async fn http_with_retry_body(req: &HttpRequest, p: &Policy) -> (u32, Result<Vec<u8>, String>) {
     let mut last = String::new();
     for attempt in 1..=p.attempts {
         let mut rb = client()
@@ -100,7 +250,7 @@ pub(crate) async fn http_with_retry(req: &HttpRequest, p: &Policy) -> (u32, Resu
                 let headers = resp.headers().clone();
                 let body = resp.bytes().await.unwrap_or_default();
                 if status.is_success() {
-                    return (attempt, Ok(()));
+                    return (attempt, Ok(body.to_vec()));
                 }
                 let snippet: String = String::from_utf8_lossy(&body).chars().take(200).collect();
                 last = format!("HTTP {}: {}", status.as_u16(), snippet.trim());

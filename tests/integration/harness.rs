@@ -243,6 +243,7 @@ pub const SMTP: Requirement = Requirement {
         "notify::email_reaches_a_real_smtp_server_with_subject_headers_and_both_parts",
         "notify::email_over_starttls_authenticates_and_never_leaks_the_password",
         "notify::email_over_implicit_tls_authenticates_and_never_leaks_the_password",
+        "notify_services::a_failed_backup_reads_cleanly_in_every_service",
     ],
     optional: false,
 };

@@ -12,6 +12,7 @@ mod layers;
 mod metrics;
 mod monitor;
 mod notify;
+mod notify_services;
 mod output;
 mod packaging;
 mod pve;

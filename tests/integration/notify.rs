@@ -258,7 +258,7 @@ pub fn assert_nowhere(t: &Test, needle: &str, outputs: &[&str]) {
 }
 
 /// A workflow that sends the given events (Rhai map literals).
-fn sender(events: &[(&str, &str)]) -> String {
+pub fn sender(events: &[(&str, &str)]) -> String {
     let mut s = String::from("fn run(ctx) {\n");
     for (ev, data) in events {
         s.push_str(&format!("    notify::send(\"{ev}\", {data});\n"));
@@ -669,7 +669,7 @@ fn notify_test_reports_each_channel() {
 /// aiosmtpd from Debian's python3-aiosmtpd under /usr/bin/python3. On CI
 /// (CI=true) it must be there; elsewhere the test skips loudly
 /// (`harness::SMTP`).
-fn smtp_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
+pub fn smtp_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
     if !crate::harness::require(&crate::harness::SMTP) {
         return None;
     }
@@ -690,6 +690,22 @@ fn smtp_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> {
     Some((child, port))
 }
 
+/// The messages in the aiosmtpd Mailbox `maildir`, waiting up to 5 s for
+/// the first.
+pub fn wait_for_mail(maildir: &std::path::Path) -> Vec<String> {
+    let mut mails = Vec::new();
+    for _ in 0..50 {
+        crate::harness::walk(&maildir.join("new"), &mut |p| {
+            mails.push(std::fs::read_to_string(p).unwrap())
+        });
+        if !mails.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    mails
+}
+
 #[test]
 fn email_reaches_a_real_smtp_server_with_subject_headers_and_both_parts() {
     let t = Test::new();
@@ -708,17 +724,7 @@ fn email_reaches_a_real_smtp_server_with_subject_headers_and_both_parts() {
         )]),
     );
     let run = t.run(&["run", "notifytest"]);
-    let mut mails = Vec::new();
-    for _ in 0..50 {
-        mails.clear();
-        crate::harness::walk(&maildir.join("new"), &mut |p| {
-            mails.push(std::fs::read_to_string(p).unwrap())
-        });
-        if !mails.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let mails = wait_for_mail(&maildir);
     let _ = child.kill();
     let _ = child.wait();
     run.code(0);

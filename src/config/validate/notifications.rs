@@ -31,11 +31,13 @@ pub(super) fn validate_notifications(v: &Validator, at: &At, n: &NotificationsCo
 
 fn validate_channel(v: &Validator, at: &At, c: &ChannelConfig, n: &NotificationsConfig) {
     let Some(kind) = c.kind() else {
-        if c.url.is_some() && !v.diag.is_poisoned(at.file, &at.key("type").path) {
-            v.err(
-                &at.key("url"),
-                "cannot tell the channel type from this URL: set 'type'",
-            );
+        if let (Some(u), false) = (&c.url, v.diag.is_poisoned(at.file, &at.key("type").path)) {
+            let scheme = u.scheme();
+            let msg = match crate::config::notifications::scheme_hint(&scheme) {
+                Some(hint) => format!("URL scheme '{scheme}' is not supported: {hint}"),
+                None => "cannot tell the channel type from this URL: set 'type'".to_string(),
+            };
+            v.err(&at.key("url"), msg);
         } else {
             v.required(at, "type", &c.channel_type);
         }
@@ -54,10 +56,15 @@ fn validate_channel(v: &Validator, at: &At, c: &ChannelConfig, n: &Notifications
     }
     match &c.url {
         Some(u) if kind.keys().contains(&"url") => {
-            v.url(&at.key("url"), u.expose(), kind.schemes())
+            if let Err(e) = kind.check_url(u.expose()) {
+                v.err(&at.key("url"), e);
+            }
         }
         None if kind.needs_url() => v.err(&at.key("url"), "missing required key 'url'"),
         _ => {}
+    }
+    if let Some(api) = &c.api_url {
+        v.url(&at.key("api_url"), api, &["http", "https"]);
     }
     match kind {
         ChannelType::Email => {
@@ -150,7 +157,30 @@ fn validate_channel(v: &Validator, at: &At, c: &ChannelConfig, n: &Notifications
                 v.one_of(&at.key("workflows").item(v.diag, i), w, PING_WORKFLOWS);
             }
         }
-        ChannelType::Slack | ChannelType::Discord | ChannelType::Telegram => {}
+        ChannelType::Bark => {
+            if let Some(p) = &c.priority {
+                v.one_of(
+                    &at.key("priority"),
+                    p,
+                    &["critical", "timeSensitive", "active", "passive"],
+                );
+            }
+        }
+        ChannelType::Opsgenie => {
+            if let Some(p) = &c.priority {
+                v.one_of(&at.key("priority"), p, &["P1", "P2", "P3", "P4", "P5"]);
+            }
+        }
+        ChannelType::Slack
+        | ChannelType::Discord
+        | ChannelType::Telegram
+        | ChannelType::Matrix
+        | ChannelType::Teams
+        | ChannelType::Mattermost
+        | ChannelType::GoogleChat
+        | ChannelType::RocketChat
+        | ChannelType::Zulip
+        | ChannelType::Pushbullet => {}
     }
     if let Some(fb) = &c.fallback {
         let fat = at.key("fallback");
