@@ -42,7 +42,7 @@ use serde::Deserialize;
 use spanned::{Diagnostics, Pos};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use validate::{At, ServiceOrigin};
+use validate::{At, ChannelOrigin, ServiceOrigin};
 
 /// Options that change how a configuration is loaded.
 #[derive(Debug, Clone, Default)]
@@ -103,11 +103,20 @@ pub fn locate(cli: Option<&Path>) -> Result<PathBuf> {
     )]))
 }
 
-/// A `services.d/*.yaml` file: only a `services:` list.
+/// A `services.d/*.yaml` file: a `services:` list, and notification
+/// channels (`notifications: {channels: [...]}`) to go with them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct ServicesFile {
     services: Vec<ServiceConfig>,
+    notifications: ChannelsOnly,
+}
+
+/// The part of `notifications:` a `services.d` file may hold.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct ChannelsOnly {
+    channels: Vec<ChannelConfig>,
 }
 
 /// Load, merge (`services.d/*.yaml` beside the main file) and validate.
@@ -142,9 +151,15 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
             index: diag.yaml_index(main, "services", i),
         })
         .collect();
+    let mut channel_origins: Vec<ChannelOrigin> = (0..cfg.notifications.channels.len())
+        .map(|i| ChannelOrigin {
+            file: main,
+            index: diag.yaml_index(main, "notifications.channels", i),
+        })
+        .collect();
     merge_services_d(
         &mut cfg,
-        &mut origins,
+        (&mut origins, &mut channel_origins),
         extra_ids.into_iter().zip(&extra),
         &diag,
     );
@@ -168,14 +183,14 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
                 .unwrap_or_else(|| PathBuf::from("/"))
         })
         .collect();
-    resolve_relative_paths(&mut cfg, &origins, &file_dirs);
+    resolve_relative_paths(&mut cfg, &origins, &channel_origins, &file_dirs);
     for c in &mut cfg.notifications.channels {
         c.channel_type = c.kind();
     }
     if main_node.is_some() {
-        validate::validate(&cfg, &origins, &diag);
+        validate::validate(&cfg, &origins, &channel_origins, &diag);
     }
-    let slots = secret_slots(&cfg, &diag);
+    let slots = secret_slots(&cfg, &channel_origins);
     for slot in &slots {
         if let SecretSource::File(f) = &slot.source {
             if !f.is_file() {
@@ -190,7 +205,7 @@ pub fn load(path: &Path, opts: &LoadOptions) -> Result<Config> {
     if !diag.is_empty() {
         return Err(Error::Config(diag.render()));
     }
-    let urls = url_slots(&cfg, &origins, &diag);
+    let urls = url_slots(&cfg, &origins, &channel_origins, &diag);
     check_permissions(&slots, &urls, diag.files(), opts)?;
     register_secrets(&slots, &urls);
     cfg.source = path;
@@ -241,11 +256,11 @@ fn absolute_config_path(path: &Path) -> PathBuf {
     }
 }
 
-/// Append the services of each `services.d` file, recording where each came
-/// from.
+/// Append the services and channels of each `services.d` file, recording
+/// where each came from.
 fn merge_services_d<'a>(
     cfg: &mut Config,
-    origins: &mut Vec<ServiceOrigin>,
+    (origins, channel_origins): (&mut Vec<ServiceOrigin>, &mut Vec<ChannelOrigin>),
     files: impl Iterator<Item = (usize, &'a PathBuf)>,
     diag: &Diagnostics,
 ) {
@@ -277,6 +292,13 @@ fn merge_services_d<'a>(
                 index: diag.yaml_index(file, "services", i),
             });
             cfg.services.push(svc);
+        }
+        for (i, c) in sf.notifications.channels.into_iter().enumerate() {
+            channel_origins.push(ChannelOrigin {
+                file,
+                index: diag.yaml_index(file, "notifications.channels", i),
+            });
+            cfg.notifications.channels.push(c);
         }
     }
 }
@@ -422,7 +444,12 @@ fn resolve_opt(base: &Path, p: &mut Option<PathBuf>) {
     }
 }
 
-fn resolve_relative_paths(cfg: &mut Config, origins: &[ServiceOrigin], dirs: &[PathBuf]) {
+fn resolve_relative_paths(
+    cfg: &mut Config,
+    origins: &[ServiceOrigin],
+    channels: &[ChannelOrigin],
+    dirs: &[PathBuf],
+) {
     let main = &dirs[0];
     let g = &mut cfg.global;
     for p in [
@@ -454,9 +481,10 @@ fn resolve_relative_paths(cfg: &mut Config, origins: &[ServiceOrigin], dirs: &[P
     if let Some(ds) = &mut b.direct_storage {
         resolve_opt(main, &mut ds.path);
     }
-    for c in &mut cfg.notifications.channels {
-        resolve_opt(main, &mut c.password_file);
-        resolve_opt(main, &mut c.secret_file);
+    for (c, origin) in cfg.notifications.channels.iter_mut().zip(channels) {
+        let base = &dirs[origin.file];
+        resolve_opt(base, &mut c.password_file);
+        resolve_opt(base, &mut c.secret_file);
     }
     for (svc, origin) in cfg.services.iter_mut().zip(origins) {
         let base = &dirs[origin.file];
@@ -503,7 +531,7 @@ fn slot(
     }
 }
 
-fn secret_slots(cfg: &Config, diag: &Diagnostics) -> Vec<SecretSlot> {
+fn secret_slots(cfg: &Config, channels: &[ChannelOrigin]) -> Vec<SecretSlot> {
     let mut out = Vec::new();
     let global = At::new(0, "global");
     if let Some(p) = &cfg.global.proxmox {
@@ -530,9 +558,8 @@ fn secret_slots(cfg: &Config, diag: &Diagnostics) -> Vec<SecretSlot> {
         );
         slot(&mut out, &at, "password", pw);
     }
-    let chans = At::new(0, "notifications.channels");
-    for (i, c) in cfg.notifications.channels.iter().enumerate() {
-        let at = chans.item(diag, i);
+    for (c, origin) in cfg.notifications.channels.iter().zip(channels) {
+        let at = origin.at();
         let pw = (
             c.password.as_ref(),
             c.password_file.as_ref(),
@@ -570,7 +597,12 @@ impl UrlSlot {
 }
 
 /// Every URL of the configuration, where it was written.
-fn url_slots(cfg: &Config, origins: &[ServiceOrigin], diag: &Diagnostics) -> Vec<UrlSlot> {
+fn url_slots(
+    cfg: &Config,
+    origins: &[ServiceOrigin],
+    channels: &[ChannelOrigin],
+    diag: &Diagnostics,
+) -> Vec<UrlSlot> {
     let mut out = Vec::new();
     let mut push = |at: At, url: &str, notification: bool| {
         out.push(UrlSlot {
@@ -582,10 +614,9 @@ fn url_slots(cfg: &Config, origins: &[ServiceOrigin], diag: &Diagnostics) -> Vec
     if let Some(u) = cfg.global.proxmox.as_ref().and_then(|p| p.api_url.as_ref()) {
         push(At::new(0, "global.proxmox.api_url"), u, false);
     }
-    let chans = At::new(0, "notifications.channels");
-    for (i, c) in cfg.notifications.channels.iter().enumerate() {
+    for (c, origin) in cfg.notifications.channels.iter().zip(channels) {
         if let Some(u) = &c.url {
-            push(chans.item(diag, i).key("url"), u.expose(), true);
+            push(origin.at().key("url"), u.expose(), true);
         }
     }
     for (svc, origin) in cfg.services.iter().zip(origins) {
@@ -676,8 +707,10 @@ impl Config {
     /// Every secret the configuration refers to, labelled with its dotted
     /// path (`global.proxmox.token_secret_file`).
     pub fn secret_sources(&self) -> Vec<(String, SecretSource)> {
-        let diag = Diagnostics::default();
-        secret_slots(self, &diag)
+        let channels: Vec<ChannelOrigin> = (0..self.notifications.channels.len())
+            .map(|index| ChannelOrigin { file: 0, index })
+            .collect();
+        secret_slots(self, &channels)
             .into_iter()
             .map(|s| (s.at.path, s.source))
             .collect()

@@ -209,3 +209,63 @@ services:
     );
     r.code(78).stderr_has(&format!("{file}:2:9:"));
 }
+
+#[test]
+fn services_d_files_may_bring_their_own_notification_channels() {
+    use crate::notify::{ok, Receiver};
+    use std::os::unix::fs::PermissionsExt;
+    let t = Test::new();
+    t.data("data/web");
+    let hook = Receiver::start(ok());
+    t.config(&basic_config("", ""));
+    let extra = t.path("etc/services.d/20-db.yaml");
+    t.write(
+        "etc/services.d/20-db.yaml",
+        &format!(
+            "services:\n  - name: db\n    type: generic\n    backup_paths: [{{root}}/data/web]\nnotifications:\n  channels:\n    - name: dbhook\n      type: webhook\n      url: {}\n",
+            hook.url("/db?token=s3cr3t-from-services-d")
+        ),
+    );
+    std::fs::set_permissions(&extra, std::fs::Permissions::from_mode(0o600)).unwrap();
+    t.run(&["notify", "test", "dbhook"]).code(0);
+    assert_eq!(
+        hook.on("/db").len(),
+        1,
+        "the channel from services.d delivered"
+    );
+    let shown = t.run(&["config", "show"]);
+    shown.code(0).stdout_has("dbhook");
+    assert!(
+        !shown.stdout.contains("s3cr3t-from-services-d"),
+        "{}",
+        shown.stdout
+    );
+
+    // A URL with a credential makes that file's permissions matter, as for
+    // the main file.
+    std::fs::set_permissions(&extra, std::fs::Permissions::from_mode(0o644)).unwrap();
+    t.run(&["config", "validate"])
+        .code(77)
+        .stderr_has("20-db.yaml");
+    std::fs::set_permissions(&extra, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    // Errors in it are reported in that file, at the channel's line.
+    t.write(
+        "etc/services.d/20-db.yaml",
+        "notifications:\n  channels:\n    - name: dbhook\n      type: pigeon\n",
+    );
+    std::fs::set_permissions(&extra, std::fs::Permissions::from_mode(0o600)).unwrap();
+    t.run(&["config", "validate"])
+        .code(78)
+        .stderr_has("20-db.yaml:4:")
+        .stderr_has("notifications.channels[0].type");
+    // Only channels: the rest of `notifications` belongs to the main file.
+    t.write(
+        "etc/services.d/20-db.yaml",
+        "notifications:\n  cooldown_minutes: 5\n",
+    );
+    t.run(&["config", "validate"])
+        .code(78)
+        .stderr_has("20-db.yaml:2:3:")
+        .stderr_has("cooldown_minutes");
+}

@@ -59,6 +59,21 @@ impl ServiceOrigin {
     }
 }
 
+/// Which file (and which item of its `notifications.channels:` list) each
+/// channel of the merged config came from: the main file, or a
+/// `services.d` file.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ChannelOrigin {
+    pub file: usize,
+    pub index: usize,
+}
+
+impl ChannelOrigin {
+    pub fn at(&self) -> At {
+        At::new(self.file, format!("notifications.channels[{}]", self.index))
+    }
+}
+
 pub(crate) struct Validator<'a> {
     pub diag: &'a Diagnostics,
 }
@@ -150,11 +165,16 @@ impl Validator<'_> {
 }
 
 /// Validate the merged configuration.
-pub(crate) fn validate(cfg: &Config, origins: &[ServiceOrigin], diag: &Diagnostics) {
+pub(crate) fn validate(
+    cfg: &Config,
+    origins: &[ServiceOrigin],
+    channels: &[ChannelOrigin],
+    diag: &Diagnostics,
+) {
     let v = Validator { diag };
     let root = At::new(0, "");
     validate_global(&v, &root.key("global"), cfg);
-    notifications::validate_notifications(&v, &root.key("notifications"), &cfg.notifications);
+    notifications::validate_notifications(&v, channels, &cfg.notifications);
     let names: HashSet<&str> = cfg.services.iter().map(|s| s.name.as_str()).collect();
     notifications::validate_monitoring(&v, &root.key("monitoring"), cfg, &names);
     let updates = root.key("updates");

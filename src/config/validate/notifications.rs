@@ -2,18 +2,21 @@
 //! fallbacks) and `monitoring:`.
 
 use super::services::unknown_service;
-use super::{At, Validator};
+use super::{At, ChannelOrigin, Validator};
 use crate::config::ids::*;
 use crate::config::notifications::{ChannelType, PING_WORKFLOWS};
 use crate::config::spanned::did_you_mean;
 use crate::config::{ChannelConfig, Config, NotificationsConfig};
 use std::collections::HashSet;
 
-pub(super) fn validate_notifications(v: &Validator, at: &At, n: &NotificationsConfig) {
-    let chans = at.key("channels");
+pub(super) fn validate_notifications(
+    v: &Validator,
+    origins: &[ChannelOrigin],
+    n: &NotificationsConfig,
+) {
     let mut seen = HashSet::new();
-    for (i, c) in n.channels.iter().enumerate() {
-        let cat = chans.item(v.diag, i);
+    for (c, origin) in n.channels.iter().zip(origins) {
+        let cat = origin.at();
         if c.name.is_empty() {
             v.required_str(&cat, "name", &c.name);
         } else {
