@@ -132,16 +132,20 @@ impl HttpTransport {
             };
         }
         let mut msg = e.to_string();
+        let mut refused = false;
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
             msg.push_str(": ");
             msg.push_str(&s.to_string());
+            refused |=
+                is_certificate_error(s) || s.to_string().contains("invalid peer certificate");
             src = s.source();
         }
-        PveError::Unreachable(format!(
-            "{}: {msg}",
-            self.base.trim_end_matches("/api2/json")
-        ))
+        let url = self.base.trim_end_matches("/api2/json").to_string();
+        if refused {
+            return PveError::Tls { url, message: msg };
+        }
+        PveError::Unreachable(format!("{url}: {msg}"))
     }
 
     /// Log in (or renew) and return (ticket, csrf).
@@ -271,7 +275,16 @@ impl HttpTransport {
         resp: reqwest::blocking::Response,
     ) -> PveResult<Value> {
         let status = resp.status();
-        let reason = status.canonical_reason().unwrap_or("").to_string();
+        // The server's own reason phrase ("500 VM is locked (backup)"):
+        // older PVE versions put the message only there. hyper keeps it
+        // when it differs from the canonical one.
+        let reason = resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).trim().to_string())
+            .filter(|r| !r.is_empty())
+            .or_else(|| status.canonical_reason().map(str::to_string))
+            .unwrap_or_default();
         let text = resp
             .text()
             .map_err(|e| PveError::Unreachable(format!("{path}: reading the answer: {e}")))?;
@@ -334,6 +347,25 @@ impl HttpTransport {
     }
 }
 
+/// Whether an error in a connection failure's chain is a certificate the
+/// verifier refused (rustls, possibly wrapped in an `io::Error`, whose
+/// `source()` skips the wrapped error itself).
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let refused = |r: &rustls::Error| {
+        matches!(
+            r,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        )
+    };
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return refused(r);
+    }
+    e.downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(refused)
+}
+
 /// "VM 100" / "CT 200" from a request path, for lock messages.
 fn guest_of(path: &str) -> String {
     let segs: Vec<&str> = path.split('/').collect();
@@ -371,7 +403,7 @@ impl Transport for HttpTransport {
             }
             match r {
                 Ok(v) => return Ok(v),
-                Err(e @ PveError::PinMismatch { .. }) => return Err(e),
+                Err(e @ (PveError::PinMismatch { .. } | PveError::Tls { .. })) => return Err(e),
                 Err(e) if e.is_retryable() && !matches!(e, PveError::Locked { .. }) => {
                     tracing::warn!("{} {path}: {e} (transient)", method.as_str());
                     last = Some(e)
