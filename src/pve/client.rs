@@ -444,6 +444,58 @@ mod tests {
         assert_eq!(encode_form(&p), "boot=order%3Dscsi0%3Bnet0");
     }
 
+    /// One HTTP answer on 127.0.0.1, as an older PVE sends errors: the
+    /// message only in the reason phrase, the body `{"data":null}`.
+    fn answer_once(status_line: &'static str) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = r#"{"data":null}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status_line}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        url
+    }
+
+    fn transport(url: &str) -> HttpTransport {
+        let auth = Auth::Token {
+            id: "root@pam!t".into(),
+            secret: Secret::new("s"),
+        };
+        let opts = HttpOptions {
+            get_attempts: 1,
+            ..Default::default()
+        };
+        HttpTransport::new(url, Flavor::Pve, &TlsMode::WebPki, auth, opts).unwrap()
+    }
+
+    #[test]
+    fn the_reason_phrase_is_the_message_and_shows_a_lock() {
+        let url = answer_once("500 VM is locked (backup)");
+        let e = transport(&url)
+            .call(Method::Post, "/nodes/pve1/qemu/100/snapshot", &Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), "guest_locked", "{e}");
+        assert_eq!(e.to_string(), "VM 100 is locked (backup)");
+        let url =
+            answer_once("500 Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist");
+        let e = transport(&url)
+            .call(
+                Method::Get,
+                "/nodes/pve1/qemu/100/status/current",
+                &Vec::new(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
     #[test]
     fn guest_names_come_from_the_path() {
         assert_eq!(guest_of("/nodes/pve1/qemu/100/snapshot"), "VM 100");
