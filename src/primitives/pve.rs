@@ -6,7 +6,7 @@
 //! name, with its `vmid`, `type` and optionally `node`) or as a bare VMID
 //! (its node and type are then looked up in `/cluster/resources`). Every
 //! mutating call honours `--dry-run`. Errors are thrown as maps; `e.kind` is
-//! one of `guest_locked`, `task_failed`, `tls_pin_mismatch`, `unreachable`,
+//! one of `guest_locked`, `task_failed`, `tls_pin_mismatch`, `tls`, `unreachable`,
 //! `auth`, `invalid_parameter`, `invalid_argument`, `timeout`, `api`.
 //!
 //! ```rhai
@@ -499,6 +499,8 @@ fn storage_retention(
     o: &mut VzdumpOptions,
 ) -> RhaiResult<()> {
     let Some(storage) = o.storage.clone() else {
+        // A dump directory: vzdump prunes nothing behind our retention.
+        o.remove.get_or_insert(false);
         return Ok(());
     };
     if o.prune_backups.is_some() || o.remove == Some(true) {
