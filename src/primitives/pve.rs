@@ -325,6 +325,15 @@ fn prune(
             &format!("delete vzdump backup {location} (retention)"),
         ) {
             report.would_delete.push(location);
+        } else if on_the_node(host, &location) {
+            // A dump directory on the node, reached over the API: no API
+            // call deletes a file there, so the row stays and says so.
+            host.event(
+                tracing::Level::WARN,
+                Some(&svc.name),
+                &format!("retention would delete {location}, but it is in a dump directory on the node, which the API cannot delete from: delete it there (or back up to a PVE storage, or run with proxmox.local: true)"),
+            );
+            report.kept.push(location);
         } else {
             delete_vzdump(pve, svc, &location, ctx)?;
             store
@@ -339,6 +348,13 @@ fn prune(
         }
     }
     to_dyn(&report)
+}
+
+/// Whether `location` is a dump file on the PVE node that is not readable
+/// here (the API is used, not `local: true`).
+fn on_the_node(host: &Host, location: &str) -> bool {
+    let local = host.config.global.proxmox.as_ref().is_some_and(|p| p.local);
+    location.starts_with('/') && !local && !Path::new(location).exists()
 }
 
 /// A catalogued backup as retention sees it: verified once complete.

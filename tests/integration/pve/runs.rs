@@ -253,7 +253,9 @@ const CASES: &[Case] = &[
         backup: DIRECT_STORAGE,
         fake: |s| {
             // A job over several guests: its task id is empty.
-            s.hold_lock(100, "backup", "vzdump", "", 4000);
+            s.hold_lock(100, "backup", "vzdump", "", 600_000);
+            // It ends once our run has seen it twice in the task list.
+            s.hold_lists = Some(2);
         },
         stderr: &["VM 100 is locked (backup); waiting for the active task UPID:pve1:"],
         check: |_, f, r| {
@@ -358,6 +360,23 @@ const CASES: &[Case] = &[
             assert_eq!(web["result"]["size"], 1_610_612_736u64, "{web}");
             assert_eq!(web["result"]["integrity"], "size-only", "{web}");
             assert!(!t.path("backups/web").exists(), "the node's dump path was created here");
+        },
+        ..BASE
+    },
+    Case {
+        name: "retention never calls a dump file on the node deleted when the API cannot delete it",
+        auth: PASSWORD_AUTH,
+        backup: "    keep_last: 1\n    retention_days: 0\n",
+        fake: |s| s.remote_dumpdir = true,
+        before: |t| {
+            t.run(&["run", "backup", "--service", "web"]).code(0);
+            std::thread::sleep(Duration::from_millis(1100));
+        },
+        args: &["run", "backup", "--service", "web"],
+        stderr: &["retention would delete", "in a dump directory on the node"],
+        check: |t, _, _| {
+            let list = t.run(&["--json", "backups", "list", "--service", "web"]).stdout;
+            assert_eq!(list.matches("vzdump-qemu-100-").count(), 2, "both rows stay: {list}");
         },
         ..BASE
     },
