@@ -171,6 +171,8 @@ impl PveError {
                 matches!(status, 595 | 596 | 502 | 503 | 504)
                     || (*status == 500 && message.contains("got timeout"))
             }
+            // pvesh (local mode) under the same file-lock contention.
+            PveError::Command { message, .. } => message.contains("got timeout"),
             _ => false,
         }
     }
@@ -200,4 +202,50 @@ impl PveError {
 pub fn lock_in(text: &str) -> Option<String> {
     let re = regex::Regex::new(r"is locked \(([a-z-]+)\)").ok()?;
     re.captures(text).map(|c| c[1].to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lock_error_in_a_vzdump_log_makes_the_task_failure_a_lock() {
+        let e = PveError::TaskFailed {
+            upid: "UPID:pve1:00000001:00000002:68A60E01:vzdump:100:root@pam:".into(),
+            status: "job errors".into(),
+            log_tail: "INFO: Starting Backup of VM 100 (qemu)\nERROR: Backup of VM 100 failed - VM is locked (snapshot)\nINFO: Backup job finished with errors".into(),
+        };
+        assert_eq!(e.lock_name().as_deref(), Some("snapshot"));
+        let other = PveError::TaskFailed {
+            upid: String::new(),
+            status: "job errors".into(),
+            log_tail: "ERROR: Backup of VM 100 failed - unable to read disk".into(),
+        };
+        assert_eq!(other.lock_name(), None);
+    }
+
+    #[test]
+    fn only_polls_that_say_nothing_about_the_task_are_transient() {
+        let api = |status, message: &str| PveError::Api {
+            method: "GET".into(),
+            path: "/nodes/pve1/tasks/x/status".into(),
+            status,
+            message: message.into(),
+        };
+        assert!(api(
+            500,
+            "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout"
+        )
+        .is_transient_poll());
+        assert!(api(596, "Broken pipe").is_transient_poll());
+        assert!(PveError::Unreachable("reset".into()).is_transient_poll());
+        assert!(!api(500, "no such task").is_transient_poll());
+        assert!(!api(403, "Permission check failed").is_transient_poll());
+        let tls = PveError::Tls {
+            url: "https://pve1:8006".into(),
+            message: "invalid peer certificate: UnknownIssuer".into(),
+        };
+        assert!(!tls.is_transient_poll() && !tls.is_retryable());
+        assert_eq!(tls.exit_code(), exit::UNAVAILABLE);
+    }
 }
