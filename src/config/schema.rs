@@ -117,6 +117,12 @@ pub struct ProxmoxConfig {
     pub insecure: bool,
     /// Run on the PVE host itself, through `pct`/`qm`.
     pub local: bool,
+    /// How long to wait for a guest lock held by an active task (600).
+    pub lock_wait_seconds: Option<u64>,
+    /// How long to wait for a snapshot, power or clone task (1800).
+    pub task_timeout_seconds: Option<u64>,
+    /// How long to wait for a vzdump or restore task (21600).
+    pub backup_timeout_seconds: Option<u64>,
 }
 
 impl ProxmoxConfig {
@@ -480,9 +486,16 @@ pub struct DirectStorageConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DumpFormat {
+    /// The guest's own format (VMA for VMs, tar for containers: vzdump
+    /// decides), zstd-compressed; `tar` is the same.
     #[default]
     Vma,
     Tar,
+    /// vzdump `compress`: zstd, gzip, lzo, or none (`0`).
+    Zstd,
+    Gzip,
+    Lzo,
+    None,
 }
 
 /// `global.backup.restore_testing`: functional restore tests (restore, start, check).

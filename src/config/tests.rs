@@ -87,10 +87,6 @@ global:
         - "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
       namespace: homelab/pve
       verify_ssl: true
-      sync_jobs:
-        - target_server: pbs2.lan
-          target_datastore: offsite
-          schedule: "0 5 * * *"
     direct_storage:
       enabled: false
       storage: local
@@ -308,10 +304,6 @@ fn every_documented_key_loads() {
         Some(SecretSource::Command(CommandSpec::Shell(
             "cat /etc/homelab-autopilot/secrets/pbs_password".into()
         )))
-    );
-    assert_eq!(
-        pbs.sync_jobs[0].schedule.as_ref().unwrap().as_str(),
-        "0 5 * * *"
     );
     let rt = b.restore_testing.as_ref().unwrap();
     assert_eq!(

@@ -6,7 +6,7 @@
 //! name, with its `vmid`, `type` and optionally `node`) or as a bare VMID
 //! (its node and type are then looked up in `/cluster/resources`). Every
 //! mutating call honours `--dry-run`. Errors are thrown as maps; `e.kind` is
-//! one of `guest_locked`, `task_failed`, `tls_pin_mismatch`, `unreachable`,
+//! one of `guest_locked`, `task_failed`, `tls_pin_mismatch`, `tls`, `unreachable`,
 //! `auth`, `invalid_parameter`, `invalid_argument`, `timeout`, `api`.
 //!
 //! ```rhai
@@ -77,6 +77,12 @@ impl Api {
         let pve = self.client(ctx)?;
         let g = guest(&self.host, &pve, target, what, ctx)?;
         Ok((pve, g))
+    }
+
+    /// Whether this runs on the PVE node itself (`proxmox.local`).
+    fn local(&self) -> bool {
+        let p = self.host.config.global.proxmox.as_ref();
+        p.is_some_and(|p| p.local)
     }
 
     /// In a dry run, log `would <what>` and return true.
@@ -319,6 +325,15 @@ fn prune(
             &format!("delete vzdump backup {location} (retention)"),
         ) {
             report.would_delete.push(location);
+        } else if on_the_node(host, &location) {
+            // A dump directory on the node, reached over the API: no API
+            // call deletes a file there, so the row stays and says so.
+            host.event(
+                tracing::Level::WARN,
+                Some(&svc.name),
+                &format!("retention would delete {location}, but it is in a dump directory on the node, which the API cannot delete from: delete it there (or back up to a PVE storage, or run with proxmox.local: true)"),
+            );
+            report.kept.push(location);
         } else {
             delete_vzdump(pve, svc, &location, ctx)?;
             store
@@ -333,6 +348,13 @@ fn prune(
         }
     }
     to_dyn(&report)
+}
+
+/// Whether `location` is a dump file on the PVE node that is not readable
+/// here (the API is used, not `local: true`).
+fn on_the_node(host: &Host, location: &str) -> bool {
+    let local = host.config.global.proxmox.as_ref().is_some_and(|p| p.local);
+    location.starts_with('/') && !local && !Path::new(location).exists()
 }
 
 /// A catalogued backup as retention sees it: verified once complete.
@@ -449,8 +471,80 @@ fn delete_snapshot(
     to_dyn(&r.map_err(|e| pve_err(e, ctx))?)
 }
 
+/// The configured service a guest argument names, if any.
+fn named_service<'h>(host: &'h Host, target: &Dynamic) -> Option<&'h ServiceConfig> {
+    let m = target.read_lock::<Map>()?;
+    let name = m
+        .get("name")?
+        .read_lock::<rhai::ImmutableString>()?
+        .to_string();
+    host.config.services.iter().find(|s| s.name == name)
+}
+
+/// Whether the service's own retention (`keep_*`, `retention_days`) has a rule.
+fn has_retention(host: &Host, svc: Option<&ServiceConfig>) -> bool {
+    svc.is_some_and(|svc| {
+        let r = host.retention_for(svc);
+        [
+            r.retention_days,
+            r.keep_last,
+            r.keep_daily,
+            r.keep_weekly,
+            r.keep_monthly,
+            r.keep_yearly,
+        ]
+        .iter()
+        .any(|v| v.is_some_and(|n| n > 0))
+    })
+}
+
+/// A storage with its own retention (`prune-backups` with a count limit)
+/// makes vzdump refuse a backup once the limit is reached unless it may
+/// prune ("There is a max backup limit of N enforced by the target
+/// storage"). So: without our retention (or on a PBS storage, which we do
+/// not prune) vzdump prunes by the storage's policy (`remove=1`); with our
+/// retention, the limit is lifted for this backup (`prune-backups
+/// keep-all=1`) and ours is applied after it. An explicit `remove` or
+/// `prune_backups` from the script is kept, except that `remove: false`
+/// also lifts the limit.
+fn storage_retention(
+    a: &Api,
+    ctx: &NativeCallContext,
+    pve: &Pve,
+    svc: Option<&ServiceConfig>,
+    o: &mut VzdumpOptions,
+) -> RhaiResult<()> {
+    let Some(storage) = o.storage.clone() else {
+        // A dump directory: vzdump prunes nothing behind our retention.
+        o.remove.get_or_insert(false);
+        return Ok(());
+    };
+    if o.prune_backups.is_some() || o.remove == Some(true) {
+        return Ok(());
+    }
+    let (policy, is_pbs) = pve
+        .storage_prune_limit(&storage)
+        .map_err(|e| pve_err(e, ctx))?;
+    let Some(policy) = policy else {
+        o.remove.get_or_insert(false);
+        return Ok(());
+    };
+    let ours = o.remove == Some(false) || (!is_pbs && has_retention(&a.host, svc));
+    let msg = if ours {
+        o.prune_backups = Some("keep-all=1".into());
+        o.remove = Some(false);
+        format!("storage {storage} has its own retention ({policy}); this backup lifts it and the service's retention applies")
+    } else {
+        o.remove = Some(true);
+        format!("storage {storage} has its own retention ({policy}); vzdump prunes by it")
+    };
+    a.host
+        .event(tracing::Level::INFO, service_of(ctx).as_deref(), &msg);
+    Ok(())
+}
+
 fn vzdump(a: &Api, ctx: &NativeCallContext, target: Dynamic, opts: Map) -> RhaiResult<Dynamic> {
-    let o: VzdumpOptions = from_map(opts, "pve::vzdump options")?;
+    let mut o: VzdumpOptions = from_map(opts, "pve::vzdump options")?;
     let (pve, g) = a.resolve(ctx, &target, "pve::vzdump")?;
     let dest = o
         .storage
@@ -463,13 +557,16 @@ fn vzdump(a: &Api, ctx: &NativeCallContext, target: Dynamic, opts: Map) -> RhaiR
         r.insert("dry_run".into(), true.into());
         return Ok(r.into());
     }
-    if let Some(d) = &o.dumpdir {
+    // A dump directory is on the node: create it here only when this is
+    // the node (local mode); over the API vzdump creates it there.
+    if let (Some(d), true) = (&o.dumpdir, a.local()) {
         if let Err(e) = std::fs::create_dir_all(d) {
-            let msg = format!("could not create {d} here: {e}");
+            let msg = format!("could not create {d}: {e}");
             a.host
                 .event(tracing::Level::DEBUG, service_of(ctx).as_deref(), &msg);
         }
     }
+    storage_retention(a, ctx, &pve, named_service(&a.host, &target), &mut o)?;
     let r = pve.vzdump(&g, &o).map_err(|e| pve_err(e, ctx))?;
     if let Some(n) = r.task.warnings {
         let msg = format!(
@@ -659,14 +756,7 @@ fn exec(
     if a.dry_run(ctx, &format!("run {argv:?} in guest {vmid}")) {
         return Ok(Dynamic::UNIT);
     }
-    let local = a
-        .host
-        .config
-        .global
-        .proxmox
-        .as_ref()
-        .is_some_and(|p| p.local);
-    if !local {
+    if !a.local() {
         return Err(throw(
             "unsupported",
             "pve::exec needs proxmox.local: true (the API has no exec for containers); for VMs use pve::agent_exec",
@@ -678,6 +768,45 @@ fn exec(
         crate::pve::local::pct_exec(vmid, &argv, timeout).map_err(|e| pve_err(e, ctx))?;
     info.limit_total(a.host.limits.max_string_size);
     to_dyn(&info)
+}
+
+/// The PVE storage guests are backed up to for
+/// `global.backup.proxmox_backup_server`: its `storage`, or else the one
+/// storage of type `pbs` whose `server` and `datastore` (and `namespace`)
+/// match; none or several is a configuration error naming the block.
+fn pbs_storage(a: &Api, ctx: &NativeCallContext) -> RhaiResult<Dynamic> {
+    let cfg = &a.host.config;
+    let at = format!(
+        "{}: global.backup.proxmox_backup_server",
+        cfg.source.display()
+    );
+    let config_err = |m: String| throw("config", format!("{at}: {m}"), service_of(ctx).as_deref());
+    let Some(p) = &cfg.global.backup.proxmox_backup_server else {
+        return Err(config_err("is not configured".into()));
+    };
+    if let Some(s) = &p.storage {
+        return Ok(s.clone().into());
+    }
+    let (Some(server), Some(datastore)) = (&p.server, &p.datastore) else {
+        return Err(config_err(
+            "set storage (the PVE storage id of the PBS datastore), or server and datastore".into(),
+        ));
+    };
+    let pve = a.client(ctx)?;
+    let found = pve
+        .find_pbs_storage(server, datastore, p.namespace.as_deref())
+        .map_err(|e| pve_err(e, ctx))?;
+    match found.as_slice() {
+        [one] => Ok(one.clone().into()),
+        [] => Err(config_err(format!(
+            "no PVE storage of type pbs has server {server} and datastore {datastore}{}; add one (Datacenter > Storage > Add > Proxmox Backup Server) or set storage",
+            p.namespace.as_deref().map(|n| format!(" and namespace {n}")).unwrap_or_default()
+        ))),
+        many => Err(config_err(format!(
+            "several PVE storages of type pbs have server {server} and datastore {datastore} ({}); set storage to the one to use",
+            many.join(", ")
+        ))),
+    }
 }
 
 fn prune_service(a: &Api, ctx: &NativeCallContext, svc: Map) -> RhaiResult<Dynamic> {
@@ -793,6 +922,7 @@ fn register_backups(m: &mut Module, api: &Api) {
     reg!(m, api, "prune", |a, ctx, svc: Map| prune_service(
         a, ctx, svc
     ));
+    reg!(m, api, "pbs_storage", |a, ctx| pbs_storage(a, ctx));
 }
 
 fn register_cluster(m: &mut Module, api: &Api) {

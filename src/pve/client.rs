@@ -132,16 +132,20 @@ impl HttpTransport {
             };
         }
         let mut msg = e.to_string();
+        let mut refused = false;
         let mut src = std::error::Error::source(&e);
         while let Some(s) = src {
             msg.push_str(": ");
             msg.push_str(&s.to_string());
+            refused |=
+                is_certificate_error(s) || s.to_string().contains("invalid peer certificate");
             src = s.source();
         }
-        PveError::Unreachable(format!(
-            "{}: {msg}",
-            self.base.trim_end_matches("/api2/json")
-        ))
+        let url = self.base.trim_end_matches("/api2/json").to_string();
+        if refused {
+            return PveError::Tls { url, message: msg };
+        }
+        PveError::Unreachable(format!("{url}: {msg}"))
     }
 
     /// Log in (or renew) and return (ticket, csrf).
@@ -271,7 +275,16 @@ impl HttpTransport {
         resp: reqwest::blocking::Response,
     ) -> PveResult<Value> {
         let status = resp.status();
-        let reason = status.canonical_reason().unwrap_or("").to_string();
+        // The server's own reason phrase ("500 VM is locked (backup)"):
+        // older PVE versions put the message only there. hyper keeps it
+        // when it differs from the canonical one.
+        let reason = resp
+            .extensions()
+            .get::<hyper::ext::ReasonPhrase>()
+            .map(|r| String::from_utf8_lossy(r.as_bytes()).trim().to_string())
+            .filter(|r| !r.is_empty())
+            .or_else(|| status.canonical_reason().map(str::to_string))
+            .unwrap_or_default();
         let text = resp
             .text()
             .map_err(|e| PveError::Unreachable(format!("{path}: reading the answer: {e}")))?;
@@ -334,6 +347,25 @@ impl HttpTransport {
     }
 }
 
+/// Whether an error in a connection failure's chain is a certificate the
+/// verifier refused (rustls, possibly wrapped in an `io::Error`, whose
+/// `source()` skips the wrapped error itself).
+fn is_certificate_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    let refused = |r: &rustls::Error| {
+        matches!(
+            r,
+            rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented
+        )
+    };
+    if let Some(r) = e.downcast_ref::<rustls::Error>() {
+        return refused(r);
+    }
+    e.downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(refused)
+}
+
 /// "VM 100" / "CT 200" from a request path, for lock messages.
 fn guest_of(path: &str) -> String {
     let segs: Vec<&str> = path.split('/').collect();
@@ -371,7 +403,7 @@ impl Transport for HttpTransport {
             }
             match r {
                 Ok(v) => return Ok(v),
-                Err(e @ PveError::PinMismatch { .. }) => return Err(e),
+                Err(e @ (PveError::PinMismatch { .. } | PveError::Tls { .. })) => return Err(e),
                 Err(e) if e.is_retryable() && !matches!(e, PveError::Locked { .. }) => {
                     tracing::warn!("{} {path}: {e} (transient)", method.as_str());
                     last = Some(e)
@@ -410,6 +442,58 @@ mod tests {
     fn forms_escape_semicolons_and_spaces() {
         let p = vec![("boot".to_string(), "order=scsi0;net0".to_string())];
         assert_eq!(encode_form(&p), "boot=order%3Dscsi0%3Bnet0");
+    }
+
+    /// One HTTP answer on 127.0.0.1, as an older PVE sends errors: the
+    /// message only in the reason phrase, the body `{"data":null}`.
+    fn answer_once(status_line: &'static str) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let body = r#"{"data":null}"#;
+            let _ = write!(
+                c,
+                "HTTP/1.1 {status_line}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        });
+        url
+    }
+
+    fn transport(url: &str) -> HttpTransport {
+        let auth = Auth::Token {
+            id: "root@pam!t".into(),
+            secret: Secret::new("s"),
+        };
+        let opts = HttpOptions {
+            get_attempts: 1,
+            ..Default::default()
+        };
+        HttpTransport::new(url, Flavor::Pve, &TlsMode::WebPki, auth, opts).unwrap()
+    }
+
+    #[test]
+    fn the_reason_phrase_is_the_message_and_shows_a_lock() {
+        let url = answer_once("500 VM is locked (backup)");
+        let e = transport(&url)
+            .call(Method::Post, "/nodes/pve1/qemu/100/snapshot", &Vec::new())
+            .unwrap_err();
+        assert_eq!(e.kind(), "guest_locked", "{e}");
+        assert_eq!(e.to_string(), "VM 100 is locked (backup)");
+        let url =
+            answer_once("500 Configuration file 'nodes/pve1/qemu-server/100.conf' does not exist");
+        let e = transport(&url)
+            .call(
+                Method::Get,
+                "/nodes/pve1/qemu/100/status/current",
+                &Vec::new(),
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("does not exist"), "{e}");
     }
 
     #[test]

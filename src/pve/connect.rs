@@ -13,6 +13,26 @@ use crate::config::{ProxmoxBackupServerConfig, ProxmoxConfig};
 
 /// A PVE client for `global.proxmox`, and warnings to log.
 pub fn pve_from_config(p: &ProxmoxConfig) -> PveResult<(Pve, Vec<String>)> {
+    let (pve, warnings) = pve_transport(p)?;
+    Ok((with_waits(pve, p), warnings))
+}
+
+/// The configured bounds of lock and task waits.
+fn with_waits(mut pve: Pve, p: &ProxmoxConfig) -> Pve {
+    let secs = std::time::Duration::from_secs;
+    if let Some(s) = p.lock_wait_seconds {
+        pve.lock_wait = secs(s);
+    }
+    if let Some(s) = p.task_timeout_seconds {
+        pve.task_timeout = secs(s);
+    }
+    if let Some(s) = p.backup_timeout_seconds {
+        pve.backup_timeout = secs(s);
+    }
+    pve
+}
+
+fn pve_transport(p: &ProxmoxConfig) -> PveResult<(Pve, Vec<String>)> {
     let mut warnings = Vec::new();
     if p.local && p.api_url.is_none() {
         return Ok((Pve::new(Box::new(PveshTransport::default())), warnings));

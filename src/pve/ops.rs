@@ -17,10 +17,33 @@ use std::time::{Duration, Instant};
 
 pub struct Pve {
     pub t: Box<dyn Transport>,
-    /// Default timeout of a task (vzdump and restore pass their own).
+    /// Default timeout of a task (`global.proxmox.task_timeout_seconds`).
     pub task_timeout: Duration,
-    /// How long to wait for a lock held by a running task.
+    /// Default timeout of a vzdump or restore task
+    /// (`global.proxmox.backup_timeout_seconds`; a call may pass its own).
+    pub backup_timeout: Duration,
+    /// How long to wait for a lock held by a running task
+    /// (`global.proxmox.lock_wait_seconds`).
     pub lock_wait: Duration,
+}
+
+/// Worker types whose task takes a guest's `backup` or `snapshot*` lock.
+const LOCKING_WORKERS: &[&str] = &[
+    "vzdump",
+    "qmsnapshot",
+    "vzsnapshot",
+    "qmdelsnapshot",
+    "vzdelsnapshot",
+    "qmrollback",
+    "vzrollback",
+];
+
+/// An active task on a node, as the task list shows it.
+#[derive(Debug, Clone)]
+struct ActiveTask {
+    upid: String,
+    worker: String,
+    id: String,
 }
 
 /// Check a snapshot name the way PVE does (`pve-configid`, maxLength 40,
@@ -50,6 +73,7 @@ impl Pve {
         Pve {
             t,
             task_timeout: Duration::from_secs(30 * 60),
+            backup_timeout: Duration::from_secs(6 * 3600),
             lock_wait: Duration::from_secs(10 * 60),
         }
     }
@@ -88,67 +112,125 @@ impl Pve {
         })
     }
 
-    /// Running tasks on the guest's node for this VMID.
-    fn running_tasks(&self, g: &GuestRef) -> PveResult<Vec<String>> {
-        let p = ParamsBuilder::new()
-            .int("vmid", g.vmid.into())
-            .str("source", "active")
-            .build();
-        let v = self.get(&format!("/nodes/{}/tasks", enc(&g.node)), p)?;
+    /// The active tasks on the guest's node (`source=active`). PVE reports
+    /// a running task's status as `RUNNING` in this list (and a task that
+    /// just ended with its exit status), so anything else is not running.
+    fn active_tasks(&self, node: &str) -> PveResult<Vec<ActiveTask>> {
+        let p = ParamsBuilder::new().str("source", "active").build();
+        let v = self.get(&format!("/nodes/{}/tasks", enc(node)), p)?;
         Ok(v.as_array()
             .map(|a| {
                 a.iter()
                     .filter(|t| {
                         t["status"]
                             .as_str()
-                            .is_none_or(|s| s == "running" || s.is_empty())
+                            .is_none_or(|s| s.is_empty() || s.eq_ignore_ascii_case("running"))
                     })
-                    .filter_map(|t| t["upid"].as_str().map(str::to_string))
+                    .filter_map(|t| {
+                        let upid = t["upid"].as_str()?.to_string();
+                        let parsed = tasks::parse_upid(&upid);
+                        let field = |k: &str| t[k].as_str().map(str::to_string);
+                        let worker = field("type")
+                            .or_else(|| parsed.as_ref().map(|u| u.worker_type.clone()))
+                            .unwrap_or_default();
+                        let id = field("id")
+                            .or_else(|| parsed.as_ref().map(|u| u.id.clone()))
+                            .unwrap_or_default();
+                        Some(ActiveTask { upid, worker, id })
+                    })
                     .collect()
             })
             .unwrap_or_default())
     }
 
+    /// The active tasks that could hold the guest's lock: its own (id =
+    /// VMID), a job over several guests (empty id, e.g. a vzdump of a
+    /// pool or of `all`), and any backup or snapshot task on the node.
+    fn lock_holders(&self, g: &GuestRef) -> PveResult<Vec<ActiveTask>> {
+        let vmid = g.vmid.to_string();
+        Ok(self
+            .active_tasks(&g.node)?
+            .into_iter()
+            .filter(|t| {
+                t.id == vmid || t.id.is_empty() || LOCKING_WORKERS.contains(&t.worker.as_str())
+            })
+            .collect())
+    }
+
     /// Fail with a clear "VM 100 is locked (backup)" unless the guest is
-    /// unlocked; when a running task holds the lock, wait up to
-    /// `lock_wait` for it. Never unlocks.
+    /// unlocked; while an active task on its node could hold the lock, wait
+    /// for it, up to `lock_wait`. The lock is called stale (with the unlock
+    /// command to run yourself) only when no active task could hold it.
+    /// Never unlocks.
     pub fn wait_unlocked(&self, g: &GuestRef) -> PveResult<()> {
         // At most `lock_wait`, cut to the calling thread's deadline (the
         // run's, see crate::proc::until).
         let lock_wait = crate::proc::bounded(self.lock_wait);
         let started = Instant::now();
+        let mut said = None;
         loop {
             let st = self.guest_status(g)?;
             let Some(lock) = st.lock else { return Ok(()) };
-            let running = self.running_tasks(g)?;
+            let holders = self.lock_holders(g)?;
             let label = format!("{} {}", g.kind.label(), g.vmid);
-            if running.is_empty() {
+            let Some(holder) = holders.first() else {
+                // The holder may have ended between the two reads.
+                if self.guest_status(g)?.lock.is_none() {
+                    return Ok(());
+                }
                 return Err(PveError::Locked {
                     guest: label,
                     lock,
                     detail: format!(
-                        " and no running task holds the lock; it may be stale. Check it and unlock it yourself (`{} unlock {}`); homelab-autopilot never removes a lock",
+                        " and no active task on node {} could hold the lock; it may be stale. Check it and unlock it yourself (`{} unlock {}`); homelab-autopilot never removes a lock",
+                        g.node,
                         if g.kind == GuestKind::Qemu { "qm" } else { "pct" },
                         g.vmid
                     ),
                 });
-            }
+            };
             if started.elapsed() >= lock_wait {
                 return Err(PveError::Locked {
                     guest: label,
                     lock,
                     detail: format!(
-                        " by running task {}; still locked after waiting {}s",
-                        running[0],
-                        lock_wait.as_secs()
+                        ", still after waiting {}s (proxmox.lock_wait_seconds) for the active task {} ({}) on node {}; it was left running",
+                        lock_wait.as_secs(),
+                        holder.upid,
+                        holder.worker,
+                        g.node
                     ),
                 });
             }
-            tracing::info!(
-                "{label} is locked ({lock}) by running task {}; waiting",
-                running[0]
-            );
-            std::thread::sleep(Duration::from_millis(500).min(lock_wait));
+            if said.as_deref() != Some(holder.upid.as_str()) {
+                tracing::info!(
+                    "{label} is locked ({lock}); waiting for the active task {} ({})",
+                    holder.upid,
+                    holder.worker
+                );
+                said = Some(holder.upid.clone());
+            }
+            let left = lock_wait.saturating_sub(started.elapsed());
+            std::thread::sleep(Duration::from_millis(500).min(left));
+        }
+    }
+
+    /// Run `op` (which starts a task on the guest) once the guest is
+    /// unlocked; when a lock appears between that check and the task (the
+    /// task ends "VM is locked"), wait again and retry, within `lock_wait`.
+    fn when_unlocked<T>(&self, g: &GuestRef, op: impl Fn() -> PveResult<T>) -> PveResult<T> {
+        let started = Instant::now();
+        loop {
+            self.wait_unlocked(g)?;
+            match op() {
+                Err(e @ PveError::Locked { .. })
+                    if started.elapsed() < crate::proc::bounded(self.lock_wait) =>
+                {
+                    tracing::info!("{e}; the lock appeared after the check, waiting again");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                r => return r,
+            }
         }
     }
 
@@ -167,19 +249,21 @@ impl Pve {
                 "containers have no RAM state: vmstate is for VMs only".into(),
             ));
         }
-        self.wait_unlocked(g)?;
         let mut p = ParamsBuilder::new()
             .str("snapname", name)
             .opt_str("description", description);
         if g.kind == GuestKind::Qemu && vmstate {
             p = p.bool("vmstate", true);
         }
-        self.task(
-            Method::Post,
-            &format!("{}/snapshot", g.path()),
-            p.build(),
-            self.task_timeout,
-        )
+        let p = p.build();
+        self.when_unlocked(g, || {
+            self.task(
+                Method::Post,
+                &format!("{}/snapshot", g.path()),
+                p.clone(),
+                self.task_timeout,
+            )
+        })
     }
 
     /// Snapshots, without the `current` pseudo-entry.
@@ -199,30 +283,32 @@ impl Pve {
         start: bool,
     ) -> PveResult<TaskResult> {
         check_snapname(g.kind, name)?;
-        self.wait_unlocked(g)?;
         let p = ParamsBuilder::new()
             .opt_bool("start", start.then_some(true))
             .build();
-        self.task(
-            Method::Post,
-            &format!("{}/snapshot/{}/rollback", g.path(), enc(name)),
-            p,
-            self.task_timeout,
-        )
+        self.when_unlocked(g, || {
+            self.task(
+                Method::Post,
+                &format!("{}/snapshot/{}/rollback", g.path(), enc(name)),
+                p.clone(),
+                self.task_timeout,
+            )
+        })
     }
 
     pub fn snapshot_delete(&self, g: &GuestRef, name: &str, force: bool) -> PveResult<TaskResult> {
         check_snapname(g.kind, name)?;
-        self.wait_unlocked(g)?;
         let p = ParamsBuilder::new()
             .opt_bool("force", force.then_some(true))
             .build();
-        self.task(
-            Method::Delete,
-            &format!("{}/snapshot/{}", g.path(), enc(name)),
-            p,
-            self.task_timeout,
-        )
+        self.when_unlocked(g, || {
+            self.task(
+                Method::Delete,
+                &format!("{}/snapshot/{}", g.path(), enc(name)),
+                p.clone(),
+                self.task_timeout,
+            )
+        })
     }
 
     // ---- vzdump and backups ----
@@ -244,7 +330,7 @@ impl Pve {
         }
         if (o.notes_template.is_some() || o.protected.is_some()) && o.storage.is_none() {
             return Err(PveError::Invalid(
-                "vzdump: notes_template and protected need a storage".into(),
+                "vzdump: notes_template and protect need a storage".into(),
             ));
         }
         if let Some(m) = &o.mode {
@@ -261,7 +347,6 @@ impl Pve {
                 )));
             }
         }
-        self.wait_unlocked(g)?;
         let p = ParamsBuilder::new()
             .str("vmid", g.vmid.to_string())
             .opt_str("storage", o.storage.clone())
@@ -275,9 +360,14 @@ impl Pve {
             .opt_int("bwlimit", o.bwlimit)
             .opt_int("zstd", o.zstd)
             .build();
+        self.when_unlocked(g, || self.vzdump_once(g, o, &p))
+    }
+
+    /// One vzdump task, waited for, and the backup it wrote.
+    fn vzdump_once(&self, g: &GuestRef, o: &VzdumpOptions, p: &Params) -> PveResult<VzdumpResult> {
         let path = format!("/nodes/{}/vzdump", enc(&g.node));
         let started = chrono::Utc::now().timestamp() as u64;
-        let v = self.t.call(Method::Post, &path, &p)?;
+        let v = self.t.call(Method::Post, &path, p)?;
         let upid = v.as_str().unwrap_or_default().to_string();
         if tasks::parse_upid(&upid).is_none() {
             // "OK" means: none of the guests lives on this node; nothing ran.
@@ -291,7 +381,7 @@ impl Pve {
         let timeout = o
             .timeout_seconds
             .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(6 * 3600));
+            .unwrap_or(self.backup_timeout);
         let task = tasks::wait(self.t.as_ref(), &upid, timeout)
             .map_err(|e| lock_from_task(e, &g.path()))?;
         let log = tasks::log_lines(self.t.as_ref(), &upid).unwrap_or_default();
@@ -332,7 +422,7 @@ impl Pve {
                 });
             };
             out.volid = Some(b.volid.clone());
-            out.size = b.size;
+            out.size = b.size.or_else(|| size_from_log(&log));
             out.ctime = b.ctime;
             out.verification = b.verification.clone();
             out.format = Some(b.format.clone());
@@ -346,9 +436,58 @@ impl Pve {
                     message: "the task log does not name the archive it wrote".into(),
                 });
             };
+            // The file is on the node; its size is in the task log.
+            out.size = size_from_log(&log);
             out.path = Some(path);
         }
         Ok(out)
+    }
+
+    /// Every storage of the cluster (`GET /storage`, optionally of one
+    /// type), with its configuration (`prune-backups`, PBS `server` and
+    /// `datastore`, ...).
+    pub fn storages(&self, kind: Option<&str>) -> PveResult<Vec<Value>> {
+        let p = ParamsBuilder::new().opt_str("type", kind).build();
+        let v = self.get("/storage", p)?;
+        Ok(v.as_array().cloned().unwrap_or_default())
+    }
+
+    /// The storage's own retention (`prune-backups`) when it limits the
+    /// number of backups, and whether the storage is a PBS one.
+    pub fn storage_prune_limit(&self, storage: &str) -> PveResult<(Option<String>, bool)> {
+        let all = self.storages(None)?;
+        let Some(s) = all.iter().find(|s| s["storage"].as_str() == Some(storage)) else {
+            return Ok((None, false));
+        };
+        let is_pbs = s["type"].as_str() == Some("pbs");
+        let policy = s["prune-backups"]
+            .as_str()
+            .filter(|p| limits_count(p))
+            .map(str::to_string);
+        Ok((policy, is_pbs))
+    }
+
+    /// The PVE storage of type `pbs` that points at `server` and
+    /// `datastore` (and `namespace`, when given): the ids of every match.
+    pub fn find_pbs_storage(
+        &self,
+        server: &str,
+        datastore: &str,
+        namespace: Option<&str>,
+    ) -> PveResult<Vec<String>> {
+        let all = self.storages(Some("pbs"))?;
+        Ok(all
+            .iter()
+            .filter(|s| s["type"].as_str().is_none_or(|t| t == "pbs"))
+            .filter(|s| {
+                s["server"]
+                    .as_str()
+                    .is_some_and(|x| x.eq_ignore_ascii_case(server))
+                    && s["datastore"].as_str() == Some(datastore)
+                    && namespace.is_none_or(|ns| s["namespace"].as_str().unwrap_or_default() == ns)
+            })
+            .filter_map(|s| s["storage"].as_str().map(str::to_string))
+            .collect())
     }
 
     /// Backups on a storage (optionally of one VMID), oldest first.
@@ -416,7 +555,7 @@ impl Pve {
         let timeout = o
             .timeout_seconds
             .map(Duration::from_secs)
-            .unwrap_or(Duration::from_secs(6 * 3600));
+            .unwrap_or(self.backup_timeout);
         self.task(Method::Post, &path, p, timeout)
     }
 
@@ -615,6 +754,43 @@ fn lock_from_task(e: PveError, path: &str) -> PveError {
         }
         _ => e,
     }
+}
+
+/// Whether a `prune-backups` property string limits the number of backups
+/// (any `keep-*` above 0, and not `keep-all=1`).
+pub fn limits_count(policy: &str) -> bool {
+    let mut limited = false;
+    for kv in policy.split(',') {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        let n: u64 = v.trim().parse().unwrap_or(0);
+        match k.trim() {
+            "keep-all" if n == 1 => return false,
+            k if k.starts_with("keep-") && n > 0 => limited = true,
+            _ => {}
+        }
+    }
+    limited
+}
+
+/// The archive size vzdump logs ("INFO: archive file size: 1.23GB", or
+/// "... 1.23 GiB" in newer versions), in bytes.
+pub fn size_from_log(lines: &[String]) -> Option<u64> {
+    let re = regex::Regex::new(r"archive file size: ([0-9.]+)\s*([KMGTP]?)(i?)B").ok()?;
+    lines.iter().rev().find_map(|l| {
+        let c = re.captures(l)?;
+        let n: f64 = c[1].parse().ok()?;
+        let exp = match &c[2] {
+            "" => 0,
+            "K" => 1,
+            "M" => 2,
+            "G" => 3,
+            "T" => 4,
+            _ => 5,
+        };
+        // PVE's render_bytes and format_size both count in 1024s.
+        let bytes = n * 1024f64.powi(exp);
+        (bytes > 0.0).then_some(bytes as u64)
+    })
 }
 
 /// The archive a vzdump task wrote, from its log: a file path (dir storage

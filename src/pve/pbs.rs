@@ -26,6 +26,8 @@ pub struct PbsSnapshot {
     pub backup_id: String,
     pub backup_time: i64,
     pub size: Option<u64>,
+    /// Shown to scripts as `is_protected` (`protected` is reserved in Rhai).
+    #[serde(rename = "is_protected")]
     pub protected: bool,
     pub comment: Option<String>,
     /// `ok`, `failed`, or `none` (never verified).

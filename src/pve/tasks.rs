@@ -66,7 +66,11 @@ pub fn classify_exit(exitstatus: &str) -> ExitClass {
 
 /// Wait for `upid` to stop (polling with a gentle backoff up to 2 s), at
 /// most `timeout`, cut to the calling thread's deadline
-/// ([`crate::proc::until`]). A task still running then is left running.
+/// ([`crate::proc::until`]). A task still running then is left running
+/// ([`PveError::TaskTimeout`] names it). A poll that fails transiently
+/// ([`PveError::is_transient_poll`]: a dropped connection, 595/596, a 500
+/// "got timeout" under lock contention) does not end the wait: polling goes
+/// on with a longer backoff (up to 10 s) and the task's own outcome decides.
 pub fn wait(t: &dyn Transport, upid: &str, timeout: Duration) -> PveResult<TaskResult> {
     let timeout = crate::proc::bounded(timeout);
     let parsed = parse_upid(upid).ok_or_else(|| PveError::Decode {
@@ -76,8 +80,32 @@ pub fn wait(t: &dyn Transport, upid: &str, timeout: Duration) -> PveResult<TaskR
     let base = format!("/nodes/{}/tasks/{}", enc(&parsed.node), enc(upid));
     let started = Instant::now();
     let mut delay = Duration::from_millis(200);
+    let timed_out = || PveError::TaskTimeout {
+        upid: upid.to_string(),
+        worker: parsed.worker_type.clone(),
+        node: parsed.node.clone(),
+        after: timeout,
+    };
+    let mut failed_polls = 0u32;
     loop {
-        let st = t.call(Method::Get, &format!("{base}/status"), &Vec::new())?;
+        let st = match t.call(Method::Get, &format!("{base}/status"), &Vec::new()) {
+            Ok(st) => {
+                failed_polls = 0;
+                st
+            }
+            Err(e) if e.is_transient_poll() => {
+                failed_polls += 1;
+                tracing::warn!("polling task {upid}: {e}; still waiting for it");
+                if started.elapsed() >= timeout {
+                    return Err(timed_out());
+                }
+                let backoff = (Duration::from_millis(500) * 2u32.pow(failed_polls.min(5)))
+                    .min(Duration::from_secs(10));
+                std::thread::sleep(backoff.min(timeout.saturating_sub(started.elapsed())));
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if st["status"].as_str() == Some("stopped") {
             let exit = st["exitstatus"].as_str().unwrap_or("unknown").to_string();
             let duration_ms = started.elapsed().as_millis() as u64;
@@ -106,10 +134,7 @@ pub fn wait(t: &dyn Transport, upid: &str, timeout: Duration) -> PveResult<TaskR
             };
         }
         if started.elapsed() >= timeout {
-            return Err(PveError::Timeout {
-                what: format!("task {upid} ({})", parsed.worker_type),
-                after: timeout,
-            });
+            return Err(timed_out());
         }
         std::thread::sleep(delay.min(timeout.saturating_sub(started.elapsed())));
         delay = (delay * 2).min(Duration::from_secs(2));
@@ -203,7 +228,8 @@ mod tests {
         let started = Instant::now();
         let e = crate::proc::until(Some(at), || wait(&Running, upid, Duration::from_secs(3600)))
             .unwrap_err();
-        assert!(matches!(e, PveError::Timeout { .. }), "{e}");
+        assert!(matches!(e, PveError::TaskTimeout { .. }), "{e}");
+        assert!(e.to_string().contains(upid), "{e}");
         assert!(Instant::now() >= at);
         assert!(started.elapsed() < Duration::from_secs(5));
     }

@@ -127,7 +127,13 @@ pub struct BackupVolume {
     pub vmid: Option<u64>,
     #[serde(default)]
     pub notes: Option<String>,
-    #[serde(default, deserialize_with = "lenient_bool")]
+    /// PVE's `protected`; shown to scripts as `is_protected` (`protected`
+    /// is a reserved word in Rhai).
+    #[serde(
+        default,
+        deserialize_with = "lenient_bool",
+        rename(serialize = "is_protected")
+    )]
     pub protected: bool,
     #[serde(default)]
     pub verification: Option<Verification>,
@@ -233,6 +239,9 @@ pub struct VzdumpOptions {
     /// 0 | 1 | gzip | lzo | zstd.
     pub compress: Option<String>,
     pub notes_template: Option<String>,
+    /// vzdump `protected`; scripts write `protect` (`protected` is a
+    /// reserved word in Rhai).
+    #[serde(alias = "protect")]
     pub protected: Option<bool>,
     /// Property string `keep-last=3,keep-daily=7`.
     pub prune_backups: Option<String>,

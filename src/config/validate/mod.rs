@@ -272,6 +272,15 @@ fn validate_proxmox(v: &Validator, at: &At, p: &ProxmoxConfig) {
     if p.token_id.is_none() && token.iter().any(|b| *b) {
         v.err(at, "token_secret is set but token_id is not");
     }
+    for (key, value) in [
+        ("lock_wait_seconds", p.lock_wait_seconds),
+        ("task_timeout_seconds", p.task_timeout_seconds),
+        ("backup_timeout_seconds", p.backup_timeout_seconds),
+    ] {
+        if let Some(n) = value {
+            v.range(&at.key(key), n, 1, 7 * 24 * 3600);
+        }
+    }
     for (i, fp) in p.fingerprint.iter().enumerate() {
         let fat = if v.has(&at.key("fingerprint").item(v.diag, i)) {
             at.key("fingerprint").item(v.diag, i)
@@ -435,18 +444,13 @@ fn validate_pbs(v: &Validator, at: &At, p: &ProxmoxBackupServerConfig) {
     if let Some(ns) = &p.namespace {
         v.ident(&at.key("namespace"), ns, is_pbs_namespace, "PBS namespace");
     }
-    let jobs = at.key("sync_jobs");
-    for (i, j) in p.sync_jobs.iter().enumerate() {
-        let jat = jobs.item(v.diag, i);
-        v.required_str(&jat, "target_server", &j.target_server);
-        v.required_str(&jat, "target_datastore", &j.target_datastore);
-        if !j.target_datastore.is_empty() {
-            v.ident(
-                &jat.key("target_datastore"),
-                &j.target_datastore,
-                is_datastore,
-                "PBS datastore name",
-            );
-        }
+    // PBS sync jobs are pull jobs that live on the receiving PBS (with a
+    // remote pointing back here); this tool does not create them, so the
+    // key is refused rather than accepted and ignored.
+    if !p.sync_jobs.is_empty() {
+        v.err(
+            &at.key("sync_jobs"),
+            "is not supported: a PBS sync job is configured on the receiving server (its Datastore > Sync Jobs, or `proxmox-backup-manager sync-job create` there, with a remote pointing at this datastore); remove this key",
+        );
     }
 }

@@ -46,6 +46,20 @@ enum Effect {
     RemoveGuest(u32),
     WriteFile(PathBuf),
     SetStatus(u32, &'static str),
+    /// vzdump `remove=1`: keep the newest N backups of a VMID on a storage.
+    PruneTo(String, u32, usize),
+}
+
+/// A failure of one task-status poll, as PVE gives them under load.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 500 "can't lock file ... - got timeout" (a node-side file lock).
+    GotTimeout,
+    /// 595 / 596 from pveproxy when the node's daemon does not answer.
+    E595,
+    E596,
+    /// The connection closes without an answer.
+    Drop,
 }
 
 #[derive(Debug)]
@@ -56,7 +70,8 @@ struct Task {
     exit: String,
     log: Vec<String>,
     done: bool,
-    vmid: Option<u32>,
+    /// Started by [`State::hold_lock`] (another client's task).
+    hold: bool,
     effects: Vec<Effect>,
 }
 
@@ -92,6 +107,25 @@ pub struct State {
     pub renewals: usize,
     /// PBS snapshots (PBS flavour).
     pub pbs_snapshots: Vec<Value>,
+    /// Storage configuration beyond id and type (`prune-backups`, a PBS
+    /// storage's `server`, `datastore`, ...), as `GET /storage` lists it.
+    pub storage_conf: BTreeMap<String, Value>,
+    /// Answers to the next task-status polls, one each, in order.
+    pub poll_faults: Vec<Fault>,
+    /// The next vzdump or snapshot of this VMID finds that another client's
+    /// task took this lock just before (after our lock check).
+    pub lock_race: BTreeMap<u32, &'static str>,
+    /// Dump directories are on the node, not on the test machine: vzdump
+    /// writes nothing here (the size is only in the task log).
+    pub remote_dumpdir: bool,
+    /// Errors as older PVE versions send them: the message only in the
+    /// reason phrase, the body `{"data":null}`.
+    pub old_errors: bool,
+    /// TLS connections accepted (handshakes attempted).
+    pub connections: usize,
+    /// Tasks of [`State::hold_lock`] end after this many task-list
+    /// requests (instead of after their time).
+    pub hold_lists: Option<usize>,
     counter: u32,
 }
 
@@ -105,6 +139,28 @@ impl State {
     /// Forget every ticket, as after their 2 h lifetime.
     pub fn expire_tickets(&mut self) {
         self.tickets.clear();
+    }
+
+    /// Another client's task (`wtype`, task id `id`: the VMID, or empty for
+    /// a job over several guests) locks guest `vmid` with `lock` for `ms`.
+    pub fn hold_lock(&mut self, vmid: u32, lock: &str, wtype: &str, id: &str, ms: u64) -> String {
+        let node = self.guests[&vmid].node.clone();
+        self.guests.get_mut(&vmid).unwrap().lock = Some(lock.into());
+        let upid = new_task(
+            self,
+            &node,
+            wtype,
+            id,
+            Some(vmid),
+            "OK",
+            vec![],
+            vec![Effect::Unlock(vmid)],
+            false,
+        );
+        let t = self.tasks.get_mut(&upid).unwrap();
+        t.dur = Duration::from_millis(ms);
+        t.hold = true;
+        upid
     }
 }
 
@@ -208,11 +264,16 @@ impl Fake {
         st.storages.insert("local".into(), (false, vec![]));
         st.storages.insert("local-lvm".into(), (false, vec![]));
         st.storages.insert("pbs".into(), (true, vec![]));
+        st.storage_conf.insert(
+            "pbs".into(),
+            json!({"server": "127.0.0.1", "datastore": "proxmox-backups", "username": "root@pam!autopilot"}),
+        );
         let state = Arc::new(Mutex::new(st));
         let (s2, sc) = (state.clone(), schema.clone());
         std::thread::spawn(move || {
             for conn in listener.incoming() {
                 let Ok(tcp) = conn else { continue };
+                s2.lock().unwrap().connections += 1;
                 let (state, schema, config) = (s2.clone(), sc.clone(), config.clone());
                 std::thread::spawn(move || {
                     let Ok(conn) = rustls::ServerConnection::new(config) else {
@@ -272,6 +333,10 @@ fn serve(
         &String::from_utf8_lossy(&body),
         headers,
     );
+    if status == 0 {
+        // Fault::Drop: close without an answer.
+        return Ok(());
+    }
     let resp = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json;charset=UTF-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
@@ -427,13 +492,29 @@ fn handle(
         return err(pbs, 596, "Connection timed out");
     }
     tick(&mut st);
-    let answer = if pbs {
+    if method == "GET"
+        && path.contains("/tasks/")
+        && path.ends_with("/status")
+        && !st.poll_faults.is_empty()
+    {
+        let msg = "can't lock file '/var/lock/qemu-server/lock-100.conf' - got timeout";
+        return match st.poll_faults.remove(0) {
+            Fault::GotTimeout => err(pbs, 500, msg),
+            Fault::E595 => err(pbs, 595, "Connection refused"),
+            Fault::E596 => err(pbs, 596, "Connection timed out"),
+            Fault::Drop => (0, String::new(), String::new()),
+        };
+    }
+    let mut answer = if pbs {
         pbs_route(&mut st, method, &path, &p, &vars)
     } else {
         route(&mut st, method, &path, &p, &params, &vars, is_root)
     };
     if let Some(bad) = off_schema(schema, method, &path, &answer) {
         st.violations.push(bad);
+    }
+    if st.old_errors && answer.0 >= 400 {
+        answer.2 = json!({ "data": null }).to_string();
     }
     answer
 }
@@ -529,6 +610,23 @@ fn tick(st: &mut State) {
                         g.status = s.into();
                     }
                 }
+                Effect::PruneTo(s, vmid, keep) => {
+                    let vols = &mut st.storages.get_mut(&s).unwrap().1;
+                    let ctime = |v: &Value| {
+                        v["ctime"]
+                            .to_string()
+                            .trim_matches('"')
+                            .parse::<i64>()
+                            .unwrap_or(0)
+                    };
+                    let of =
+                        |v: &Value| v["vmid"].to_string().trim_matches('"') == vmid.to_string();
+                    let mut mine: Vec<Value> = vols.iter().filter(|v| of(v)).cloned().collect();
+                    mine.sort_by_key(|v| std::cmp::Reverse(ctime(v)));
+                    let gone: Vec<Value> =
+                        mine.iter().skip(keep).map(|v| v["volid"].clone()).collect();
+                    vols.retain(|v| !gone.contains(&v["volid"]));
+                }
             }
         }
     }
@@ -562,6 +660,8 @@ fn new_task(
             77
         )
     };
+    // The task list filters on the UPID's id field, as PVE does.
+    let _ = vmid;
     let mut log = log;
     log.push(if exit == "OK" {
         "TASK OK".into()
@@ -580,7 +680,7 @@ fn new_task(
             exit: exit.into(),
             log,
             done: false,
-            vmid,
+            hold: false,
             effects,
         },
     );
@@ -676,12 +776,52 @@ fn route(
             "current-kernel": {"sysname": "Linux", "release": "6.14", "version": "#1", "machine": "x86_64"},
             "boot-info": {"mode": "efi"}})),
         ("GET", ["nodes", _, "tasks"]) => {
-            let want = p.get("vmid").and_then(|v| v.parse::<u32>().ok());
+            // PVE's list: `id` is the task's id field (empty for a job over
+            // several guests), a running task's status is "RUNNING".
+            let want = p.get("vmid").cloned();
+            let active = p.get("source").map(String::as_str) == Some("active");
+            if let Some(n) = st.hold_lists.as_mut() {
+                if *n == 0 {
+                    for t in st.tasks.values_mut().filter(|t| t.hold) {
+                        t.dur = Duration::ZERO;
+                    }
+                    tick(st);
+                } else {
+                    *n -= 1;
+                }
+            }
             let list: Vec<Value> = st
                 .tasks
                 .iter()
-                .filter(|(_, t)| !t.done && t.node == node && (want.is_none() || t.vmid == want))
-                .map(|(u, _)| json!({"upid": u, "node": node, "status": "running"}))
+                .filter(|(_, t)| t.node == node && (!active || !t.done))
+                .filter_map(|(u, t)| {
+                    let f: Vec<&str> = u.split(':').collect();
+                    let (wtype, id, user) = (f[5], f[6], f[7]);
+                    if want.as_ref().is_some_and(|w| w != id) {
+                        return None;
+                    }
+                    let mut row = json!({"upid": u, "node": node, "pid": 4000, "pstart": 77, "starttime": 1_700_000_000, "type": wtype, "id": id, "user": user});
+                    row["status"] = json!(if t.done { t.exit.clone() } else { "RUNNING".into() });
+                    Some(row)
+                })
+                .collect();
+            ok(json!(list))
+        }
+        ("GET", ["storage"]) => {
+            let want = p.get("type").cloned();
+            let list: Vec<Value> = st
+                .storages
+                .iter()
+                .map(|(id, (is_pbs, _))| {
+                    let mut row = json!({"storage": id, "type": if *is_pbs { "pbs" } else { "dir" }, "content": "backup", "digest": "d1"});
+                    if let Some(Value::Object(extra)) = st.storage_conf.get(id) {
+                        for (k, v) in extra {
+                            row[k] = v.clone();
+                        }
+                    }
+                    row
+                })
+                .filter(|row| want.as_ref().is_none_or(|t| row["type"] == t.as_str()))
                 .collect();
             ok(json!(list))
         }
@@ -784,6 +924,9 @@ fn route(
                     false,
                 );
                 return ok(json!(upid));
+            }
+            if let Some(lock) = st.lock_race.remove(&v) {
+                st.hold_lock(v, lock, "vzdump", &v.to_string(), 700);
             }
             let vmstate =
                 p.get("vmstate").map(|s| s == "1").unwrap_or(false) && g.status == "running";
@@ -949,6 +1092,15 @@ fn vzdump(
         );
     }
     let v: u32 = p.get("vmid").and_then(|s| s.parse().ok()).unwrap_or(0);
+    if let Some(lock) = st.lock_race.remove(&v) {
+        // Another client's snapshot took the guest after our lock check.
+        let w = if st.guests.get(&v).is_some_and(|g| g.kind == "qemu") {
+            "qmsnapshot"
+        } else {
+            "vzsnapshot"
+        };
+        st.hold_lock(v, lock, w, &v.to_string(), 700);
+    }
     let Some(g) = st.guests.get(&v).cloned() else {
         return ok(json!("OK"));
     };
@@ -968,16 +1120,39 @@ fn vzdump(
         "vzdump-{kind}-{v}-{}.{ext}.zst",
         now.format("%Y_%m_%d-%H_%M_%S")
     );
+    // The storage's own retention, or the one given, limits the count
+    // unless vzdump may prune (remove, default 1).
+    let remove = p.get("remove").map(String::as_str) != Some("0");
+    let mut limit: Option<(String, usize, usize)> = None;
     if let Some(dir) = p.get("dumpdir") {
         let path = format!("{dir}/{file}");
         log.push(format!("INFO: creating vzdump archive '{path}'"));
-        effects.push(Effect::WriteFile(path.into()));
+        if !st.remote_dumpdir {
+            effects.push(Effect::WriteFile(path.into()));
+        }
     } else {
         let s = p.get("storage").cloned().unwrap_or_else(|| "local".into());
-        let Some((is_pbs, _)) = st.storages.get(&s) else {
+        let Some((is_pbs, vols)) = st.storages.get(&s) else {
             return err(false, 500, &format!("storage '{s}' does not exist"));
         };
-        let vol = if *is_pbs {
+        let policy = p.get("prune-backups").cloned().or_else(|| {
+            st.storage_conf
+                .get(&s)
+                .and_then(|c| c["prune-backups"].as_str().map(str::to_string))
+        });
+        if let Some(policy) = policy.filter(|p| !p.contains("keep-all=1")) {
+            let n: usize = policy
+                .split(',')
+                .filter_map(|kv| kv.split_once('=')?.1.parse::<usize>().ok())
+                .sum();
+            let have = vols
+                .iter()
+                .filter(|x| x["vmid"].to_string().trim_matches('"') == v.to_string())
+                .count();
+            limit = Some((s.clone(), n, have));
+        }
+        let is_pbs = *is_pbs;
+        let vol = if is_pbs {
             let snap = format!("{label}/{v}/{}", now.format("%Y-%m-%dT%H:%M:%SZ"));
             log.push(format!(
                 "INFO: creating Proxmox Backup Server archive '{snap}'"
@@ -991,7 +1166,14 @@ fn vzdump(
         };
         effects.push(Effect::AddVolume(s, vol));
     }
-    let exit = if st.fail_vzdump.contains(&v) {
+    let over = limit
+        .as_ref()
+        .filter(|(_, n, have)| !remove && *n > 0 && have >= n);
+    let exit = if let Some((_, n, _)) = over {
+        log.push(format!("ERROR: Backup of VM {v} failed - There is a max backup limit of {n} enforced by the target storage or the vzdump parameters. Either increase the limit or delete old backup(s)."));
+        log.push("INFO: Backup job finished with errors".into());
+        "job errors".to_string()
+    } else if st.fail_vzdump.contains(&v) {
         log.push(format!(
             "ERROR: Backup of VM {v} failed - unable to read disk: I/O error"
         ));
@@ -1007,9 +1189,13 @@ fn vzdump(
         log.push("WARN: EFI certificates are old".into());
         "WARNINGS: 1".to_string()
     } else {
+        log.push("INFO: archive file size: 1.50GB".into());
         log.push("INFO: Backup job finished successfully".into());
         "OK".to_string()
     };
+    if let (Some((s, n, _)), true) = (&limit, remove) {
+        effects.push(Effect::PruneTo(s.clone(), v, *n));
+    }
     if exit == "OK" || exit.starts_with("WARNINGS") {
         st.guests.get_mut(&v).unwrap().lock = Some("backup".into());
         effects.push(Effect::Unlock(v));

@@ -385,7 +385,7 @@ const TLS_CASES: &[TlsCase] = &[
             let other = rcgen::generate_simple_self_signed(vec!["other".into()]).unwrap();
             TlsMode::CaFile(ca_file(dir, &other.cert.pem()))
         },
-        err: Some("unreachable"),
+        err: Some("tls"),
     },
     TlsCase {
         name: "a CA file that signed the certificate is trusted",
@@ -426,6 +426,9 @@ fn tls_modes_connect_or_fail_before_any_request() {
             (Some(kind), Err(e)) => {
                 assert_eq!(e.kind(), kind, "{}: {e}", c.name);
                 assert!(f.requests().is_empty(), "{}: a request got through", c.name);
+                // Final: the GET is not retried after a refused certificate.
+                assert_eq!(f.with(|s| s.connections), 1, "{}: retried", c.name);
+                assert_eq!(e.exit_code(), 69, "{}", c.name);
                 if let PveError::PinMismatch { seen, .. } = &e {
                     assert_eq!(seen, &f.fingerprint, "{}", c.name);
                     assert!(e.to_string().contains(&f.fingerprint), "{}: {e}", c.name);
@@ -575,6 +578,30 @@ fn a_lock_held_by_a_running_task_is_waited_for() {
             .unwrap();
         h.join().unwrap().unwrap();
     });
+}
+
+#[test]
+fn the_fake_storage_limit_refuses_a_backup_vzdump_may_not_prune() {
+    // What a storage with prune-backups does to `remove=0` (the workflow
+    // never sends that alone; see runs.rs).
+    let f = pve_fake();
+    f.with(|s| {
+        s.storage_conf.insert(
+            "local".into(),
+            serde_json::json!({"prune-backups": "keep-last=1"}),
+        )
+    });
+    let pve = client(&f, token());
+    let o = VzdumpOptions {
+        storage: Some("local".into()),
+        remove: Some(false),
+        ..Default::default()
+    };
+    pve.vzdump(&vm(), &o).unwrap();
+    std::thread::sleep(Duration::from_millis(1100));
+    let e = pve.vzdump(&vm(), &o).unwrap_err();
+    assert_eq!(e.kind(), "task_failed", "{e}");
+    assert!(e.to_string().contains("max backup limit of 1"), "{e}");
 }
 
 #[test]

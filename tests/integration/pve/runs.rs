@@ -62,12 +62,7 @@ const CASES: &[Case] = &[
         backup: PBS,
         args: &["--json", "run", "backup"],
         check: |t, f, r| {
-            let doc = r.json();
-            let web = doc["services"]
-                .as_array()
-                .and_then(|a| a.iter().find(|s| s["service"] == "web"))
-                .unwrap_or_else(|| panic!("{doc}"))
-                .clone();
+            let web = service_result(r, "web");
             assert_eq!(web["result"]["kind"], "pbs", "{web}");
             assert_eq!(web["result"]["verification"], "ok", "{web}");
             let vols = f.with(|s| s.storages["pbs"].1.clone());
@@ -253,7 +248,294 @@ const CASES: &[Case] = &[
         check: |_, f, _| assert!(snapshot_names(f, 200).is_empty()),
         ..BASE
     },
+    Case {
+        name: "a guest locked by a running multi-guest vzdump job is waited for, then backed up",
+        backup: DIRECT_STORAGE,
+        fake: |s| {
+            // A job over several guests: its task id is empty.
+            s.hold_lock(100, "backup", "vzdump", "", 600_000);
+            // It ends once our run has seen it twice in the task list.
+            s.hold_lists = Some(2);
+        },
+        stderr: &["VM 100 is locked (backup); waiting for the active task UPID:pve1:"],
+        check: |_, f, r| {
+            assert!(!r.stderr.contains("unlock"), "{}", r.stderr);
+            assert_eq!(vzdumps(f, 100), 1);
+            assert_eq!(f.with(|s| s.storages["local"].1.len()), 2);
+        },
+        ..BASE
+    },
+    Case {
+        name: "a lock no active task could hold is called stale, with the command to check it",
+        backup: DIRECT_STORAGE,
+        fake: |s| s.guests.get_mut(&100).unwrap().lock = Some("backup".into()),
+        code: 1,
+        output: &["VM 100 is locked (backup)", "no active task on node pve1", "qm unlock 100"],
+        check: |_, f, _| {
+            assert_eq!(f.with(|s| s.guests[&100].lock.clone()).as_deref(), Some("backup"));
+            assert_eq!(vzdumps(f, 100), 0);
+            assert_eq!(f.with(|s| s.storages["local"].1.len()), 1, "nextcloud still backed up");
+        },
+        ..BASE
+    },
+    Case {
+        name: "no unlock advice while a backup or snapshot task is active on the node",
+        backup: DIRECT_STORAGE,
+        config: |_, _, c| with_proxmox(c, "    lock_wait_seconds: 1\n"),
+        fake: |s| {
+            s.guests.get_mut(&100).unwrap().lock = Some("backup".into());
+            s.hold_lock(200, "snapshot", "vzsnapshot", "200", 60_000);
+        },
+        code: 1,
+        output: &["VM 100 is locked (backup), still after waiting 1s (proxmox.lock_wait_seconds)", "vzsnapshot"],
+        check: |_, f, r| {
+            assert!(!format!("{}{}", r.stdout, r.stderr).contains("unlock"), "{}", r.stderr);
+            assert_eq!(vzdumps(f, 100), 0);
+        },
+        ..BASE
+    },
+    Case {
+        name: "a lock taken between our check and the task is waited for and the backup retried",
+        backup: DIRECT_STORAGE,
+        fake: |s| {
+            s.lock_race.insert(100, "snapshot");
+        },
+        stderr: &["VM 100 is locked (snapshot)", "the lock appeared after the check"],
+        check: |_, f, r| {
+            assert!(!r.stderr.contains("task_failed"), "{}", r.stderr);
+            assert_eq!(vzdumps(f, 100), 2, "one refused by the lock, one after it");
+            assert_eq!(f.with(|s| s.storages["local"].1.len()), 2);
+        },
+        ..BASE
+    },
+    Case {
+        name: "task status polls failing transiently (got timeout, 595/596, dropped) do not end the wait",
+        backup: DIRECT_STORAGE,
+        fake: |s| {
+            use super::fake::Fault::*;
+            s.task_ms = 1500;
+            s.poll_faults = vec![GotTimeout, Drop, E596, GotTimeout, E595, GotTimeout];
+        },
+        stderr: &["got timeout"],
+        check: |_, f, _| {
+            assert!(f.with(|s| s.poll_faults.is_empty()), "every fault was met");
+            assert_eq!(f.with(|s| s.storages["local"].1.len()), 2);
+        },
+        ..BASE
+    },
+    Case {
+        name: "a storage with its own retention prunes by it when the service has none",
+        backup: "    retention_days: 0\n    direct_storage:\n      enabled: true\n      storage: local\n",
+        fake: storage_keeps_one,
+        stderr: &["storage local has its own retention (keep-last=1); vzdump prunes by it"],
+        check: |_, f, _| {
+            assert!(vzdump_params(f, 100).contains(&("remove".into(), "1".into())));
+            let vols = f.with(|s| s.storages["local"].1.clone());
+            assert_eq!(vols.len(), 2, "the old ones were pruned by the storage: {vols:?}");
+            assert!(vols.iter().all(|v| !v["volid"].as_str().unwrap().contains("2020_01_01")));
+        },
+        ..BASE
+    },
+    Case {
+        name: "a storage with its own retention accepts our backups under our retention",
+        backup: "    keep_last: 1\n    retention_days: 0\n    direct_storage:\n      enabled: true\n      storage: local\n",
+        fake: storage_keeps_one,
+        stderr: &["lifts it and the service's retention applies"],
+        check: |_, f, r| {
+            assert!(!r.stderr.contains("max backup limit"), "{}", r.stderr);
+            let p = vzdump_params(f, 100);
+            assert!(p.contains(&("prune-backups".into(), "keep-all=1".into())), "{p:?}");
+            assert!(p.contains(&("remove".into(), "0".into())), "{p:?}");
+            assert_eq!(f.with(|s| s.storages["local"].1.len()), 4, "ours prunes only what it catalogued");
+        },
+        ..BASE
+    },
+    Case {
+        name: "a dump-dir backup over the API takes its size from the task log and creates nothing here",
+        auth: PASSWORD_AUTH,
+        fake: |s| s.remote_dumpdir = true,
+        args: &["--json", "run", "backup"],
+        check: |t, _, r| {
+            let web = service_result(r, "web");
+            assert_eq!(web["result"]["size"], 1_610_612_736u64, "{web}");
+            assert_eq!(web["result"]["integrity"], "size-only", "{web}");
+            assert!(!t.path("backups/web").exists(), "the node's dump path was created here");
+        },
+        ..BASE
+    },
+    Case {
+        name: "retention never calls a dump file on the node deleted when the API cannot delete it",
+        auth: PASSWORD_AUTH,
+        backup: "    keep_last: 1\n    retention_days: 0\n",
+        fake: |s| s.remote_dumpdir = true,
+        before: |t| {
+            t.run(&["run", "backup", "--service", "web"]).code(0);
+            std::thread::sleep(Duration::from_millis(1100));
+        },
+        args: &["run", "backup", "--service", "web"],
+        stderr: &["retention would delete", "in a dump directory on the node"],
+        check: |t, _, _| {
+            let list = t.run(&["--json", "backups", "list", "--service", "web"]).stdout;
+            assert_eq!(list.matches("vzdump-qemu-100-").count(), 2, "both rows stay: {list}");
+        },
+        ..BASE
+    },
+    Case {
+        name: "a certificate from an unknown CA is refused once, without retries",
+        backup: DIRECT_STORAGE,
+        config: |t, f, c| {
+            let other = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+            t.write("other-ca.pem", &other.cert.pem());
+            c.replace(
+                &format!("    fingerprint: \"{}\"\n", f.fingerprint),
+                &format!("    ca_file: {}\n", t.path("other-ca.pem").display()),
+            )
+        },
+        code: 1,
+        output: &["TLS certificate of https://127.0.0.1:", "was refused", "invalid peer certificate"],
+        check: |_, f, r| {
+            assert!(!r.stderr.contains("retrying"), "{}", r.stderr);
+            assert!(f.with(|s| s.connections) <= 2, "one handshake per guest at most: {}", f.with(|s| s.connections));
+            assert!(f.requests().is_empty());
+        },
+        ..BASE
+    },
+    Case {
+        name: "an older PVE's reason phrase is the error message",
+        fake: |s| s.old_errors = true,
+        script: Some((
+            "snap",
+            "fn run(ctx) {\n    try {\n        pve::rollback(config::service(\"web\"), \"nope\");\n    } catch (e) {\n        log::info(`refused: ${e.kind}: ${e.message}`);\n    }\n}\n",
+        )),
+        args: &["run", "snap"],
+        stderr: &["refused: api:", "snapshot 'nope' does not exist"],
+        ..BASE
+    },
+    Case {
+        name: "vzdump's protected is written protect and read as is_protected",
+        script: Some((
+            "keep",
+            "fn run(ctx) {\n    pve::vzdump(config::service(\"web\"), #{ storage: \"local\", protect: true });\n    let b = pve::backups(\"pve1\", \"local\", 100);\n    log::info(`is_protected: ${b[0].is_protected}`);\n}\n",
+        )),
+        args: &["run", "keep"],
+        stderr: &["is_protected: true"],
+        check: |_, f, _| {
+            assert!(vzdump_params(f, 100).contains(&("protected".into(), "1".into())));
+        },
+        ..BASE
+    },
+    Case {
+        name: "a task still running at the timeout is named with its UPID and its lock",
+        backup: DIRECT_STORAGE,
+        config: |_, _, c| with_proxmox(c, "    backup_timeout_seconds: 1\n"),
+        fake: |s| s.task_ms = 4000,
+        code: 1,
+        output: &["task UPID:pve1:", "(vzdump) is still running on node pve1", "holds the guest's lock"],
+        ..BASE
+    },
+    Case {
+        name: "direct_storage.format is vzdump's compress",
+        backup: "    direct_storage:\n      enabled: true\n      storage: local\n      format: gzip\n",
+        check: |_, f, _| {
+            assert!(vzdump_params(f, 100).contains(&("compress".into(), "gzip".into())));
+        },
+        ..BASE
+    },
+    Case {
+        name: "PBS sync jobs are refused by validation, naming file, line and key",
+        backup: "    proxmox_backup_server:\n      enabled: true\n      storage: pbs\n      sync_jobs:\n        - target_server: pbs2.lan\n          target_datastore: offsite\n",
+        args: &["config", "validate"],
+        code: 78,
+        output: &["homelab-autopilot.yaml:13", "global.backup.proxmox_backup_server.sync_jobs", "is not supported"],
+        ..BASE
+    },
+    Case {
+        name: "the PBS block without storage uses the PVE storage with its server and datastore",
+        backup: "    proxmox_backup_server:\n      enabled: true\n      server: 127.0.0.1\n      datastore: proxmox-backups\n",
+        fake: |s| {
+            s.storages.insert("other-pbs".into(), (true, vec![]));
+            s.storage_conf.insert("other-pbs".into(), serde_json::json!({"server": "10.0.0.9", "datastore": "proxmox-backups"}));
+        },
+        check: |_, f, _| {
+            assert_eq!(f.with(|s| s.storages["pbs"].1.len()), 2);
+            assert!(f.with(|s| s.storages["other-pbs"].1.is_empty()));
+        },
+        ..BASE
+    },
+    Case {
+        name: "the PBS block matching no PVE storage fails naming the configuration",
+        backup: "    proxmox_backup_server:\n      enabled: true\n      server: 127.0.0.1\n      datastore: elsewhere\n",
+        code: 1,
+        output: &["homelab-autopilot.yaml: global.backup.proxmox_backup_server: no PVE storage of type pbs has server 127.0.0.1 and datastore elsewhere"],
+        ..BASE
+    },
+    Case {
+        name: "the PBS block matching several PVE storages fails naming them",
+        backup: "    proxmox_backup_server:\n      enabled: true\n      server: 127.0.0.1\n      datastore: proxmox-backups\n",
+        fake: |s| {
+            s.storages.insert("pbs-again".into(), (true, vec![]));
+            s.storage_conf.insert("pbs-again".into(), serde_json::json!({"server": "127.0.0.1", "datastore": "proxmox-backups"}));
+        },
+        code: 1,
+        output: &["several PVE storages of type pbs", "pbs, pbs-again", "set storage"],
+        check: |_, f, _| assert_eq!(vzdumps(f, 100), 0),
+        ..BASE
+    },
 ];
+
+/// One service's row of a `--json` run.
+fn service_result(r: &Run, name: &str) -> serde_json::Value {
+    let doc = r.json();
+    doc["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["service"] == name))
+        .unwrap_or_else(|| panic!("{doc}"))
+        .clone()
+}
+
+/// `c` with `lines` added under `global.proxmox`.
+fn with_proxmox(c: String, lines: &str) -> String {
+    c.replacen("  proxmox:\n", &format!("  proxmox:\n{lines}"), 1)
+}
+
+/// Storage `local` keeps one backup per guest (`prune-backups
+/// keep-last=1`) and holds an old one of each.
+fn storage_keeps_one(s: &mut State) {
+    s.storage_conf.insert(
+        "local".into(),
+        serde_json::json!({"prune-backups": "keep-last=1"}),
+    );
+    for (vmid, kind, ext) in [(100, "qemu", "vma"), (200, "lxc", "tar")] {
+        let file = format!("vzdump-{kind}-{vmid}-2020_01_01-00_00_00.{ext}.zst");
+        s.storages.get_mut("local").unwrap().1.push(serde_json::json!({
+            "volid": format!("local:backup/{file}"), "format": format!("{ext}.zst"), "size": 1000,
+            "ctime": 1_577_836_800, "vmid": vmid, "content": "backup", "subtype": kind,
+        }));
+    }
+}
+
+/// How many vzdump POSTs for `vmid` the fake received.
+fn vzdumps(f: &Fake, vmid: u32) -> usize {
+    f.requests()
+        .iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/vzdump"))
+        .filter(|r| r.params.contains(&("vmid".into(), vmid.to_string())))
+        .count()
+}
+
+/// The parameters of the last vzdump POST for `vmid`.
+fn vzdump_params(f: &Fake, vmid: u32) -> Vec<(String, String)> {
+    f.requests()
+        .iter()
+        .rev()
+        .find(|r| {
+            r.method == "POST"
+                && r.path.ends_with("/vzdump")
+                && r.params.contains(&("vmid".into(), vmid.to_string()))
+        })
+        .map(|r| r.params.clone())
+        .unwrap_or_default()
+}
 
 #[test]
 fn binary_runs_against_the_fake() {
