@@ -4,9 +4,11 @@
 
 pub mod backups;
 pub mod config_cmd;
+pub mod daemon;
 pub mod notify_cmd;
 pub mod restore;
 pub mod run;
+pub mod schedule_cmd;
 pub mod scripts;
 pub mod status;
 
@@ -132,6 +134,8 @@ pub fn dispatch(cli: &Cli) -> Result<Report> {
         Command::Restore(a) => restore::run(env, a),
         Command::Status => status::run(env),
         Command::Notify(c) => notify_cmd::run(env, c),
+        Command::Daemon => daemon::run(env, &cli.global),
+        Command::Schedule(a) => schedule_cmd::run(env, &cli.global, a),
     }
 }
 
