@@ -69,23 +69,10 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
+/// SIGHUP, SIGTERM and SIGINT only set flags the loop reads (the
+/// handler stores to atomics, async-signal-safe).
 fn install_signals() {
-    for sig in [libc::SIGHUP, libc::SIGTERM, libc::SIGINT] {
-        // SAFETY: the handler only stores to atomics (async-signal-safe);
-        // the sigaction struct is fully initialised.
-        unsafe {
-            let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
-            sa.sa_flags = libc::SA_RESTART;
-            libc::sigemptyset(&mut sa.sa_mask);
-            if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {
-                tracing::warn!(
-                    "could not install the handler of signal {sig}: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
-    }
+    crate::signals::handle(&[libc::SIGHUP, libc::SIGTERM, libc::SIGINT], on_signal);
 }
 
 /// One run the daemon started and still waits for.
@@ -242,7 +229,7 @@ impl Daemon {
         let slot = when(self.zone(), d.slot);
         match d.action {
             SlotAction::Started => {
-                if d.passed_over > 0 || Utc::now() - d.slot > super::plan::STALE {
+                if d.caught_up || d.passed_over > 0 {
                     tracing::info!(
                         "{}: catching up the slot of {slot}, missed while the daemon was not \
                          running{}",

@@ -40,6 +40,8 @@ pub struct Decision {
     pub action: SlotAction,
     /// Slots passed over before `slot` (downtime); 0 normally.
     pub passed_over: u32,
+    /// The slot passed before the planner started: the daemon was down.
+    pub caught_up: bool,
     /// The slot planned after this one.
     pub next: Option<DateTime<Utc>>,
 }
@@ -55,6 +57,8 @@ struct Entry {
 pub struct Planner {
     settings: Settings,
     entries: Vec<Entry>,
+    /// When the planner was made (the daemon started or reloaded).
+    since: DateTime<Utc>,
     random: Box<dyn FnMut(u64) -> u64 + Send>,
 }
 
@@ -72,6 +76,7 @@ impl Planner {
         let mut p = Planner {
             settings,
             entries: Vec::new(),
+            since: now,
             random,
         };
         let mut seeds = Vec::new();
@@ -133,7 +138,9 @@ impl Planner {
             };
             e.last = slot;
             self.plan_next(e);
-            out.push(decision(e, slot, action, passed));
+            let mut d = decision(e, slot, action, passed);
+            d.caught_up = slot < self.since;
+            out.push(d);
         }
         self.entries = entries;
         out
@@ -160,6 +167,7 @@ fn decision(e: &Entry, slot: DateTime<Utc>, action: SlotAction, passed_over: u32
         slot,
         action,
         passed_over,
+        caught_up: false,
         next: e.next,
     }
 }
@@ -242,6 +250,7 @@ mod tests {
         assert!(seeds.is_empty());
         let d = p.tick(t("2025-01-04T09:00:00Z"), |_| false);
         assert_eq!(summary(&d), ["backup 04 02:30 started +2"]);
+        assert!(d[0].caught_up);
         assert_eq!(d[0].next, Some(t("2025-01-05T02:30:00Z")));
         assert!(p.tick(t("2025-01-04T09:00:01Z"), |_| false).is_empty());
     }
@@ -302,6 +311,7 @@ mod tests {
         assert!(p.tick(t("2025-01-02T03:00:41Z"), |_| false).is_empty());
         let d = p.tick(t("2025-01-02T03:00:42Z"), |_| false);
         assert_eq!(summary(&d), ["backup 02 03:00 started +0"]);
+        assert!(!d[0].caught_up);
     }
 
     #[test]
