@@ -344,7 +344,7 @@ impl Daemon {
 
     /// SIGHUP: load again; keep the old configuration if the new one fails.
     fn reload(&mut self) {
-        sd_notify::notify("RELOADING=1");
+        sd_notify::reloading();
         tracing::info!("SIGHUP: reloading the configuration and scripts");
         match (self.opts.load)() {
             Ok(new) => {

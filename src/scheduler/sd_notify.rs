@@ -31,6 +31,19 @@ pub fn notify(state: &str) -> bool {
     true
 }
 
+/// `RELOADING=1` with the `MONOTONIC_USEC=` systemd wants beside it (to
+/// tell this reload from an earlier one).
+pub fn reloading() -> bool {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    let usec = ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000;
+    notify(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"))
+}
+
 /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when the
 /// watchdog is meant for this process.
 pub fn watchdog_interval() -> Option<Duration> {

@@ -20,8 +20,13 @@ struct Daemon {
 
 impl Daemon {
     fn start(t: &Test) -> Daemon {
+        Daemon::start_with(t, &[])
+    }
+
+    fn start_with(t: &Test, env: &[(&str, &str)]) -> Daemon {
         let mut child = t
             .command(&["daemon"])
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -182,7 +187,18 @@ fn the_daemon_runs_slots_skips_overlaps_reloads_stops_and_catches_up() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let mut d = Daemon::start(&t);
+    // This time as systemd starts it: READY, STATUS, WATCHDOG, STOPPING on
+    // the notify socket.
+    let sock_path = t.path("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut d = Daemon::start_with(
+        &t,
+        &[
+            ("NOTIFY_SOCKET", sock_path.to_str().unwrap()),
+            ("WATCHDOG_USEC", "1000000"),
+        ],
+    );
     d.wait_for("backup: catching up the slot", 1, Duration::from_secs(20));
     d.wait_for("backup: run of slot", 1, Duration::from_secs(30));
     // Only the missed slot: the ones that ran before are not run again.
@@ -198,6 +214,21 @@ fn the_daemon_runs_slots_skips_overlaps_reloads_stops_and_catches_up() {
     assert!(row >= missed, "caught-up slot recorded: {row} < {missed}");
     d.signal(libc::SIGTERM);
     assert_eq!(d.wait_exit(Duration::from_secs(30)), 0);
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = sock.recv(&mut buf) {
+        got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        if got.last().unwrap() == "STOPPING=1" {
+            break;
+        }
+    }
+    assert!(got[0].starts_with("READY=1\nSTATUS=backup next"), "{got:?}");
+    assert!(got.iter().any(|m| m == "WATCHDOG=1"), "{got:?}");
+    assert_eq!(
+        got.last().map(String::as_str),
+        Some("STOPPING=1"),
+        "{got:?}"
+    );
 
     // `schedule` shows what the daemon recorded.
     let list = t.run(&["--json", "schedule"]);
