@@ -66,9 +66,14 @@ mod tests {
         // The variable is read per call; this test owns its name.
         std::env::set_var("NOTIFY_SOCKET", &path);
         assert!(super::notify("READY=1\nSTATUS=test"));
+        assert!(super::reloading());
         std::env::remove_var("NOTIFY_SOCKET");
         let mut buf = [0u8; 64];
         let n = sock.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1\nSTATUS=test");
+        let n = sock.recv(&mut buf).unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let usec = text.strip_prefix("RELOADING=1\nMONOTONIC_USEC=").unwrap();
+        assert!(usec.parse::<u64>().unwrap() > 0, "{text}");
     }
 }
