@@ -96,6 +96,43 @@ pub enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+    /// Run the configured schedules until stopped (SIGHUP reloads, SIGTERM
+    /// stops after the running workflows finish)
+    Daemon,
+    /// The next run of every scheduled workflow, or the schedules as
+    /// systemd timers or crontab lines
+    Schedule(ScheduleArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScheduleArgs {
+    #[command(subcommand)]
+    pub command: Option<ScheduleCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ScheduleCommand {
+    /// The next run of every scheduled workflow (the default)
+    List,
+    /// Write the schedules as per-workflow systemd timers or crontab lines
+    Print {
+        /// A .service and a .timer per workflow
+        #[arg(long, conflicts_with = "cron", required_unless_present = "cron")]
+        systemd: bool,
+        /// /etc/cron.d lines
+        #[arg(long)]
+        cron: bool,
+        /// With --systemd: write the unit files into DIR instead of stdout
+        #[arg(long, value_name = "DIR", requires = "systemd")]
+        dir: Option<PathBuf>,
+        /// The program the units and lines run
+        #[arg(
+            long,
+            value_name = "PATH",
+            default_value = "/usr/local/bin/homelab-autopilot"
+        )]
+        program: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -27,6 +27,7 @@ pub mod pve;
 pub mod redact;
 pub mod retention;
 pub mod schedule;
+pub mod scheduler;
 pub mod script;
 pub mod signals;
 pub mod state;

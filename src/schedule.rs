@@ -10,8 +10,16 @@
 //! the Vixie cron rule: when both day fields are restricted (neither starts
 //! with `*`), the job runs when *either* matches. That case becomes two
 //! schedules (day-of-month only, day-of-week only) and the earliest wins.
+//!
+//! Schedules are wall-clock times in a [`Zone`] (the machine's local zone or
+//! an IANA name such as `Europe/Berlin`). Across a DST change they behave as
+//! Vixie cron does: a time that falls in the hour the clock skips runs once,
+//! when the clock jumps; a time in the hour the clock repeats runs once, the
+//! first time round. A schedule that fires every hour (its hour field covers
+//! every hour) follows real time instead: nothing runs for the skipped hour,
+//! and the repeated hour runs again.
 
-use chrono::{DateTime, Local, Timelike};
+use chrono::{DateTime, Local, LocalResult, NaiveDateTime, TimeZone, Timelike, Utc};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeSet;
 use std::fmt;
@@ -23,6 +31,100 @@ pub struct CronSchedule {
     source: String,
     quartz: Vec<String>,
     schedules: Vec<cron::Schedule>,
+    /// The hour field covers all 24 hours: real time across DST changes.
+    every_hour: bool,
+    /// The values of the five fields (day of week 0-6, Sunday 0), and
+    /// whether each day field was written unrestricted (starts with `*`).
+    fields: Vec<BTreeSet<u32>>,
+    dom_star: bool,
+    dow_star: bool,
+}
+
+/// The time zone schedules are read in: the machine's local zone, or an
+/// IANA zone name. Serialises as `local` or the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Zone {
+    #[default]
+    Local,
+    Named(chrono_tz::Tz),
+}
+
+impl Zone {
+    /// `local` (or empty) or an IANA name (`Europe/Berlin`, `UTC`).
+    pub fn parse(s: &str) -> Result<Zone, String> {
+        let t = s.trim();
+        if t.is_empty() || t.eq_ignore_ascii_case("local") {
+            return Ok(Zone::Local);
+        }
+        t.parse::<chrono_tz::Tz>().map(Zone::Named).map_err(|_| {
+            format!(
+                "unknown time zone '{t}' (use an IANA name such as Europe/Berlin or UTC, or \
+                 'local')"
+            )
+        })
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Zone::Local => "local".into(),
+            Zone::Named(tz) => tz.name().into(),
+        }
+    }
+
+    /// The wall-clock time of an instant.
+    pub fn wall(&self, t: DateTime<Utc>) -> NaiveDateTime {
+        match self {
+            Zone::Local => t.with_timezone(&Local).naive_local(),
+            Zone::Named(tz) => t.with_timezone(tz).naive_local(),
+        }
+    }
+
+    /// The instants a wall-clock time stands for: none in a skipped hour,
+    /// two in a repeated one.
+    fn instants(&self, w: NaiveDateTime) -> LocalResult<DateTime<Utc>> {
+        fn utc<T: TimeZone>(r: LocalResult<DateTime<T>>) -> LocalResult<DateTime<Utc>> {
+            match r {
+                LocalResult::Single(a) => LocalResult::Single(a.with_timezone(&Utc)),
+                LocalResult::Ambiguous(a, b) => {
+                    LocalResult::Ambiguous(a.with_timezone(&Utc), b.with_timezone(&Utc))
+                }
+                LocalResult::None => LocalResult::None,
+            }
+        }
+        match self {
+            Zone::Local => utc(Local.from_local_datetime(&w)),
+            Zone::Named(tz) => utc(tz.from_local_datetime(&w)),
+        }
+    }
+
+    /// The instant the clock jumped over a skipped wall-clock time: that
+    /// of the first wall-clock minute after it that exists (transitions
+    /// happen on whole minutes).
+    fn after_gap(&self, w: NaiveDateTime) -> Option<DateTime<Utc>> {
+        (1..=24 * 60).find_map(|m| match self.instants(w + chrono::Duration::minutes(m)) {
+            LocalResult::Single(a) | LocalResult::Ambiguous(a, _) => Some(a),
+            LocalResult::None => None,
+        })
+    }
+}
+
+impl fmt::Display for Zone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name())
+    }
+}
+
+impl Serialize for Zone {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.name())
+    }
+}
+
+impl<'de> Deserialize<'de> for Zone {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Zone::parse(&s).map_err(serde::de::Error::custom)
+    }
 }
 
 const MONTHS: [&str; 12] = [
@@ -153,7 +255,48 @@ impl CronSchedule {
             source: trimmed.to_string(),
             quartz,
             schedules,
+            every_hour: sets[1].len() == 24,
+            fields: sets,
+            dom_star,
+            dow_star,
         })
+    }
+
+    /// The same times as systemd calendar events (systemd.time(7)), one
+    /// `OnCalendar=` value each (two when the Vixie day-of-month OR
+    /// day-of-week rule applies); `zone` is appended when named.
+    pub fn systemd_calendars(&self, zone: Zone) -> Vec<String> {
+        let f = &self.fields;
+        let tail = match zone {
+            Zone::Local => String::new(),
+            Zone::Named(tz) => format!(" {}", tz.name()),
+        };
+        let month = list(&f[3], 1, 12, |v| v);
+        let time = format!(
+            "{}:{}:00",
+            list(&f[1], 0, 23, |v| v),
+            list(&f[0], 0, 59, |v| v)
+        );
+        let dows = || {
+            const NAMES: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+            f[4].iter()
+                .map(|d| NAMES[*d as usize])
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let dom = list(&f[2], 1, 31, |v| v);
+        let one = |dow: Option<String>, dom: &str| match dow {
+            Some(d) => format!("{d} *-{month}-{dom} {time}{tail}"),
+            None => format!("*-{month}-{dom} {time}{tail}"),
+        };
+        let dow_all = f[4].len() == 7;
+        if !self.dom_star && !self.dow_star {
+            vec![one(None, &dom), one(Some(dows()), "*")]
+        } else if dow_all {
+            vec![one(None, &dom)]
+        } else {
+            vec![one(Some(dows()), &dom)]
+        }
     }
 
     /// The expression as written.
@@ -167,12 +310,82 @@ impl CronSchedule {
         self.quartz.iter().map(String::as_str).collect()
     }
 
-    /// The first time strictly after `t` at which the schedule fires.
+    /// The first time strictly after `t` at which the schedule fires, in
+    /// the machine's local zone.
     pub fn next_after(&self, t: DateTime<Local>) -> Option<DateTime<Local>> {
+        self.next_in(Zone::Local, t.with_timezone(&Utc))
+            .map(|x| x.with_timezone(&Local))
+    }
+
+    /// The first wall-clock time strictly after `w` that the expression
+    /// names (the `cron` crate reads it on a zone without DST).
+    fn next_wall(&self, w: NaiveDateTime) -> Option<NaiveDateTime> {
+        let carrier = Utc.from_utc_datetime(&w);
         self.schedules
             .iter()
-            .filter_map(|s| s.after(&t).next())
+            .filter_map(|s| s.after(&carrier).next())
             .min()
+            .map(|x| x.naive_utc())
+    }
+
+    /// The first instant strictly after `t` at which the schedule fires in
+    /// `zone`, DST changes handled as the module documentation says.
+    pub fn next_in(&self, zone: Zone, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let found = self.next_forward(zone, t)?;
+        if !self.every_hour {
+            return Some(found);
+        }
+        // Real time: when the clock went back between `t` and `found`, the
+        // repeated wall-clock times fire again (their second instant).
+        let off = |x: DateTime<Utc>| zone.wall(x) - x.naive_utc();
+        let (before, after) = (off(t), off(found));
+        if after >= before {
+            return Some(found);
+        }
+        let mut w = t.naive_utc() + after - chrono::Duration::seconds(1);
+        let end = zone.wall(found);
+        while let Some(c) = self.next_wall(w) {
+            if c >= end {
+                break;
+            }
+            if let LocalResult::Ambiguous(_, second) = zone.instants(c) {
+                if second > t && second < found {
+                    return Some(second);
+                }
+            }
+            w = c;
+        }
+        Some(found)
+    }
+
+    /// Walk the wall-clock matches after `t`'s wall time; the first that
+    /// maps to an instant after `t` wins.
+    fn next_forward(&self, zone: Zone, t: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let mut w = zone.wall(t);
+        // A bound against a zone table that never lets a match exist; each
+        // step is one match of the expression.
+        for _ in 0..100_000 {
+            let c = self.next_wall(w)?;
+            let at = match zone.instants(c) {
+                LocalResult::Single(x) => Some(x),
+                // The first time round only; every-hour schedules also the
+                // second (from the first pass, `next_in` looks back for it).
+                LocalResult::Ambiguous(first, second) => Some(if first <= t && self.every_hour {
+                    second
+                } else {
+                    first
+                }),
+                // In the skipped hour: when the clock jumps, unless the
+                // schedule fires every hour anyway.
+                LocalResult::None if self.every_hour => None,
+                LocalResult::None => zone.after_gap(c),
+            };
+            if let Some(x) = at.filter(|x| *x > t) {
+                return Some(x);
+            }
+            w = c;
+        }
+        None
     }
 
     /// Whether the schedule fires in the minute containing `t`.
@@ -452,5 +665,134 @@ mod tests {
         let back: CronSchedule = serde_json::from_str("\"@daily\"").unwrap();
         assert_eq!(back.as_str(), "@daily");
         assert!(serde_json::from_str::<CronSchedule>("\"bad\"").is_err());
+    }
+
+    /// The next `n` firings after `from` (RFC 3339, UTC), as wall-clock
+    /// times with their offset in `zone`.
+    fn firings(expr: &str, zone: &str, from: &str, n: usize) -> Vec<String> {
+        let s = CronSchedule::parse(expr).unwrap();
+        let z = Zone::parse(zone).unwrap();
+        let Zone::Named(tz) = z else {
+            panic!("named zone")
+        };
+        let mut t = DateTime::parse_from_rfc3339(from)
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut out = Vec::new();
+        for _ in 0..n {
+            t = s.next_in(z, t).expect("a next time");
+            out.push(t.with_timezone(&tz).format("%m-%d %H:%M%:z").to_string());
+        }
+        out
+    }
+
+    #[test]
+    fn a_daily_time_in_the_skipped_hour_runs_once_when_the_clock_jumps() {
+        // Europe/Berlin: 2025-03-30 02:00 CET becomes 03:00 CEST.
+        assert_eq!(
+            firings("30 2 * * *", "Europe/Berlin", "2025-03-28T12:00:00Z", 3),
+            [
+                "03-29 02:30+01:00",
+                "03-30 03:00+02:00",
+                "03-31 02:30+02:00"
+            ]
+        );
+        // America/New_York: 2025-03-09 02:00 EST becomes 03:00 EDT.
+        assert_eq!(
+            firings("15 2 * * *", "America/New_York", "2025-03-08T12:00:00Z", 2),
+            ["03-09 03:00-04:00", "03-10 02:15-04:00"]
+        );
+    }
+
+    #[test]
+    fn a_daily_time_in_the_repeated_hour_runs_once() {
+        // Europe/Berlin: 2025-10-26 03:00 CEST goes back to 02:00 CET.
+        assert_eq!(
+            firings("30 2 * * *", "Europe/Berlin", "2025-10-25T12:00:00Z", 2),
+            ["10-26 02:30+02:00", "10-27 02:30+01:00"]
+        );
+        // Started during the second pass: the slot has been run already.
+        assert_eq!(
+            firings("30 2 * * *", "Europe/Berlin", "2025-10-26T01:10:00Z", 1),
+            ["10-27 02:30+01:00"]
+        );
+    }
+
+    #[test]
+    fn every_hour_schedules_follow_real_time_across_dst() {
+        assert_eq!(
+            firings("*/30 * * * *", "Europe/Berlin", "2025-10-25T23:50:00Z", 5),
+            [
+                "10-26 02:00+02:00",
+                "10-26 02:30+02:00",
+                "10-26 02:00+01:00",
+                "10-26 02:30+01:00",
+                "10-26 03:00+01:00"
+            ]
+        );
+        // From inside the second pass.
+        assert_eq!(
+            firings("*/30 * * * *", "Europe/Berlin", "2025-10-26T01:10:00Z", 2),
+            ["10-26 02:30+01:00", "10-26 03:00+01:00"]
+        );
+        assert_eq!(
+            firings("*/30 * * * *", "Europe/Berlin", "2025-03-30T00:10:00Z", 3),
+            [
+                "03-30 01:30+01:00",
+                "03-30 03:00+02:00",
+                "03-30 03:30+02:00"
+            ]
+        );
+        assert_eq!(
+            firings("0 * * * *", "Europe/Berlin", "2025-10-26T00:30:00Z", 2),
+            ["10-26 02:00+01:00", "10-26 03:00+01:00"]
+        );
+    }
+
+    #[test]
+    fn zones_parse_by_iana_name_or_local() {
+        assert_eq!(Zone::parse("local").unwrap(), Zone::Local);
+        assert_eq!(Zone::parse("").unwrap(), Zone::Local);
+        assert_eq!(Zone::parse("UTC").unwrap().name(), "UTC");
+        assert_eq!(
+            Zone::parse("Europe/Berlin").unwrap().to_string(),
+            "Europe/Berlin"
+        );
+        let e = Zone::parse("Mars/Olympus").unwrap_err();
+        assert!(e.contains("unknown time zone 'Mars/Olympus'"), "{e}");
+        let utc = Zone::parse("UTC").unwrap();
+        let s = CronSchedule::parse("0 3 * * *").unwrap();
+        let t = DateTime::parse_from_rfc3339("2025-06-01T03:00:00Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        assert_eq!(
+            s.next_in(utc, t).unwrap().to_rfc3339(),
+            "2025-06-02T03:00:00+00:00"
+        );
+    }
+
+    #[test]
+    fn systemd_calendars_name_the_same_times() {
+        let utc = Zone::parse("UTC").unwrap();
+        let cases: &[(&str, Zone, &[&str])] = &[
+            ("30 2 * * 0", Zone::Local, &["Sun *-*-* 2:30:00"]),
+            ("*/15 * * * *", Zone::Local, &["*-*-* *:0,15,30,45:00"]),
+            (
+                "0 9 * * 1-5",
+                utc,
+                &["Mon,Tue,Wed,Thu,Fri *-*-* 9:0:00 UTC"],
+            ),
+            ("@monthly", Zone::Local, &["*-*-1 0:0:00"]),
+            (
+                "0 0 13 * 5",
+                Zone::Local,
+                &["*-*-13 0:0:00", "Fri *-*-* 0:0:00"],
+            ),
+            ("0 4 1 jan,jul *", Zone::Local, &["*-1,7-1 4:0:00"]),
+        ];
+        for (expr, zone, want) in cases {
+            let s = CronSchedule::parse(expr).unwrap();
+            assert_eq!(s.systemd_calendars(*zone), *want, "{expr}");
+        }
     }
 }

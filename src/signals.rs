@@ -26,12 +26,18 @@ extern "C" fn on_signal(sig: libc::c_int) {
 /// Handle SIGINT and SIGTERM as described above, for the rest of the
 /// process.
 pub fn install() {
-    for sig in [libc::SIGINT, libc::SIGTERM] {
-        // SAFETY: the handler only touches an atomic and calls _exit, both
-        // async-signal-safe; the sigaction struct is fully initialised.
+    handle(&[libc::SIGINT, libc::SIGTERM], on_signal);
+}
+
+/// Install `handler` for each of `signals` (restarting interrupted system
+/// calls). The handler must be async-signal-safe.
+pub fn handle(signals: &[libc::c_int], handler: extern "C" fn(libc::c_int)) {
+    for &sig in signals {
+        // SAFETY: the caller's handler is async-signal-safe (atomics,
+        // _exit); the sigaction struct is fully initialised.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
-            sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;
+            sa.sa_sigaction = handler as usize;
             sa.sa_flags = libc::SA_RESTART;
             libc::sigemptyset(&mut sa.sa_mask);
             if libc::sigaction(sig, &sa, std::ptr::null_mut()) != 0 {

@@ -4,9 +4,11 @@
 
 pub mod backups;
 pub mod config_cmd;
+pub mod daemon;
 pub mod notify_cmd;
 pub mod restore;
 pub mod run;
+pub mod schedule_cmd;
 pub mod scripts;
 pub mod status;
 
@@ -145,9 +147,12 @@ fn is_action(cmd: &Command) -> bool {
         Command::Config(c) => matches!(c, ConfigCommand::Validate),
         Command::Scripts(s) => matches!(s, ScriptsCommand::Export { .. } | ScriptsCommand::Check),
         Command::Man { dir } => dir.is_some(),
+        // The daemon runs until stopped; its report is how it ended.
+        Command::Daemon => true,
         Command::Workflows(_)
         | Command::Services(_)
         | Command::Status
+        | Command::Schedule(_)
         | Command::Completions { .. } => false,
     }
 }
@@ -184,6 +189,8 @@ pub fn dispatch(cli: &Cli) -> Result<Report> {
                 .collect();
             Ok(Report::ok(json!({"written": written}), text))
         }
+        Command::Daemon => daemon::run(env, &cli.global),
+        Command::Schedule(a) => schedule_cmd::run(env, &cli.global, a),
     }
 }
 

@@ -136,7 +136,8 @@ fn export(dir: &Path, force: bool) -> Result<Report> {
     Ok(Report::ok(json!({"written": written}), text))
 }
 
-fn check(env: &Setup) -> Result<Report> {
+/// `scripts check`; also what the daemon runs at start and on SIGHUP.
+pub(crate) fn check(env: &Setup) -> Result<Report> {
     let (scripts, services, engine) = scripts_for(env)?;
     let mut errors = Vec::new();
     let mut checked = Vec::new();

@@ -14,6 +14,7 @@
 //! returned.
 
 mod checks;
+mod daemon;
 mod ids;
 mod monitoring;
 mod notifications;
@@ -26,6 +27,7 @@ mod validate;
 mod yaml;
 
 pub use checks::{HealthCheckConfig, HealthCheckType};
+pub use daemon::DaemonConfig;
 pub use monitoring::{MaintenanceWindowConfig, MonitoringConfig, ResourcesConfig, UpdatesConfig};
 pub use notifications::{
     ChannelConfig, ChannelType, EventType, NotificationsConfig, Severity, SmtpSecurity,
@@ -739,7 +741,7 @@ impl Config {
     }
 
     /// One top-level section (`global`, `notifications`, `monitoring`,
-    /// `updates`, `services`) of [`Config::to_redacted_json`], serialised
+    /// `updates`, `daemon`, `services`) of [`Config::to_redacted_json`], serialised
     /// alone; null for any other name.
     pub fn redacted_section_json(&self, name: &str) -> serde_json::Value {
         let v = match name {
@@ -747,6 +749,7 @@ impl Config {
             "notifications" => serde_json::to_value(&self.notifications),
             "monitoring" => serde_json::to_value(&self.monitoring),
             "updates" => serde_json::to_value(&self.updates),
+            "daemon" => serde_json::to_value(&self.daemon),
             "services" => serde_json::to_value(&self.services),
             _ => Ok(serde_json::Value::Null),
         };

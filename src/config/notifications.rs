@@ -372,10 +372,12 @@ pub enum EventType {
     DiskSpaceWarning,
     RestoreTestSuccess,
     RestoreTestFailed,
+    /// The daemon refused a reloaded configuration and kept the one it had.
+    ConfigRejected,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::BackupSuccess,
         EventType::BackupFailed,
         EventType::BackupMissing,
@@ -388,6 +390,7 @@ impl EventType {
         EventType::DiskSpaceWarning,
         EventType::RestoreTestSuccess,
         EventType::RestoreTestFailed,
+        EventType::ConfigRejected,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -404,6 +407,7 @@ impl EventType {
             EventType::DiskSpaceWarning => "disk_space_warning",
             EventType::RestoreTestSuccess => "restore_test_success",
             EventType::RestoreTestFailed => "restore_test_failed",
+            EventType::ConfigRejected => "config_rejected",
         }
     }
 
@@ -420,7 +424,8 @@ impl EventType {
             | EventType::RestoreTestSuccess => Severity::Info,
             EventType::BackupMissing
             | EventType::DiskSpaceWarning
-            | EventType::RollbackExecuted => Severity::Warning,
+            | EventType::RollbackExecuted
+            | EventType::ConfigRejected => Severity::Warning,
             EventType::BackupFailed
             | EventType::UpdateFailed
             | EventType::ServiceDown

@@ -201,8 +201,30 @@ CREATE INDEX backups_created ON backups (created_at);
 CREATE INDEX backups_run ON backups (run_id) WHERE run_id IS NOT NULL;
 "#;
 
+/// Version 6: reserved for the update workflow's transactions table.
+const V6: &str = "-- reserved for the update transactions table";
+
+/// Version 7: reserved for the restore tests table.
+const V7: &str = "-- reserved for the restore tests table";
+
+/// Version 8: the daemon's schedule, one row per scheduled workflow: the
+/// newest slot it has dealt with (started, skipped because the workflow was
+/// still running, or passed over), so a restart neither runs a slot twice
+/// nor forgets one it missed.
+const V8: &str = r#"
+CREATE TABLE schedule (
+    workflow    TEXT    PRIMARY KEY NOT NULL,
+    expression  TEXT    NOT NULL,                         -- as configured when the slot was taken
+    last_slot   INTEGER NOT NULL,                         -- unix seconds
+    last_action TEXT    NOT NULL
+                CHECK (last_action IN ('started', 'skipped', 'missed', 'seeded')),
+    next_slot   INTEGER,                                  -- unix seconds, planned after last_slot
+    updated_at  INTEGER NOT NULL
+);
+"#;
+
 /// All migrations, in order. The schema version is their count.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -19,12 +19,14 @@ mod metrics;
 mod migrations;
 mod monitor;
 mod runs;
+mod schedule;
 #[cfg(test)]
 mod tests;
 
 pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
 pub use monitor::{CheckState, CheckStatus};
+pub use schedule::{SlotAction, SlotRecord};
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;

@@ -6,6 +6,7 @@ mod harness;
 mod backup;
 mod config_errors;
 mod crash;
+mod daemon;
 mod docker;
 mod docker_backup;
 mod layers;
