@@ -487,7 +487,7 @@ fn resolve_relative_paths(cfg: &mut Config, origins: &[ServiceOrigin], dirs: &[P
         let base = &dirs[origin.file];
         svc.backup_paths
             .iter_mut()
-            .for_each(|p| resolve_path(base, p));
+            .for_each(|p| resolve_path(base, &mut p.path));
         resolve_opt(base, &mut svc.compose_file);
         let rt_checks = svc
             .restore_testing
