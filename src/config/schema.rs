@@ -221,6 +221,13 @@ impl BackupConfig {
         }
     }
 
+    /// Whether archives are compressed with zstd (`compression`, and
+    /// `compression_algorithm`, which validation allows only as `zstd`):
+    /// `NAME.tar.zst`, else a plain `NAME.tar`.
+    pub fn zstd(&self) -> bool {
+        self.compression && self.compression_algorithm == "zstd"
+    }
+
     /// `schedule`, parsed (it was validated at load).
     pub fn cron_schedule(&self) -> Option<CronSchedule> {
         self.schedule

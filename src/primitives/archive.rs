@@ -53,7 +53,7 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
     let file_name = with_extension(
         args.file_name
             .unwrap_or_else(|| format!("{service}_{}.tar.zst", super::time::stamp(now))),
-        backup.compression,
+        backup.zstd(),
     );
     let path = dest_dir.join(&file_name);
     // Optional: marked so here, or in the service's own backup_paths.
@@ -123,7 +123,7 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
         dest_dir: &dest_dir,
         file_name: &file_name,
         level: args.level.unwrap_or(backup.compression_level),
-        compress: backup.compression,
+        compress: backup.zstd(),
         threads: args.threads.unwrap_or(backup.threads),
         exclude: &args.exclude,
         meta: ManifestMeta {
