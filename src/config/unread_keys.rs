@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 /// Keys (with everything under them) read by work that is not in this
 /// tree yet.
 const EXEMPT: &[(&str, &str)] = &[
-    // Both are read by the Proxmox backup path (vzdump `--mode`/format, PBS sync jobs).
+    // Read by the Proxmox backup path (vzdump's archive format, PBS sync jobs); the list goes with it.
     ("global.backup.direct_storage.format", "Proxmox backup path"),
     (
         "global.backup.proxmox_backup_server.sync_jobs",
