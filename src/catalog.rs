@@ -314,10 +314,7 @@ fn adopt_orphans(
     for e in names {
         let e = e.map_err(|e| Error::io(dir, e))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".tar.zst")
-            && !name.starts_with('.')
-            && e.file_type().is_ok_and(|t| t.is_file())
-        {
+        if crate::archive::is_archive_name(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
             found.push(e.path());
         }
     }
@@ -442,7 +439,7 @@ pub struct ImportReport {
 }
 
 /// Reconcile the catalog with the archives under `dir`, both ways:
-/// - every archive (`*.tar.zst` with a manifest) is catalogued with its
+/// - every archive (`*.tar.zst` or `*.tar` with a manifest) is catalogued with its
 ///   checksum verified (one that fails as `failed_verify`); one that already
 ///   has a row (by its path, or its canonical path) updates that row in
 ///   place, keeping its ID, kind and run; one without a readable manifest is
@@ -578,7 +575,7 @@ fn find_archives(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
         let name = e.file_name().to_string_lossy().into_owned();
         if ft.is_dir() && !name.starts_with('.') {
             find_archives(&p, out)?;
-        } else if ft.is_file() && name.ends_with(".tar.zst") && !name.starts_with('.') {
+        } else if ft.is_file() && crate::archive::is_archive_name(&name) {
             out.push(p);
         }
     }
@@ -611,6 +608,8 @@ mod tests {
             dest_dir: dir,
             file_name: name,
             level: 1,
+            compress: true,
+            optional: &[],
             threads: 1,
             exclude: &[],
             meta: crate::archive::ManifestMeta {

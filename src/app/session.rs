@@ -387,6 +387,9 @@ fn verdict(p: &Prepared, req: &RunRequest, outcome: &RunOutcome) -> Verdict {
         status: status_of(outcome),
         summary: summarize(outcome),
         exit: match (outcome.ok, storage) {
+            // A backup that left out files it could not read: done, but
+            // not whole (docs/conventions.md, exit 3).
+            (true, _) if outcome.partial > 0 => exit::WARNINGS,
             (true, _) => exit::OK,
             (false, true) => exit::IO,
             (false, false) => exit::FAILED,

@@ -54,6 +54,8 @@ fn bench_create_and_verify() {
         dest_dir: &out,
         file_name: name,
         level,
+        compress: true,
+        optional: &[],
         threads,
         exclude: &[],
         meta: ManifestMeta {

@@ -57,7 +57,68 @@ impl<W: Write> Write for HashCount<W> {
 }
 
 type Sink = HashCount<BufWriter<File>>;
-type TarOut = BufWriter<zstd::stream::write::Encoder<'static, Sink>>;
+type TarOut = BufWriter<Compressor>;
+
+/// Where the tar stream goes: through zstd (`NAME.tar.zst`) or straight to
+/// the hashed file (`NAME.tar`, `global.backup.compression: false`).
+enum Compressor {
+    Zstd(zstd::stream::write::Encoder<'static, Sink>),
+    Plain(Sink),
+}
+
+impl Compressor {
+    fn finish(self) -> io::Result<Sink> {
+        match self {
+            Compressor::Zstd(e) => e.finish(),
+            Compressor::Plain(s) => Ok(s),
+        }
+    }
+}
+
+impl Write for Compressor {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Zstd(e) => e.write(b),
+            Compressor::Plain(s) => s.write(b),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(e) => e.flush(),
+            Compressor::Plain(s) => s.flush(),
+        }
+    }
+}
+
+/// `NAME` if nothing in `dest` has it yet, else `STEM-2.EXT`, `STEM-3.EXT`,
+/// ... (EXT from `.tar` on): two backups of a service started in the same
+/// second get different names.
+fn free_name(dest: &Path, fname: &str) -> Result<String> {
+    let taken = |n: &str| {
+        let p = dest.join(n);
+        let (sha, man) = super::sidecar_paths(&p);
+        fs::symlink_metadata(&p).is_ok()
+            || fs::symlink_metadata(sha).is_ok()
+            || fs::symlink_metadata(man).is_ok()
+    };
+    if !taken(fname) {
+        return Ok(fname.to_string());
+    }
+    let (stem, ext) = match fname.rfind(".tar") {
+        Some(i) if i > 0 => fname.split_at(i),
+        _ => (fname, ""),
+    };
+    for n in 2..10_000 {
+        let candidate = format!("{stem}-{n}{ext}");
+        if !taken(&candidate) {
+            return Ok(candidate);
+        }
+    }
+    Err(Error::io(
+        dest.join(fname),
+        io::Error::new(io::ErrorKind::AlreadyExists, "archive already exists"),
+    ))
+}
 
 #[cfg(test)]
 pub(super) type Hook = Box<dyn FnMut(&Path)>;
@@ -104,6 +165,7 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
     }
     let excludes = Excludes::new(req.exclude).map_err(Error::Usage)?;
     let mut roots: Vec<PathBuf> = Vec::new();
+    let mut optional: HashSet<PathBuf> = HashSet::new();
     for s in req.sources {
         if !s.is_absolute() {
             return Err(Error::Usage(format!(
@@ -112,9 +174,33 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
             )));
         }
         let n = normalize_abs(s);
+        if req.optional.iter().any(|o| normalize_abs(o) == n) {
+            optional.insert(n.clone());
+        }
         if !roots.contains(&n) {
             roots.push(n);
         }
+    }
+    // A source that does not exist is almost always a typo: the backup
+    // fails before anything is written, unless the source is optional.
+    let missing: Vec<String> = roots
+        .iter()
+        .filter(|r| !optional.contains(*r))
+        .filter(|r| matches!(fs::metadata(r), Err(e) if e.kind() == io::ErrorKind::NotFound))
+        .map(|r| r.display().to_string())
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Config(
+            missing
+                .iter()
+                .map(|m| {
+                    format!(
+                        "backup source {m} does not exist (a typo? mark it `optional: true` \
+                         in backup_paths if it may be absent)"
+                    )
+                })
+                .collect(),
+        ));
     }
     // A source inside another one is pruned from the outer walk and archived
     // by its own walk, so no entry is written twice.
@@ -134,13 +220,8 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
             .create(dest)
             .map_err(|e| Error::io(dest, e))?;
     }
+    let fname = &free_name(dest, fname)?;
     let final_path = dest.join(fname);
-    if fs::symlink_metadata(&final_path).is_ok() {
-        return Err(Error::io(
-            &final_path,
-            io::Error::new(io::ErrorKind::AlreadyExists, "archive already exists"),
-        ));
-    }
 
     let (file, mut guard) = fsutil::create_temp(dest, OsStr::new(fname))?;
     let tmp = guard.path.clone();
@@ -151,17 +232,22 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         hasher: Sha256::new(),
         count: 0,
     };
-    let mut enc = zstd::stream::write::Encoder::new(sink, req.level).map_err(ioe)?;
-    let threads = match req.threads {
-        0 => std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(1),
-        n => n,
+    let enc = if req.compress {
+        let mut enc = zstd::stream::write::Encoder::new(sink, req.level).map_err(ioe)?;
+        let threads = match req.threads {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1),
+            n => n,
+        };
+        enc.multithread(threads).map_err(ioe)?;
+        enc.include_checksum(true).map_err(ioe)?;
+        enc.set_parameter(zstd::stream::raw::CParameter::JobSize(job_size(threads)))
+            .map_err(ioe)?;
+        Compressor::Zstd(enc)
+    } else {
+        Compressor::Plain(sink)
     };
-    enc.multithread(threads).map_err(ioe)?;
-    enc.include_checksum(true).map_err(ioe)?;
-    enc.set_parameter(zstd::stream::raw::CParameter::JobSize(job_size(threads)))
-        .map_err(ioe)?;
 
     let mut w = Walker {
         out: BufWriter::with_capacity(TAR_BUF, enc),
@@ -170,6 +256,7 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         excludes,
         nested,
         warnings: Vec::new(),
+        unreadable: Vec::new(),
         entries: 0,
         bytes_in: 0,
         links: HashMap::new(),
@@ -190,12 +277,30 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
     let Walker {
         out,
         warnings,
+        unreadable,
         entries,
         bytes_in,
         files,
         files_truncated,
         ..
     } = w;
+    // A backup with nothing in it is never a backup: nothing is published
+    // (the temp file goes with `guard`), so it can never count toward
+    // retention either.
+    if entries == 0 {
+        return Err(Error::Other(format!(
+            "nothing to back up: no source had anything to archive ({})",
+            if roots.is_empty() {
+                "no sources".to_string()
+            } else {
+                roots
+                    .iter()
+                    .map(|r| r.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            }
+        )));
+    }
     let enc = out.into_inner().map_err(|e| ioe(e.into_error()))?;
     let sink = enc.finish().map_err(ioe)?;
     let HashCount {
@@ -225,8 +330,8 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         bytes_in,
         size,
         sha256: sha256.clone(),
-        compression: "zstd".to_string(),
-        level: req.level,
+        compression: if req.compress { "zstd" } else { "none" }.to_string(),
+        level: if req.compress { req.level } else { 0 },
         capture: req.meta.capture.clone(),
         files,
         files_truncated,
@@ -244,6 +349,7 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         entries,
         bytes_in,
         warnings,
+        unreadable,
         manifest,
     })
 }
@@ -378,6 +484,8 @@ struct Walker<'a> {
     excludes: Excludes,
     nested: HashSet<PathBuf>,
     warnings: Vec<String>,
+    /// Sources (or parts of them) that could not be read.
+    unreadable: Vec<String>,
     entries: u64,
     bytes_in: u64,
     /// (dev, ino) of files with several links -> archive path of the first.
@@ -410,6 +518,14 @@ impl Walker<'_> {
         self.warnings.push(msg);
     }
 
+    /// A source file or directory the walk cannot read (permissions, an I/O
+    /// error): left out with a warning naming it, as restic does; the backup
+    /// goes on and ends as a warning rather than failing.
+    fn unreadable(&mut self, path: &Path, e: &io::Error) {
+        self.warn(format!("{}: cannot read ({e}); skipped", path.display()));
+        self.unreadable.push(path.display().to_string());
+    }
+
     fn check_cancel(&self) -> Result<()> {
         if self.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);
@@ -430,7 +546,10 @@ impl Walker<'_> {
                 ));
                 return Ok(());
             }
-            Err(e) => return Err(Error::io(root, e)),
+            Err(e) => {
+                self.unreadable(root, &e);
+                return Ok(());
+            }
         };
         let root_len = root.as_os_str().len();
         if !self.entry(root, &meta, true)? || !meta.is_dir() {
@@ -471,7 +590,10 @@ impl Walker<'_> {
                     ));
                     continue;
                 }
-                Err(e) => return Err(Error::io(&path, e)),
+                Err(e) => {
+                    self.unreadable(&path, &e);
+                    continue;
+                }
             };
             if self.entry(&path, &meta, false)? && meta.is_dir() {
                 if let Some(names) = self.list_dir(&path)? {
@@ -492,11 +614,21 @@ impl Walker<'_> {
                 ));
                 return Ok(None);
             }
-            Err(e) => return Err(Error::io(dir, e)),
+            Err(e) => {
+                self.unreadable(dir, &e);
+                return Ok(None);
+            }
         };
         let mut names = Vec::new();
         for e in rd {
-            names.push(e.map_err(|e| Error::io(dir, e))?.file_name());
+            match e {
+                Ok(e) => names.push(e.file_name()),
+                Err(e) => {
+                    // What was listed before the error is still archived.
+                    self.unreadable(dir, &e);
+                    break;
+                }
+            }
         }
         names.sort_unstable();
         Ok(Some(names))
@@ -531,7 +663,10 @@ impl Walker<'_> {
                     ));
                     return Ok(false);
                 }
-                Err(e) => return Err(Error::io(path, e)),
+                Err(e) => {
+                    self.unreadable(path, &e);
+                    return Ok(false);
+                }
             };
             self.header(
                 arch,
@@ -580,9 +715,18 @@ impl Walker<'_> {
                 ));
                 return Ok(());
             }
-            Err(e) => return Err(Error::io(path, e)),
+            Err(e) => {
+                self.unreadable(path, &e);
+                return Ok(());
+            }
         };
-        let meta = f.metadata().map_err(|e| Error::io(path, e))?;
+        let meta = match f.metadata() {
+            Ok(m) => m,
+            Err(e) => {
+                self.unreadable(path, &e);
+                return Ok(());
+            }
+        };
         if !meta.is_file() {
             self.warn(format!(
                 "{}: file changed type as we read it, skipped",
@@ -735,12 +879,24 @@ impl Walker<'_> {
         }
         let mut remaining = size;
         let mut file_hash = Sha256::new();
+        let mut failed = false;
         while remaining > 0 {
             let want = remaining.min(self.buf.len() as u64) as usize;
             let n = match f.read(&mut self.buf[..want]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(Error::io(display(), e)),
+                Err(e) => {
+                    // The header is written: the rest is padded with zeros
+                    // below, and the file is reported as not read.
+                    self.warn(format!(
+                        "{}: read error after {} of {size} bytes ({e}); the rest is zeros in the archive",
+                        display(),
+                        size - remaining
+                    ));
+                    self.unreadable.push(display());
+                    failed = true;
+                    break;
+                }
             };
             if n == 0 {
                 break;
@@ -751,12 +907,14 @@ impl Walker<'_> {
             file_hash.update(&self.buf[..n]);
             remaining -= n as u64;
         }
-        let mut changed = false;
+        let mut changed = failed;
         if remaining > 0 {
-            self.warn(format!(
+            if !failed {
+                self.warn(format!(
                 "{}: file changed as we read it: shrank by {remaining} bytes; padded with zeros",
                 display()
             ));
+            }
             changed = true;
             let zeros = [0u8; 8192];
             while remaining > 0 {

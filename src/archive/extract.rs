@@ -678,6 +678,8 @@ mod tests {
             dest_dir: &t.path().join("b"),
             file_name: "w_1.tar.zst",
             level: 1,
+            compress: true,
+            optional: &[],
             threads: 1,
             exclude: &[],
             meta: ManifestMeta::default(),

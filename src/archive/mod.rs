@@ -30,6 +30,12 @@ mod bench;
 mod tests;
 
 pub use create::create;
+
+/// Whether a file name is one of our archives' (`*.tar.zst`, or `*.tar`
+/// written with `compression: false`), not a dot file.
+pub fn is_archive_name(name: &str) -> bool {
+    !name.starts_with('.') && (name.ends_with(".tar.zst") || name.ends_with(".tar"))
+}
 pub use extract::{check_restore_target, extract};
 
 use crate::error::{Error, Result};
@@ -64,6 +70,14 @@ pub struct CreateRequest<'a> {
     pub file_name: &'a str,
     /// zstd level.
     pub level: i32,
+    /// zstd (`NAME.tar.zst`) or a plain tar (`NAME.tar`); readers tell them
+    /// apart by zstd's magic number.
+    pub compress: bool,
+    /// Sources that may be absent (`backup_paths` entries marked
+    /// `optional: true`, the default host paths): skipped with a warning.
+    /// Any other source that does not exist fails the backup before
+    /// anything is written.
+    pub optional: &'a [PathBuf],
     /// zstd worker threads; 0 = number of cores.
     pub threads: u32,
     /// Glob patterns (see the `glob` module: `*`, `?`, `[..]`, `**`),
@@ -182,7 +196,7 @@ pub struct Manifest {
     pub size: u64,
     /// sha256 of the archive bytes, lowercase hex.
     pub sha256: String,
-    /// "zstd"
+    /// "zstd", or "none" for a plain tar.
     pub compression: String,
     pub level: i32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -203,6 +217,9 @@ pub struct ArchiveInfo {
     pub bytes_in: u64,
     /// Skipped missing sources, files that changed while read, sockets...
     pub warnings: Vec<String>,
+    /// Files and directories under the sources that could not be read
+    /// (left out, or zero-filled after a read error); each has a warning.
+    pub unreadable: Vec<String>,
     pub manifest: Manifest,
 }
 

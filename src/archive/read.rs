@@ -203,18 +203,46 @@ impl<R: Read> Read for Counted<R> {
     }
 }
 
-pub(super) type Decoded<R> = Counted<zstd::stream::read::Decoder<'static, R>>;
+/// The first four bytes of every zstd frame.
+pub(crate) const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
 
-/// A tar reader over the zstd decoder over `input`, with its cap flag.
+/// An archive's tar stream: decoded from zstd (`NAME.tar.zst`), or read as
+/// it is (`NAME.tar`, `global.backup.compression: false`).
+pub(super) enum Stream<R: BufRead> {
+    Zstd(zstd::stream::read::Decoder<'static, R>),
+    Plain(R),
+}
+
+impl<R: BufRead> Read for Stream<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Zstd(d) => d.read(buf),
+            Stream::Plain(r) => r.read(buf),
+        }
+    }
+}
+
+pub(super) type Decoded<R> = Counted<Stream<R>>;
+
+/// A tar reader over `input` (through the zstd decoder when it starts with
+/// zstd's magic number; a plain tar never does, its first bytes are a file
+/// name), with its cap flag.
 #[allow(clippy::type_complexity)]
 pub(super) fn decoder<R: BufRead>(
     archive: &Path,
-    input: R,
+    mut input: R,
     cap: u64,
 ) -> Result<(tar::Archive<Decoded<R>>, std::rc::Rc<std::cell::Cell<bool>>)> {
-    let dec =
-        zstd::stream::read::Decoder::with_buffer(input).map_err(|e| bad_io(archive, "zstd", e))?;
-    let c = Counted::new(dec, cap);
+    let head = input.fill_buf().map_err(|e| Error::io(archive, e))?;
+    let stream = if head.starts_with(&ZSTD_MAGIC) {
+        Stream::Zstd(
+            zstd::stream::read::Decoder::with_buffer(input)
+                .map_err(|e| bad_io(archive, "zstd", e))?,
+        )
+    } else {
+        Stream::Plain(input)
+    };
+    let c = Counted::new(stream, cap);
     let flag = c.over_cap.clone();
     Ok((tar::Archive::new(c), flag))
 }

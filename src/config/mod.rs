@@ -16,6 +16,8 @@
 mod checks;
 mod daemon;
 mod ids;
+#[cfg(test)]
+pub(crate) mod keys;
 mod monitoring;
 mod notifications;
 pub mod paths;
@@ -492,7 +494,7 @@ fn resolve_relative_paths(
         let base = &dirs[origin.file];
         svc.backup_paths
             .iter_mut()
-            .for_each(|p| resolve_path(base, p));
+            .for_each(|p| resolve_path(base, &mut p.path));
         resolve_opt(base, &mut svc.compose_file);
         let rt_checks = svc
             .restore_testing
@@ -798,3 +800,17 @@ fn scrub_yaml(v: &mut yaml_serde::Value) {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unread_keys;
+
+/// Keys (prefixes) refused by validation as not available in this version.
+#[cfg(test)]
+pub(crate) fn pending_keys() -> &'static [(&'static str, &'static str)] {
+    validate::PENDING
+}
+
+/// Keys kept in the schema only to be refused with their own message.
+#[cfg(test)]
+pub(crate) fn refused_keys() -> &'static [&'static str] {
+    validate::REFUSED
+}

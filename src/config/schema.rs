@@ -264,6 +264,13 @@ impl BackupConfig {
         }
     }
 
+    /// Whether archives are compressed with zstd (`compression`, and
+    /// `compression_algorithm`, which validation allows only as `zstd`):
+    /// `NAME.tar.zst`, else a plain `NAME.tar`.
+    pub fn zstd(&self) -> bool {
+        self.compression && self.compression_algorithm == "zstd"
+    }
+
     /// `schedule`, parsed (it was validated at load).
     pub fn cron_schedule(&self) -> Option<CronSchedule> {
         self.schedule
@@ -624,8 +631,9 @@ pub struct ServiceConfig {
     pub backup: bool,
     /// Absolute after loading (relative ones are resolved against the
     /// directory of the file that declared them). `type: host` gets
-    /// [`DEFAULT_HOST_PATHS`] when empty.
-    pub backup_paths: Vec<PathBuf>,
+    /// [`DEFAULT_HOST_PATHS`] when empty. Each is a path, or
+    /// `{path: P, optional: true}` for one that may be absent.
+    pub backup_paths: Vec<BackupPath>,
     /// Glob patterns (relative to each backup path) left out of archives.
     pub exclude: Vec<String>,
     /// Overrides `global.backup` retention keys for this service.
@@ -680,6 +688,83 @@ impl Default for ServiceConfig {
             external_url: None,
             restore_testing: None,
         }
+    }
+}
+
+/// One `services[].backup_paths` entry: `/srv/data`, or
+/// `{path: /srv/data, optional: true}`. A path that does not exist fails the
+/// service's backup (almost always a typo) unless it is optional. Written
+/// back (and shown to scripts) as it is written: a string, or
+/// `{path, optional: true}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BackupPath {
+    pub path: PathBuf,
+    pub optional: bool,
+}
+
+impl BackupPath {
+    pub fn required(path: impl Into<PathBuf>) -> Self {
+        BackupPath {
+            path: path.into(),
+            optional: false,
+        }
+    }
+}
+
+impl Serialize for BackupPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        if !self.optional {
+            return self.path.serialize(s);
+        }
+        let mut m = s.serialize_map(Some(2))?;
+        m.serialize_entry("path", &self.path)?;
+        m.serialize_entry("optional", &true)?;
+        m.end()
+    }
+}
+
+/// The mapping form of [`BackupPath`].
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct BackupPathMap {
+    path: PathBuf,
+    optional: bool,
+}
+
+impl Default for BackupPathMap {
+    fn default() -> Self {
+        BackupPathMap {
+            path: PathBuf::new(),
+            optional: false,
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for BackupPath {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = BackupPath;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a path, or a mapping {path, optional}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<BackupPath, E> {
+                Ok(BackupPath::required(v))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<BackupPath, A::Error> {
+                let m =
+                    BackupPathMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(BackupPath {
+                    path: m.path,
+                    optional: m.optional,
+                })
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 

@@ -238,7 +238,7 @@ pub fn plan(svc: &ServiceConfig, project: Option<&str>) -> Result<Plan> {
         }
     }
     for p in &svc.backup_paths {
-        push(&mut plan.paths, p.clone());
+        push(&mut plan.paths, p.path.clone());
     }
     plan.capture = capture;
     Ok(plan)

@@ -9,10 +9,23 @@ use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+/// One of `archive::create`'s sources: a path, or `#{path, optional}` (the
+/// form `svc.backup_paths` entries have).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum SourceArg {
+    Path(PathBuf),
+    Entry {
+        path: PathBuf,
+        #[serde(default)]
+        optional: bool,
+    },
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CreateArgs {
-    sources: Vec<PathBuf>,
+    sources: Vec<SourceArg>,
     service: Option<String>,
     dest_dir: Option<PathBuf>,
     file_name: Option<String>,
@@ -35,17 +48,39 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
         .or_else(|| service_of(ctx))
         .unwrap_or_else(|| "archive".into());
     let now = chrono::Utc::now().timestamp();
-    let dest_dir = args.dest_dir.unwrap_or_else(|| h.backup_dir(&service));
-    let file_name = args
-        .file_name
-        .unwrap_or_else(|| format!("{service}_{}.tar.zst", super::time::stamp(now)));
-    let path = dest_dir.join(&file_name);
     let backup = &h.config.global.backup;
-    let shown: Vec<String> = args
-        .sources
-        .iter()
-        .map(|p| p.display().to_string())
-        .collect();
+    let dest_dir = args.dest_dir.unwrap_or_else(|| h.backup_dir(&service));
+    let file_name = with_extension(
+        args.file_name
+            .unwrap_or_else(|| format!("{service}_{}.tar.zst", super::time::stamp(now))),
+        backup.zstd(),
+    );
+    let path = dest_dir.join(&file_name);
+    // Optional: marked so here, or in the service's own backup_paths.
+    let configured: Vec<&PathBuf> = h
+        .config
+        .service(&service)
+        .map(|s| {
+            s.backup_paths
+                .iter()
+                .filter(|p| p.optional)
+                .map(|p| &p.path)
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut sources: Vec<PathBuf> = Vec::new();
+    let mut optional: Vec<PathBuf> = Vec::new();
+    for s in args.sources {
+        let (p, opt) = match s {
+            SourceArg::Path(p) => (p, false),
+            SourceArg::Entry { path, optional } => (path, optional),
+        };
+        if opt || configured.contains(&&p) {
+            optional.push(p.clone());
+        }
+        sources.push(p);
+    }
+    let shown: Vec<String> = sources.iter().map(|p| p.display().to_string()).collect();
     if dry_run(
         h,
         ctx,
@@ -55,12 +90,17 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
             shown.join(", ")
         ),
     ) {
-        for s in &args.sources {
+        for s in &sources {
             if s.symlink_metadata().is_err() {
+                let what = if optional.contains(s) {
+                    "it would be skipped (optional)"
+                } else {
+                    "the backup would fail (mark it optional if it may be absent)"
+                };
                 h.event(
                     tracing::Level::WARN,
                     Some(&service),
-                    &format!("{}: does not exist; it would be skipped", s.display()),
+                    &format!("{}: does not exist; {what}", s.display()),
                 );
             }
         }
@@ -78,10 +118,12 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
         .collect();
     let req = CreateRequest {
         generated: &generated,
-        sources: &args.sources,
+        sources: &sources,
+        optional: &optional,
         dest_dir: &dest_dir,
         file_name: &file_name,
         level: args.level.unwrap_or(backup.compression_level),
+        compress: backup.zstd(),
         threads: args.threads.unwrap_or(backup.threads),
         exclude: &args.exclude,
         meta: ManifestMeta {
@@ -96,6 +138,11 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
     let info = archive::create(&req).map_err(|e| to_rhai(e, ctx))?;
     for w in &info.warnings {
         h.event(tracing::Level::WARN, Some(&service), w);
+    }
+    if !info.unreadable.is_empty() {
+        // The run ends as a warning (exit 3): this backup is not whole.
+        h.partial
+            .fetch_add(info.unreadable.len(), std::sync::atomic::Ordering::Relaxed);
     }
     h.event(
         tracing::Level::INFO,
@@ -114,8 +161,23 @@ fn create(h: &Host, ctx: &NativeCallContext, opts: Map) -> RhaiResult<Dynamic> {
         m.remove("files");
         m.insert("path".into(), info.path.display().to_string().into());
         m.insert("warnings".into(), serde_json::json!(info.warnings));
+        m.insert("unreadable".into(), serde_json::json!(info.unreadable));
     }
     to_dyn(&v)
+}
+
+/// `NAME.tar.zst` with compression, `NAME.tar` without
+/// (`global.backup.compression`), whatever extension the script gave.
+fn with_extension(name: String, compress: bool) -> String {
+    match (compress, name.strip_suffix(".tar.zst")) {
+        (true, Some(_)) => name,
+        (false, Some(stem)) => format!("{stem}.tar"),
+        (true, None) => match name.strip_suffix(".tar") {
+            Some(stem) => format!("{stem}.tar.zst"),
+            None => name,
+        },
+        (false, None) => name,
+    }
 }
 
 fn verify_map(info: &archive::VerifyInfo) -> Map {

@@ -156,7 +156,7 @@ pub(super) fn systemd_module(host: &Arc<Host>) -> Module {
                 paths: cfg
                     .backup_paths
                     .iter()
-                    .map(|p| p.display().to_string())
+                    .map(|p| p.path.display().to_string())
                     .collect(),
                 capture: c,
                 generated: files

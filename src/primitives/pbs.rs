@@ -160,8 +160,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             let paths: Vec<(String, String)> = service
                 .backup_paths
                 .iter()
-                .filter(|p| p.is_dir())
-                .map(|p| p.display().to_string())
+                .filter(|p| p.path.is_dir())
+                .map(|p| p.path.display().to_string())
                 .map(|p| {
                     let n: String = p
                         .trim_matches('/')

@@ -36,6 +36,9 @@ pub struct RunOutcome {
     pub error: Option<String>,
     pub services: Vec<ServiceOutcome>,
     pub warnings: usize,
+    /// Files and directories a backup could not read and left out: the run
+    /// ends as a warning with exit 3.
+    pub partial: usize,
     /// What `notify::send` collected, typed (delivered after the run).
     pub notifications: Vec<crate::notify::Event>,
     pub value: serde_json::Value,
@@ -56,6 +59,8 @@ pub struct Host {
     pub outcomes: Mutex<Vec<ServiceOutcome>>,
     pub notifications: Mutex<Vec<crate::notify::Event>>,
     pub warnings: AtomicUsize,
+    /// See [`RunOutcome::partial`].
+    pub partial: AtomicUsize,
     pub limits: Limits,
     /// Run events not yet in the state DB (see [`Host::event`]).
     events: Mutex<EventBuffer>,
@@ -140,6 +145,7 @@ impl Host {
             outcomes: Mutex::new(Vec::new()),
             notifications: Mutex::new(Vec::new()),
             warnings: AtomicUsize::new(0),
+            partial: AtomicUsize::new(0),
             limits,
             events: Mutex::new(EventBuffer::default()),
         }
@@ -562,6 +568,7 @@ pub fn run_program(
         .unwrap_or_else(|e| e.into_inner())
         .clone();
     let warnings = host.warnings.load(Ordering::Relaxed);
+    let partial = host.partial.load(Ordering::Relaxed);
     host.flush_events();
     match res {
         Ok(v) => {
@@ -573,6 +580,7 @@ pub fn run_program(
                 error: None,
                 services: outcomes,
                 warnings,
+                partial,
                 notifications,
                 value,
             })
@@ -584,6 +592,7 @@ pub fn run_program(
                 error: Some(msg),
                 services: outcomes,
                 warnings,
+                partial,
                 notifications,
                 value: serde_json::Value::Null,
             })

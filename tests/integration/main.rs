@@ -4,6 +4,7 @@
 mod harness;
 
 mod backup;
+mod backup_keys;
 mod config_errors;
 mod crash;
 mod daemon;

@@ -119,6 +119,15 @@ pub(super) fn validate_service(
         }
         ServiceType::Host | ServiceType::Generic => {}
     }
+    let paths_at = at.key("backup_paths");
+    for (i, p) in s.backup_paths.iter().enumerate() {
+        if p.path.as_os_str().is_empty() {
+            v.err(
+                &paths_at.item(v.diag, i),
+                "an entry needs a path (`- /srv/data` or `- {path: /srv/data, optional: true}`)",
+            );
+        }
+    }
     match (s.backup_consistency, t) {
         (None | Some(BackupConsistency::Live), _)
         | (Some(_), ServiceType::Docker | ServiceType::DockerCompose)
