@@ -24,6 +24,7 @@ pub mod primitives;
 pub mod proc;
 pub mod pve;
 pub mod redact;
+pub mod restoretest;
 pub mod retention;
 pub mod schedule;
 pub mod script;

@@ -18,6 +18,7 @@ mod kv;
 mod metrics;
 mod migrations;
 mod monitor;
+mod restore_tests;
 mod runs;
 #[cfg(test)]
 mod tests;
@@ -25,6 +26,7 @@ mod tests;
 pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
 pub use monitor::{CheckState, CheckStatus};
+pub use restore_tests::{RestoreTestOutcome, RestoreTestRecord};
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;
