@@ -1,8 +1,8 @@
 //! Throwaway copies of a service for restore tests (docs/restore-testing.md):
 //! an `internal` network (no route out), volumes and containers of a project
 //! named `<project>-restoretest-<id>`, every object labelled
-//! [`LABEL`]`=<id>` so that removing a test's copy finds exactly what it
-//! made, also after a crash. Through the `docker` CLI (argv, never a shell;
+//! [`LABEL`]`=<that name>` so that removing a test's copy finds exactly
+//! what it made, also after a crash. Through the `docker` CLI (argv, never a shell;
 //! environment variables go through a 0600 `--env-file`, never argv).
 
 use super::engine;
@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
 /// The label on every object a restore test creates; its value is the
-/// test's id.
+/// copy's project name.
 pub const LABEL: &str = "homelab-autopilot.restore-test";
 
 /// How long one CLI call may take.
@@ -45,8 +45,8 @@ fn s(v: &str) -> String {
     v.to_string()
 }
 
-fn label(test: i64) -> String {
-    format!("{LABEL}={test}")
+fn label(key: &str) -> String {
+    format!("{LABEL}={key}")
 }
 
 /// A name made of `base` (sanitised to the engine's alphabet) and the test
@@ -71,7 +71,7 @@ pub fn project_name(base: &str, test: i64) -> String {
 
 /// `docker network create --internal`: containers on it reach each other
 /// and nothing else.
-pub fn create_network(name: &str, test: i64) -> Result<()> {
+pub fn create_network(name: &str, key: &str) -> Result<()> {
     check(name)?;
     docker(
         &format!("create network {name}"),
@@ -80,7 +80,7 @@ pub fn create_network(name: &str, test: i64) -> Result<()> {
             s("create"),
             s("--internal"),
             s("--label"),
-            label(test),
+            label(key),
             s("--"),
             s(name),
         ],
@@ -89,8 +89,8 @@ pub fn create_network(name: &str, test: i64) -> Result<()> {
 }
 
 /// A volume of the copy, labelled as the test's.
-pub fn create_volume(name: &str, test: i64) -> Result<PathBuf> {
-    let labels = std::collections::BTreeMap::from([(LABEL.to_string(), test.to_string())]);
+pub fn create_volume(name: &str, key: &str) -> Result<PathBuf> {
+    let labels = std::collections::BTreeMap::from([(LABEL.to_string(), key.to_string())]);
     engine::create_volume(name, &labels)?;
     let info = engine::inspect_volume(name)?.ok_or_else(|| Error::Command {
         program: "docker".into(),
@@ -126,7 +126,8 @@ pub struct ContainerSpec {
     pub image: String,
     pub network: String,
     pub aliases: Vec<String>,
-    pub test: i64,
+    /// The copy's project name ([`LABEL`]'s value).
+    pub key: String,
     /// `KEY=VALUE` lines, written to a 0600 file beside the test's data.
     pub env_file: Option<PathBuf>,
     pub entrypoint: Option<Vec<String>>,
@@ -144,7 +145,7 @@ pub fn create_container(c: &ContainerSpec) -> Result<()> {
         s("--name"),
         c.name.clone(),
         s("--label"),
-        label(c.test),
+        label(&c.key),
         s("--network"),
         c.network.clone(),
     ];
@@ -249,10 +250,15 @@ fn listed(what: &str, args: &[String]) -> Result<Vec<String>> {
         .collect())
 }
 
-/// Remove every container, network and volume labelled as test `test`'s
-/// (containers first: they hold the others).
-pub fn remove(test: i64) -> Result<Removed> {
-    let filter = format!("label={}", label(test));
+/// Remove every container, network and volume labelled as the copy
+/// `key`'s (containers first: they hold the others).
+pub fn remove(key: &str) -> Result<Removed> {
+    if key.is_empty() || !key.contains("-restoretest-") {
+        return Err(Error::Usage(format!(
+            "{key:?} is not a restore test's copy"
+        )));
+    }
+    let filter = format!("label={}", label(key));
     let mut r = Removed::default();
     let containers = listed(
         "list test containers",

@@ -17,7 +17,7 @@
 //!   never reaches the live service.
 //!
 //! Crash safety: the `restore_tests` row (state DB) exists before anything
-//! is built, every Docker object carries the test's id as a label
+//! is built, every Docker object carries the copy's name as a label
 //! ([`crate::docker::isolate::LABEL`]), and the temp dir is named after the
 //! id; [`sweep`] (the start of every restore-test run) removes what a dead
 //! run left and the copies whose `cleanup_delay_minutes` has passed.
@@ -272,7 +272,7 @@ fn build_docker(
     })?;
     let project = env.project.clone().unwrap_or_default();
     let network = env.network.clone().unwrap_or_default();
-    isolate::create_network(&network, env.id)?;
+    isolate::create_network(&network, &project)?;
     // Volumes: the backup's contents in new volumes of the copy.
     let mut renamed: BTreeMap<String, String> = BTreeMap::new();
     for v in &cap.volumes {
@@ -284,7 +284,7 @@ fn build_docker(
         let name = format!("{project}_{short}");
         env.volumes.push(name.clone());
         record(store, env)?;
-        let mp = isolate::create_volume(&name, env.id)?;
+        let mp = isolate::create_volume(&name, &project)?;
         let src = env.restored.join(&v.path);
         if src.is_dir() {
             crate::docker::restore::replace_contents(&src, &mp)?;
@@ -396,7 +396,7 @@ fn build_docker(
             image,
             network: network.clone(),
             aliases: aliases.clone(),
-            test: env.id,
+            key: project.clone(),
             env_file,
             entrypoint: strings(&cfgv["Entrypoint"]),
             cmd: strings(&cfgv["Cmd"]).unwrap_or_default(),
@@ -561,11 +561,13 @@ pub fn finish(
 /// mark the row cleaned up.
 pub fn remove(store: &Store, id: i64, dir: Option<&Path>) -> Result<isolate::Removed> {
     let rec = store.restore_test(id)?;
-    let docker = rec.as_ref().is_some_and(|r| r.kind == KIND_DOCKER);
-    let removed = if docker {
-        isolate::remove(id)?
-    } else {
-        isolate::Removed::default()
+    let project = rec
+        .as_ref()
+        .filter(|r| r.kind == KIND_DOCKER)
+        .and_then(|r| r.environment["project"].as_str().map(str::to_string));
+    let removed = match project {
+        Some(p) => isolate::remove(&p)?,
+        None => isolate::Removed::default(),
     };
     let dir = dir.map(Path::to_path_buf).or_else(|| {
         rec.as_ref()

@@ -14,6 +14,7 @@ mod monitor;
 mod notify;
 mod pve;
 mod restore_safety;
+mod restore_test;
 mod runs;
 mod script_limits;
 mod scripts;
