@@ -164,11 +164,36 @@ pub fn render_restore_tests(cfg: &Config, tests: &[crate::state::RestoreTestReco
     o.0
 }
 
+/// When each service's newest backup was last verified (none: never, or
+/// the backup is unverified, which is not a good backup).
+fn render_verification(cfg: &Config, store: &Store) -> Result<String> {
+    let mut samples = Vec::new();
+    for svc in &cfg.services {
+        let newest = store
+            .backups(Some(&svc.name), false)?
+            .into_iter()
+            .find(|b| b.status.is_present() && b.kind != crate::catalog::KIND_COPY);
+        if let Some(v) = newest.and_then(|b| b.verified_at) {
+            samples.push((svc.name.as_str(), v));
+        }
+    }
+    let mut o = Out(String::new());
+    o.series(
+        "backup_last_verified_timestamp_seconds",
+        "gauge",
+        "When the service's newest backup was last verified (absent: never).",
+        "service",
+        samples,
+    );
+    Ok(o.0)
+}
+
 /// Rewrite the metrics file in `dir` (created if missing; the file is 0644:
 /// node_exporter reads it).
 pub fn write(cfg: &Config, store: &Store, dir: &Path) -> Result<()> {
     let mut text = render(cfg, &store.metrics_snapshot()?);
     text.push_str(&render_restore_tests(cfg, &store.last_restore_tests()?));
+    text.push_str(&render_verification(cfg, store)?);
     std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
     crate::files::write_atomic(&dir.join(FILE_NAME), text.as_bytes(), 0o644)
 }

@@ -49,13 +49,19 @@ pub fn run(env: &Setup) -> Result<Report> {
             .iter()
             .filter(|b| b.verified_at.is_some() && b.status == crate::state::BackupStatus::Complete)
             .count();
+        // Verification age: an unverified backup counts as unknown, not good.
+        let verified_at = newest.and_then(|b| b.verified_at);
         let line = match newest {
             Some(b) => format!(
-                "last backup {} ({} ago, {}), {} backup(s), {verified} verified",
+                "last backup {} ({} ago, {}), {} backup(s), {verified} verified; {}",
                 local_time(b.created_at),
                 ago(now - b.created_at),
                 human_bytes(b.size),
-                backups.len()
+                backups.len(),
+                match verified_at {
+                    Some(v) => format!("newest verified {} ago", ago(now - v)),
+                    None => "newest UNVERIFIED".into(),
+                }
             ),
             None if s.backup => "never backed up".into(),
             None => "backup disabled".into(),
@@ -64,6 +70,7 @@ pub fn run(env: &Setup) -> Result<Report> {
         services.push(json!({
             "name": s.name, "type": s.service_type.as_str(), "enabled": s.enabled,
             "last_backup": newest, "backups": backups.len(), "verified": verified,
+            "verification_age_seconds": verified_at.map(|v| (now - v).max(0)),
         }));
     }
     let monitored = monitor_section(&cfg, &store, now, &mut text)?;

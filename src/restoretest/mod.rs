@@ -23,6 +23,7 @@
 //! run left and the copies whose `cleanup_delay_minutes` has passed.
 
 mod checks;
+pub mod integrity;
 mod select;
 
 pub use checks::{run_checks, CheckOutcome, Checked};

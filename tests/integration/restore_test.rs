@@ -358,3 +358,85 @@ fn a_killed_restore_test_is_cleaned_up_by_the_next_run() {
     assert_eq!(p.leftovers(), "");
     assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
 }
+
+#[test]
+fn backups_verify_reads_vzdump_files_and_reports_pbs_and_volumes_as_unknown() {
+    let t = Test::new();
+    t.write("data/web/index.html", "x\n");
+    archive_config(&t, "");
+    t.run(&["run", "backup"]).code(0);
+    let dump = t.path("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    let mut vma = b"VMA\0".to_vec();
+    vma.extend(std::iter::repeat_n(3u8, 50_000));
+    let good = dump.join("vzdump-qemu-100-2026_01_01-00_00_00.vma.zst");
+    std::fs::write(&good, zstd::encode_all(&vma[..], 3).unwrap()).unwrap();
+    let bad = dump.join("vzdump-qemu-100-2026_01_02-00_00_00.vma.zst");
+    let mut z = zstd::encode_all(&vma[..], 3).unwrap();
+    z.truncate(z.len() - 10);
+    std::fs::write(&bad, z).unwrap();
+    let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    for (kind, loc) in [
+        ("vzdump", good.display().to_string()),
+        ("vzdump", bad.display().to_string()),
+        (
+            "vzdump",
+            "local:backup/vzdump-qemu-100-2026_01_03-00_00_00.vma.zst".to_string(),
+        ),
+        ("pbs", "pbs:backup/vm/100/2026-01-04T00:00:00Z".to_string()),
+    ] {
+        db.execute(
+            "INSERT INTO backups (service, kind, location, size, created_at) VALUES ('web', ?1, ?2, 1, 1)",
+            [kind, &loc],
+        )
+        .unwrap();
+    }
+    let r = t.run(&["backups", "verify", "--json"]);
+    r.code(65);
+    let j = r.json();
+    let by = |loc: &str| {
+        j["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["path"] == loc)
+            .cloned()
+            .unwrap_or_else(|| panic!("{loc}: {j:#}"))
+    };
+    let g = by(&good.display().to_string());
+    assert_eq!(
+        (g["ok"].clone(), g["format"].clone()),
+        (true.into(), "vma".into())
+    );
+    assert_eq!(g["depth"], "full");
+    assert_eq!(by(&bad.display().to_string())["ok"], false);
+    let v = by("local:backup/vzdump-qemu-100-2026_01_03-00_00_00.vma.zst");
+    assert_eq!(v["unknown"], true);
+    assert!(v["ok"].is_null());
+    assert_eq!(
+        by("pbs:backup/vm/100/2026-01-04T00:00:00Z")["unknown"],
+        true
+    );
+    assert_eq!(j["unknown"], 2);
+    t.run(&["backups", "verify"])
+        .stdout_has("UNKNOWN pbs:backup/vm/100/2026-01-04T00:00:00Z: pbs backup not readable");
+    let status: Vec<(String, Option<i64>)> = db
+        .prepare("SELECT status, verified_at FROM backups WHERE kind = 'vzdump' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(status[0].0, "complete");
+    assert!(status[0].1.is_some());
+    assert_eq!(status[1].0, "failed_verify");
+    assert_eq!(status[2], ("complete".to_string(), None));
+    // The newest archive's verification age is in status.
+    let st = t.run(&["status", "--json"]).json();
+    assert!(
+        st["services"][0]["verification_age_seconds"]
+            .as_i64()
+            .is_some(),
+        "{st:#}"
+    );
+}
