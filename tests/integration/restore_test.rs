@@ -440,3 +440,81 @@ fn backups_verify_reads_vzdump_files_and_reports_pbs_and_volumes_as_unknown() {
         "{st:#}"
     );
 }
+
+/// The archive config with a webhook channel and the given
+/// `restore_testing` lines (under `global.backup.restore_testing`).
+fn notified_config(t: &Test, url: &str, rt: &str, check: &str) {
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n{rt}notifications:\n  cooldown_minutes: 0\n  channels:\n    - name: hook\n      type: webhook\n      url: {url}\nservices:\n  - name: web\n    type: host\n    backup_paths: [{{root}}/data/web]\n    restore_testing:\n      health_checks:\n        - type: command\n          name: probe\n          command: [\"{check}\"]\n",
+    ));
+}
+
+#[test]
+fn notifications_follow_restore_testing_notifications() {
+    use crate::notify::{ok, Receiver};
+    let rx = Receiver::start(ok());
+    let t = Test::new();
+    t.write("data/web/index.html", "x\n");
+    let url = rx.url("/hook");
+    notified_config(
+        &t,
+        &url,
+        "      cleanup_delay_minutes: 0\n      notifications:\n        on_success: true\n        include_rto_metrics: true\n",
+        "true",
+    );
+    t.run(&["run", "backup"]).code(0);
+    t.run(&["run", "restore-test"]).code(0);
+    let got: Vec<serde_json::Value> = rx.on("/hook").iter().map(|r| r.json()).collect();
+    let text = serde_json::to_string(&got).unwrap();
+    assert!(text.contains("restore_test_success"), "{text}");
+    assert!(text.contains("rto_seconds"), "{text}");
+    // on_failure: false raises nothing for a failed test; the default does.
+    notified_config(
+        &t,
+        &url,
+        "      cleanup_delay_minutes: 0\n      notifications:\n        on_failure: false\n",
+        "false",
+    );
+    let before = rx.on("/hook").len();
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(1);
+    assert_eq!(r.json()["events"], serde_json::json!([]));
+    assert_eq!(rx.on("/hook").len(), before);
+    notified_config(&t, &url, "      cleanup_delay_minutes: 0\n", "false");
+    t.run(&["run", "restore-test"]).code(1);
+    let last = rx.on("/hook").last().unwrap().text();
+    assert!(last.contains("restore_test_failed"), "{last}");
+}
+
+#[test]
+fn a_copy_kept_for_inspection_is_removed_once_its_delay_has_passed() {
+    let t = Test::new();
+    t.write("data/web/index.html", "<h1>hello</h1>\n");
+    archive_config(&t, "");
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml"))
+        .unwrap()
+        .replace("cleanup_delay_minutes: 0", "cleanup_delay_minutes: 30");
+    t.config(&cfg);
+    t.run(&["run", "backup"]).code(0);
+    t.run(&["run", "restore-test"])
+        .code(0)
+        .stderr_has("stays 30 minute(s) for inspection");
+    assert_eq!(left_in_state(&t), ["1"]);
+    assert!(t.path("state/restore-tests/1/data").is_dir());
+    // Not yet due: the next run keeps it (and makes and keeps its own).
+    t.run(&["run", "restore-test"]).code(0);
+    assert_eq!(left_in_state(&t).len(), 2);
+    // Its time has come.
+    let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    db.execute(
+        "UPDATE restore_tests SET cleanup_after = 0 WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    t.run(&["run", "restore-test"])
+        .code(0)
+        .stderr_has("removed the copy of restore test 1 (web, kept for inspection until now)");
+    let mut left = left_in_state(&t);
+    left.sort();
+    assert_eq!(left, ["2", "3"]);
+}
