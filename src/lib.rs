@@ -25,6 +25,7 @@ pub mod proc;
 pub mod progress;
 pub mod pve;
 pub mod redact;
+pub mod restoretest;
 pub mod retention;
 pub mod schedule;
 pub mod scheduler;

@@ -126,10 +126,76 @@ pub fn render(cfg: &Config, workflows: &[String], m: &MetricsSnapshot) -> String
     o.0
 }
 
+/// The newest restore test of each configured service
+/// (docs/restore-testing.md): when, whether it passed, its RTO and the age
+/// of the data it restored.
+pub fn render_restore_tests(cfg: &Config, tests: &[crate::state::RestoreTestRecord]) -> String {
+    let known = || tests.iter().filter(|t| cfg.service(&t.service).is_some());
+    let mut o = Out(String::new());
+    if tests.is_empty() {
+        return o.0;
+    }
+    o.series(
+        "restore_test_last_timestamp_seconds",
+        "gauge",
+        "When the service's last restore test ended (unix seconds).",
+        "service",
+        known().filter_map(|t| Some((t.service.as_str(), t.finished_at?))),
+    );
+    o.series(
+        "restore_test_last_success",
+        "gauge",
+        "1 when the service's last restore test passed (every check within the RTO target).",
+        "service",
+        known().map(|t| (t.service.as_str(), u8::from(t.success == Some(true)))),
+    );
+    o.series(
+        "restore_test_rto_seconds",
+        "gauge",
+        "The last restore test's recovery time: restore start to every check passing.",
+        "service",
+        known().filter_map(|t| Some((t.service.as_str(), t.rto_seconds?))),
+    );
+    o.series(
+        "restore_test_data_age_seconds",
+        "gauge",
+        "Age of the data the last restore test restored (recovery point seen).",
+        "service",
+        known().filter_map(|t| Some((t.service.as_str(), t.rpo_seconds?))),
+    );
+    o.0
+}
+
+/// When each service's newest backup was last verified (none: never, or
+/// the backup is unverified, which is not a good backup).
+fn render_verification(cfg: &Config, store: &Store) -> Result<String> {
+    let mut samples = Vec::new();
+    for svc in &cfg.services {
+        let newest = store
+            .backups(Some(&svc.name), false)?
+            .into_iter()
+            .find(|b| b.status.is_present() && b.kind != crate::catalog::KIND_COPY);
+        if let Some(v) = newest.and_then(|b| b.verified_at) {
+            samples.push((svc.name.as_str(), v));
+        }
+    }
+    let mut o = Out(String::new());
+    o.series(
+        "backup_last_verified_timestamp_seconds",
+        "gauge",
+        "When the service's newest backup was last verified (absent: never).",
+        "service",
+        samples,
+    );
+    Ok(o.0)
+}
+
 /// Rewrite the metrics file in `dir` (created if missing; the file is 0644:
 /// node_exporter reads it).
 pub fn write(cfg: &Config, workflows: &[String], store: &Store, dir: &Path) -> Result<()> {
-    let text = render(cfg, workflows, &store.metrics_snapshot()?);
+    let mut text = render(cfg, workflows, &store.metrics_snapshot()?);
+    text.push_str(&render_restore_tests(cfg, &store.last_restore_tests()?));
+    text.push_str(&render_verification(cfg, store)?);
     std::fs::create_dir_all(dir).map_err(|e| crate::error::Error::io(dir, e))?;
     crate::files::write_atomic(&dir.join(FILE_NAME), text.as_bytes(), 0o644)
 }

@@ -105,6 +105,65 @@ fn missing_one(b: &BackupRecord) -> (serde_json::Value, String) {
     )
 }
 
+/// A vzdump or PBS row (docs/restore-testing.md, tier 1). A vzdump file
+/// reachable here is verified ([`crate::restoretest::integrity`]) and its
+/// row updated; a storage volume or PBS snapshot that cannot be read from
+/// here is reported `unknown` (None), never as good, and its row is left as
+/// it was: PBS verifies its snapshots itself and the backup run records
+/// that state.
+fn verify_guest(
+    store: &crate::state::Store,
+    b: &BackupRecord,
+) -> Result<(Option<bool>, serde_json::Value, String)> {
+    let path = Path::new(&b.location);
+    if b.kind != "vzdump" || !path.is_absolute() || !path.is_file() {
+        let state = match b.verified_at {
+            Some(t) => format!("last verified {}", crate::units::local_time(t)),
+            None => "never verified".into(),
+        };
+        return Ok((
+            None,
+            json!({"path": b.location, "id": b.id, "kind": b.kind, "ok": null,
+                   "unknown": true, "verified_at": b.verified_at}),
+            format!(
+                "UNKNOWN {}: {} backup not readable from this host ({state})",
+                b.location, b.kind
+            ),
+        ));
+    }
+    let now = chrono::Utc::now().timestamp();
+    match crate::restoretest::integrity::verify_vzdump(path) {
+        Ok(c) => {
+            store.set_verified(b.id, true, now)?;
+            Ok((
+                Some(true),
+                json!({"path": b.location, "id": b.id, "kind": b.kind, "ok": true,
+                       "size": c.size, "format": c.format, "depth": c.depth}),
+                format!(
+                    "ok      {} ({} {}, {})",
+                    b.location,
+                    c.format,
+                    if c.depth == "full" {
+                        "decoded"
+                    } else {
+                        "header read"
+                    },
+                    human_bytes(c.size)
+                ),
+            ))
+        }
+        Err(e) => {
+            store.set_verified(b.id, false, now)?;
+            Ok((
+                Some(false),
+                json!({"path": b.location, "id": b.id, "kind": b.kind, "ok": false,
+                       "error": e.to_string()}),
+                format!("FAILED  {}: {e}", b.location),
+            ))
+        }
+    }
+}
+
 fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Report> {
     // By path: no config, no state needed.
     if let Some(Target::Path(p)) = target.map(parse_target) {
@@ -149,14 +208,26 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
             .ok_or_else(|| Error::Usage(format!("no backup with ID {id}")))?],
         _ => store.backups(service, false)?,
     };
-    let rows: Vec<BackupRecord> = rows
+    let (rows, guests): (Vec<BackupRecord>, Vec<BackupRecord>) = rows
         .into_iter()
-        .filter(|b| catalog::is_archive_kind(&b.kind))
-        .collect();
+        .partition(|b| catalog::is_archive_kind(&b.kind));
     let mut results = Vec::new();
     let mut text = String::new();
     let mut all_ok = true;
     let (mut checked, mut missing, mut skipped) = (0, 0, 0);
+    let mut unknown_n = 0;
+    for b in guests.iter().filter(|b| b.status.is_present()) {
+        let (ok, doc, line) = verify_guest(&store, b)?;
+        match ok {
+            Some(ok) => {
+                checked += 1;
+                all_ok &= ok;
+            }
+            None => unknown_n += 1,
+        }
+        results.push(doc);
+        text.push_str(&format!("{line}\n"));
+    }
     for b in &rows {
         let path = Path::new(&b.location);
         match b.status {
@@ -193,15 +264,21 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
         results.push(doc);
         text.push_str(&format!("{line}\n"));
     }
-    if rows.is_empty() {
+    if rows.is_empty() && guests.is_empty() {
         text.push_str("no archives to verify\n");
-    } else if missing + skipped > 0 {
+    } else if missing + skipped + unknown_n > 0 {
+        let unknown = if unknown_n > 0 {
+            format!(", {unknown_n} unknown")
+        } else {
+            String::new()
+        };
         text.push_str(&format!(
-            "{checked} verified, {missing} missing, {skipped} skipped\n"
+            "{checked} verified, {missing} missing, {skipped} skipped{unknown}\n"
         ));
     }
     Ok(Report {
-        json: json!({"results": results, "verified": checked, "missing": missing}),
+        json: json!({"results": results, "verified": checked, "missing": missing,
+                     "unknown": unknown_n}),
         text,
         exit: if all_ok { 0 } else { exit::DATA },
     })

@@ -26,6 +26,8 @@ pub fn run(setup: &Setup, args: &RunArgs) -> Result<Report> {
         "warnings": r.outcome.warnings,
         "services": r.outcome.services,
         "notifications": r.outcome.notifications,
+        // The events the run raised, whether or not a channel takes them.
+        "events": r.outcome.notifications.iter().map(|n| n.event.as_str()).collect::<Vec<_>>(),
         "deliveries": r.deliveries,
     });
     crate::redact::scrub_json(&mut doc);

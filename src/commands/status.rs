@@ -49,13 +49,19 @@ pub fn run(env: &Setup) -> Result<Report> {
             .iter()
             .filter(|b| b.verified_at.is_some() && b.status == crate::state::BackupStatus::Complete)
             .count();
+        // Verification age: an unverified backup counts as unknown, not good.
+        let verified_at = newest.and_then(|b| b.verified_at);
         let line = match newest {
             Some(b) => format!(
-                "last backup {} ({} ago, {}), {} backup(s), {verified} verified",
+                "last backup {} ({} ago, {}), {} backup(s), {verified} verified; {}",
                 local_time(b.created_at),
                 ago(now - b.created_at),
                 human_bytes(b.size),
-                backups.len()
+                backups.len(),
+                match verified_at {
+                    Some(v) => format!("newest verified {} ago", ago(now - v)),
+                    None => "newest UNVERIFIED".into(),
+                }
             ),
             None if s.backup => "never backed up".into(),
             None => "backup disabled".into(),
@@ -64,11 +70,14 @@ pub fn run(env: &Setup) -> Result<Report> {
         services.push(json!({
             "name": s.name, "type": s.service_type.as_str(), "enabled": s.enabled,
             "last_backup": newest, "backups": backups.len(), "verified": verified,
+            "verification_age_seconds": verified_at.map(|v| (now - v).max(0)),
         }));
     }
     let monitored = monitor_section(&cfg, &store, now, &mut text)?;
+    let restore_tests = restore_test_section(&cfg, &store, now, &mut text)?;
     Ok(Report::ok(
-        json!({"runs": runs, "services": services, "monitor": monitored}),
+        json!({"runs": runs, "services": services, "monitor": monitored,
+               "restore_tests": restore_tests}),
         text,
     ))
 }
@@ -114,6 +123,57 @@ fn monitor_section(
         {
             text.push_str(&format!("      {} {}: {}\n", c.name, c.status, c.message));
         }
+    }
+    Ok(out)
+}
+
+/// The newest restore test of each service: when, the outcome, RTO and
+/// the age of the data it restored (docs/restore-testing.md).
+fn restore_test_section(
+    cfg: &crate::config::Config,
+    store: &crate::state::Store,
+    now: i64,
+    text: &mut String,
+) -> Result<Vec<serde_json::Value>> {
+    let tests: Vec<_> = store
+        .last_restore_tests()?
+        .into_iter()
+        .filter(|t| cfg.service(&t.service).is_some())
+        .collect();
+    if tests.is_empty() {
+        return Ok(Vec::new());
+    }
+    text.push_str(&format!(
+        "\nRestore tests\n  {:<24} {:<7} {:<10} {:>9} {:>10}\n",
+        "SERVICE", "RESULT", "WHEN", "RTO", "DATA AGE"
+    ));
+    let mut out = Vec::new();
+    for t in &tests {
+        let when = t.finished_at.unwrap_or(t.started_at);
+        text.push_str(&format!(
+            "  {:<24} {:<7} {:<10} {:>9} {:>10}\n",
+            t.service,
+            if t.success == Some(true) {
+                "OK"
+            } else {
+                "FAILED"
+            },
+            format!("{} ago", ago(now - when)),
+            t.rto_seconds
+                .map(|r| format!("{r:.1}s"))
+                .unwrap_or_else(|| "-".into()),
+            t.rpo_seconds.map(ago).unwrap_or_else(|| "-".into()),
+        ));
+        if let Some(e) = &t.error {
+            text.push_str(&format!("      {e}\n"));
+        }
+        out.push(json!({
+            "service": t.service, "id": t.id, "backup_id": t.backup_id,
+            "finished_at": t.finished_at, "ok": t.success == Some(true),
+            "rto_seconds": t.rto_seconds, "rpo_seconds": t.rpo_seconds,
+            "checks_passed": t.checks_passed, "checks_failed": t.checks_failed,
+            "error": t.error, "cleaned_up": t.cleaned_up,
+        }));
     }
     Ok(out)
 }

@@ -905,27 +905,20 @@ fn pending_sections_are_refused_where_they_are_written() {
     let main = write(
         tmp.path(),
         "c.yaml",
-        "global:\n  backup:\n    restore_testing: {enabled: false}\nupdates:\n  enabled: true\nservices:\n  - name: web\n    update: {command: [x]}\n  - name: db\n    restore_testing: {enabled: true}\n",
+        "global:\n  backup:\n    restore_testing:\n      test_environment: {node: pve1}\nupdates:\n  enabled: true\nservices:\n  - name: web\n    update: {command: [x]}\n  - name: db\n    restore_testing: {enabled: true}\n",
         0o600,
     );
     let m = main.display();
     let errs = config_errors(&main);
-    let msg = |w: &str| {
-        format!("not available in this version: the '{w}' workflow that reads it is not shipped yet; remove this section")
-    };
+    let update = "not available in this version: the 'update' workflow that reads it is not shipped yet; remove this section";
     assert_eq!(
         errs,
         [
             format!(
-                "{m}:3:5: global.backup.restore_testing: {}",
-                msg("restore-test")
+                "{m}:4:7: global.backup.restore_testing.test_environment: not available in this version: it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run; remove this section"
             ),
-            format!("{m}:4:1: updates: {}", msg("update")),
-            format!("{m}:8:5: services[0].update: {}", msg("update")),
-            format!(
-                "{m}:10:5: services[1].restore_testing: {}",
-                msg("restore-test")
-            ),
+            format!("{m}:5:1: updates: {update}"),
+            format!("{m}:9:5: services[0].update: {update}"),
         ]
     );
 }

@@ -9,5 +9,6 @@
 pub mod capture;
 pub mod engine;
 pub mod hold;
+pub mod isolate;
 pub mod restore;
 pub mod units;

@@ -152,7 +152,7 @@ fn one(v: &CapturedVolume, staging: &Path, store: Option<&Store>) -> Result<Volu
 
 /// Empty `dst` (not following symlinks), then copy `src`'s tree into it,
 /// and give `dst` itself `src`'s owner and mode.
-fn replace_contents(src: &Path, dst: &Path) -> Result<()> {
+pub(crate) fn replace_contents(src: &Path, dst: &Path) -> Result<()> {
     for e in fs::read_dir(dst).map_err(|e| Error::io(dst, e))? {
         let p = e.map_err(|e| Error::io(dst, e))?.path();
         let meta = fs::symlink_metadata(&p).map_err(|e| Error::io(&p, e))?;

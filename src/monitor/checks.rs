@@ -164,6 +164,56 @@ pub fn prewarm_http_client(services: &[&crate::config::ServiceConfig]) {
     }
 }
 
+thread_local! {
+    /// Checks on this thread build their own HTTP client, without a
+    /// connection pool ([`run_here`]).
+    static OWN_CLIENT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Run one check on this thread, on a runtime of its own, with its own
+/// HTTP client: every socket it opens belongs to this thread's network
+/// namespace (a restore test enters a copy's namespace with `setns`, which
+/// changes the calling thread only). Names are not resolved here (the
+/// resolver is the host's): give addresses.
+pub fn run_here(spec: &CheckSpec) -> CheckResult {
+    OWN_CLIENT.with(|c| c.set(true));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build();
+    match rt {
+        Ok(rt) => rt.block_on(run_check(spec)),
+        Err(e) => CheckResult {
+            id: spec.id.clone(),
+            service: spec.service.clone(),
+            name: spec.name.clone(),
+            kind: spec.kind.clone(),
+            ok: false,
+            message: format!("could not start a runtime: {e}"),
+            latency_ms: 0,
+            warning: None,
+            tls_days_left: None,
+            parent: spec.check.parent.clone(),
+        },
+    }
+}
+
+fn client_for(follow: bool) -> reqwest::Client {
+    if OWN_CLIENT.with(|c| c.get()) {
+        let built = crate::notify::transport::with_extra_roots(reqwest::Client::builder())
+            .redirect(if follow {
+                reqwest::redirect::Policy::limited(10)
+            } else {
+                reqwest::redirect::Policy::none()
+            })
+            .pool_max_idle_per_host(0)
+            .build();
+        if let Ok(c) = built {
+            return c;
+        }
+    }
+    http_client(follow).clone()
+}
+
 fn http_client(follow: bool) -> &'static reqwest::Client {
     static FOLLOW: OnceLock<reqwest::Client> = OnceLock::new();
     static NO_FOLLOW: OnceLock<reqwest::Client> = OnceLock::new();
@@ -218,7 +268,7 @@ async fn http(c: &HealthCheckConfig, timeout: Duration) -> Outcome {
     }
     let method = reqwest::Method::from_bytes(c.method.to_ascii_uppercase().as_bytes())
         .unwrap_or(reqwest::Method::GET);
-    let mut rb = http_client(c.follow_redirects)
+    let mut rb = client_for(c.follow_redirects)
         .request(method, url)
         .timeout(timeout);
     for (k, v) in &c.headers {

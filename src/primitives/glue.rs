@@ -32,6 +32,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
         ("pbs", pbs::module),
         ("proc", proc::module),
         ("pve", pve::module),
+        ("restore_test", restoretest::module),
         ("sys", sys::module),
         ("systemd", docker::systemd_module),
         ("time", time::module),

@@ -21,6 +21,7 @@ mod notify;
 mod pbs;
 mod proc;
 mod pve;
+mod restoretest;
 mod sys;
 mod time;
 mod workflow;

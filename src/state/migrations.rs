@@ -201,11 +201,41 @@ CREATE INDEX backups_created ON backups (created_at);
 CREATE INDEX backups_run ON backups (run_id) WHERE run_id IS NOT NULL;
 "#;
 
-/// Version 6: reserved for the update workflow's transactions table.
-const V6: &str = "-- reserved for the update transactions table";
+/// Version 6: reserved for the update workflow's transaction table; it
+/// changes nothing here and is replaced by that table's migration.
+const V6: &str = "";
 
-/// Version 7: reserved for the restore tests table.
-const V7: &str = "-- reserved for the restore tests table";
+/// Version 7: restore tests (docs/restore-testing.md). One row per test of
+/// one service: the backup it restored, the isolated environment it built
+/// (JSON: temp dir, Docker project, network, volumes, containers), written
+/// *before* anything is created so that the next run removes what a killed
+/// run left; the outcome (RTO, data age, checks) once it ended; and whether
+/// the environment is gone (`cleaned_up`), or when it may go
+/// (`cleanup_after`, `restore_testing.cleanup_delay_minutes`).
+const V7: &str = r#"
+CREATE TABLE restore_tests (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id        INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+    service       TEXT    NOT NULL,
+    kind          TEXT    NOT NULL,                       -- archive, docker
+    backup_id     INTEGER,
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    success       INTEGER CHECK (success IN (0, 1)),
+    rto_seconds   REAL,                                   -- restore start to every check passing
+    rpo_seconds   INTEGER,                                -- age of the restored data
+    checks_passed INTEGER NOT NULL DEFAULT 0,
+    checks_failed INTEGER NOT NULL DEFAULT 0,
+    checks        TEXT    NOT NULL DEFAULT '[]',          -- JSON [{name, ok, detail}]
+    environment   TEXT    NOT NULL DEFAULT '{}',          -- JSON, see restoretest::Environment
+    error         TEXT,
+    pid           INTEGER,
+    cleanup_after INTEGER,
+    cleaned_up    INTEGER NOT NULL DEFAULT 0 CHECK (cleaned_up IN (0, 1))
+);
+CREATE INDEX restore_tests_service ON restore_tests (service, id);
+CREATE INDEX restore_tests_pending ON restore_tests (id) WHERE cleaned_up = 0;
+"#;
 
 /// Version 8: the daemon's schedule, one row per scheduled workflow: the
 /// newest slot it has dealt with (started, skipped because the workflow was

@@ -18,6 +18,7 @@ mod kv;
 mod metrics;
 mod migrations;
 mod monitor;
+mod restore_tests;
 mod runs;
 mod schedule;
 #[cfg(test)]
@@ -26,6 +27,7 @@ mod tests;
 pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
 pub use monitor::{CheckState, CheckStatus};
+pub use restore_tests::{RestoreTestOutcome, RestoreTestRecord};
 pub use schedule::{SlotAction, SlotRecord};
 
 use crate::error::{Error, Result};

@@ -230,6 +230,9 @@ pub const DOCKER: Requirement = Requirement {
         "docker_backup::volumes_are_restored_under_their_names_and_compose_adopts_them",
         "docker_backup::a_killed_runs_stopped_container_is_started_by_the_next_run",
         "docker_backup::docker_exec_runs_an_argv_with_bounded_output",
+        "restore_test::a_compose_copy_answers_on_its_internal_network_with_the_backed_up_data",
+        "restore_test::a_corrupted_compose_backup_fails_and_leaves_nothing",
+        "restore_test::a_killed_restore_test_is_cleaned_up_by_the_next_run",
     ],
     optional: false,
 };

@@ -19,6 +19,7 @@ mod output;
 mod packaging;
 mod pve;
 mod restore_safety;
+mod restore_test;
 mod runs;
 mod script_limits;
 mod scripts;

@@ -1,0 +1,520 @@
+//! `run restore-test` through the binary: an archive restored into a temp
+//! dir, compared with its manifest and checked (a manifest mismatch fails
+//! with `restore_test_failed`); a Compose project with data in a named
+//! volume served over HTTP, restored into an isolated project on an
+//! internal network, checked from inside that network (it sees the
+//! backed-up data, not the live data), and gone afterwards; a corrupted
+//! backup failing; a SIGKILLed test's copy removed by the next run.
+//!
+//! Docker tests need the engine (`harness::DOCKER`) and run as root (the
+//! checks enter the copy's network namespace).
+
+use crate::docker::{docker, Lab};
+use crate::harness::{require, Test, DOCKER};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn archive_config(t: &Test, extra_check: &str) {
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n      cleanup_delay_minutes: 0\n      rto_target_minutes: 1\n  paths:\n    metrics_dir: {{root}}/metrics\nservices:\n  - name: web\n    type: host\n    backup_paths: [{{root}}/data/web]\n    restore_testing:\n      priority: high\n      health_checks:\n        - type: command\n          name: index present\n          command: [\"test\", \"-s\", \"{{restore_path}}{root}/data/web/index.html\"]\n{extra_check}",
+        root = t.root_str()
+    ));
+}
+
+fn left_in_state(t: &Test) -> Vec<String> {
+    std::fs::read_dir(t.path("state/restore-tests"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn an_archive_is_restored_compared_checked_timed_and_removed() {
+    let t = Test::new();
+    t.write("data/web/index.html", "<h1>hello</h1>\n");
+    t.write("data/web/conf/app.ini", "x=1\n");
+    archive_config(&t, "");
+    t.run(&["run", "backup"]).code(0);
+    // The live data changes after the backup; the test sees the backup's.
+    t.write("data/web/index.html", "");
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(0);
+    let j = r.json();
+    let res = &j["services"][0]["result"];
+    assert_eq!(j["services"][0]["service"], "web");
+    assert_eq!(res["ok"], true, "{j:#}");
+    assert_eq!(res["backup_id"], 1);
+    assert!(res["rto_seconds"].as_f64().unwrap() > 0.0, "{res}");
+    assert!(res["rpo_seconds"].as_i64().unwrap() >= 0, "{res}");
+    let checks = res["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 2, "{checks:?}");
+    assert_eq!(checks[0]["name"], "files match the manifest");
+    assert!(checks[0]["detail"].as_str().unwrap().contains("2 file(s)"));
+    assert_eq!(checks[1]["name"], "index present");
+    assert!(checks.iter().all(|c| c["ok"] == true), "{checks:?}");
+    assert_eq!(j["events"], serde_json::json!([]));
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+
+    let st = t.run(&["status", "--json"]);
+    let tests = &st.json()["restore_tests"];
+    assert_eq!(tests[0]["service"], "web");
+    assert_eq!(tests[0]["ok"], true);
+    assert_eq!(tests[0]["cleaned_up"], true);
+    t.run(&["status"]).stdout_has("Restore tests");
+    let prom = std::fs::read_to_string(t.path("metrics/homelab_autopilot.prom")).unwrap();
+    assert!(
+        prom.contains("homelab_autopilot_restore_test_last_success{service=\"web\"} 1"),
+        "{prom}"
+    );
+    assert!(prom.contains("homelab_autopilot_restore_test_rto_seconds{service=\"web\"}"));
+}
+
+#[test]
+fn a_manifest_mismatch_or_a_failing_check_fails_with_restore_test_failed() {
+    let t = Test::new();
+    t.write("data/web/index.html", "<h1>hello</h1>\n");
+    archive_config(&t, "");
+    t.run(&["run", "backup"]).code(0);
+    // The manifest records another sha256 for the file than the archive holds.
+    let mut m = t.archives("backups").pop().unwrap().into_os_string();
+    m.push(".manifest.json");
+    let mut man: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    man["files"][0]["sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&m, serde_json::to_vec(&man).unwrap()).unwrap();
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(1);
+    let j = r.json();
+    let res = &j["services"][0];
+    assert_eq!(res["ok"], false);
+    assert!(
+        res["error"].as_str().unwrap().contains("sha256 differs"),
+        "{res}"
+    );
+    assert_eq!(j["events"], serde_json::json!(["restore_test_failed"]));
+    assert!(left_in_state(&t).is_empty());
+
+    // A check that fails on a sound copy fails the test the same way.
+    std::fs::remove_file(&m).unwrap();
+    let t2 = Test::new();
+    t2.write("data/web/index.html", "<h1>hello</h1>\n");
+    archive_config(
+        &t2,
+        "        - type: command\n          name: never\n          command: [\"false\"]\n",
+    );
+    t2.run(&["run", "backup"]).code(0);
+    let r = t2.run(&["run", "restore-test", "--json"]);
+    r.code(1);
+    let j = r.json();
+    assert_eq!(j["events"], serde_json::json!(["restore_test_failed"]));
+    assert!(j["services"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("never"));
+    let st = t2.run(&["status", "--json"]).json();
+    assert_eq!(st["restore_tests"][0]["ok"], false);
+    assert!(st["restore_tests"][0]["rto_seconds"].is_null());
+}
+
+#[test]
+fn shell_string_checks_are_refused_and_a_service_without_backup_fails() {
+    let t = Test::new();
+    t.write("data/web/index.html", "x\n");
+    archive_config(&t, "");
+    // Nothing backed up yet.
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(1);
+    assert!(r.json()["services"][0]["error"]
+        .as_str()
+        .unwrap()
+        .contains("no verified backup"));
+    archive_config(
+        &t,
+        "        - type: command\n          name: shell\n          command: \"test -d /\"\n",
+    );
+    t.run(&["run", "backup"]).code(0);
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(1);
+    let j = r.json();
+    assert!(
+        j["services"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("argv list, not a shell string"),
+        "{j:#}"
+    );
+}
+
+/// A Compose project `web` serving its named volume `data` over HTTP
+/// (busybox httpd on 8080, on the project's default network).
+struct Served {
+    name: String,
+    dir: std::path::PathBuf,
+    _lab: Lab,
+}
+
+impl Served {
+    fn new(t: &Test, tag: &str) -> Served {
+        let lab = Lab::new(tag);
+        let name = format!("hlart{}{tag}", std::process::id());
+        let dir = t.path(&format!("srv/{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("docker-compose.yml"),
+            format!(
+                "version: \"3\"\nservices:\n  web:\n    image: {}\n    command: [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/data\"]\n    stop_grace_period: 1s\n    environment:\n      APP_MODE: test\n    volumes:\n      - data:/data\nvolumes:\n  data: {{}}\n",
+                lab.image
+            ),
+        )
+        .unwrap();
+        let s = Served {
+            name,
+            dir,
+            _lab: lab,
+        };
+        s.compose(&["up", "-d"]);
+        s
+    }
+
+    fn compose(&self, args: &[&str]) {
+        let st = Command::new("docker-compose")
+            .arg("--project-name")
+            .arg(&self.name)
+            .arg("--file")
+            .arg(self.dir.join("docker-compose.yml"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success(), "docker-compose {args:?}");
+    }
+
+    fn container(&self) -> String {
+        docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={}", self.name),
+        ])
+        .lines()
+        .next()
+        .unwrap()
+        .to_string()
+    }
+
+    fn config(&self, t: &Test) {
+        t.config(&format!(
+            "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n      cleanup_delay_minutes: 0\n      rto_target_minutes: 1\nservices:\n  - name: app\n    type: docker_compose\n    compose_file: {}/docker-compose.yml\n    compose_project: {}\n    restore_testing:\n      health_checks:\n        - type: http\n          name: served file\n          url: http://web:8080/file\n          body_contains: original\n",
+            self.dir.display(),
+            self.name
+        ));
+    }
+
+    /// Everything any restore test of this project made and left.
+    fn leftovers(&self) -> String {
+        let f = format!("name={}-restoretest-", self.name);
+        [
+            docker(&["ps", "-a", "--filter", &f, "--format", "{{.Names}}"]),
+            docker(&["network", "ls", "--filter", &f, "--format", "{{.Name}}"]),
+            docker(&["volume", "ls", "--filter", &f, "--format", "{{.Name}}"]),
+        ]
+        .join(" ")
+        .trim()
+        .to_string()
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = Command::new("docker-compose")
+            .arg("--project-name")
+            .arg(&self.name)
+            .arg("--file")
+            .arg(self.dir.join("docker-compose.yml"))
+            .args(["down", "-v", "--timeout", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[test]
+fn a_compose_copy_answers_on_its_internal_network_with_the_backed_up_data() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    let p = Served::new(&t, "rtok");
+    let c = p.container();
+    docker(&["exec", &c, "sh", "-c", "echo original > /data/file"]);
+    p.config(&t);
+    t.run(&["run", "backup"]).code(0);
+    docker(&["exec", &c, "sh", "-c", "echo changed > /data/file"]);
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(0);
+    let j = r.json();
+    let res = &j["services"][0]["result"];
+    assert_eq!(res["ok"], true, "{j:#}\n{}", r.stderr);
+    let env = &res["environment"];
+    let project = format!("{}-restoretest-{}", p.name, res["id"]);
+    assert_eq!(env["project"], project.as_str());
+    assert_eq!(env["network"], project.as_str());
+    assert_eq!(
+        env["containers"][0]["name"],
+        format!("{project}-web").as_str()
+    );
+    let checks = res["checks"].as_array().unwrap();
+    assert_eq!(checks[1]["name"], "served file");
+    assert_eq!(checks[1]["ok"], true, "{checks:?}");
+    assert!(res["rto_seconds"].as_f64().unwrap() > 0.0);
+    r.stderr_has("started on internal network");
+    // The live service was not touched, and the copy is gone.
+    assert_eq!(
+        docker(&["exec", &c, "busybox", "cat", "/data/file"]),
+        "changed"
+    );
+    assert_eq!(p.leftovers(), "");
+}
+
+#[test]
+fn a_corrupted_compose_backup_fails_and_leaves_nothing() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    let p = Served::new(&t, "rtbad");
+    docker(&[
+        "exec",
+        &p.container(),
+        "sh",
+        "-c",
+        "echo original > /data/file",
+    ]);
+    p.config(&t);
+    t.run(&["run", "backup"]).code(0);
+    let a = t.archives("backups").pop().unwrap();
+    let mut bytes = std::fs::read(&a).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0xff;
+    std::fs::write(&a, bytes).unwrap();
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(1);
+    let j = r.json();
+    assert_eq!(j["events"], serde_json::json!(["restore_test_failed"]));
+    assert!(
+        j["services"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("restore failed"),
+        "{j:#}"
+    );
+    assert_eq!(p.leftovers(), "");
+}
+
+#[test]
+fn a_killed_restore_test_is_cleaned_up_by_the_next_run() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    let p = Served::new(&t, "rtkill");
+    docker(&[
+        "exec",
+        &p.container(),
+        "sh",
+        "-c",
+        "echo original > /data/file",
+    ]);
+    p.config(&t);
+    t.run(&["run", "backup"]).code(0);
+    // The checks never start: the run is killed while the copy runs.
+    t.script(
+        "services/app.rhai",
+        "fn run_checks(svc, env, ctx) {\n    proc::run([\"sleep\", \"60\"]);\n    restore_test::check(svc, env)\n}\n",
+    );
+    let mut child = t
+        .command(&["run", "restore-test"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = format!("{}-restoretest-1-web", p.name);
+    while !docker(&["ps", "--format", "{{.Names}}"]).contains(&running) {
+        assert!(Instant::now() < deadline, "the copy never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(p.leftovers().contains(&running), "{}", p.leftovers());
+    std::fs::remove_file(t.path("scripts/services/app.rhai")).unwrap();
+    let r = t.run(&["run", "restore-test"]);
+    r.code(0)
+        .stderr_has("removed the copy of restore test 1 (app, left by an interrupted run)");
+    assert_eq!(p.leftovers(), "");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
+
+#[test]
+fn backups_verify_reads_vzdump_files_and_reports_pbs_and_volumes_as_unknown() {
+    let t = Test::new();
+    t.write("data/web/index.html", "x\n");
+    archive_config(&t, "");
+    t.run(&["run", "backup"]).code(0);
+    let dump = t.path("dump");
+    std::fs::create_dir_all(&dump).unwrap();
+    let mut vma = b"VMA\0".to_vec();
+    vma.extend(std::iter::repeat_n(3u8, 50_000));
+    let good = dump.join("vzdump-qemu-100-2026_01_01-00_00_00.vma.zst");
+    std::fs::write(&good, zstd::encode_all(&vma[..], 3).unwrap()).unwrap();
+    let bad = dump.join("vzdump-qemu-100-2026_01_02-00_00_00.vma.zst");
+    let mut z = zstd::encode_all(&vma[..], 3).unwrap();
+    z.truncate(z.len() - 10);
+    std::fs::write(&bad, z).unwrap();
+    let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    for (kind, loc) in [
+        ("vzdump", good.display().to_string()),
+        ("vzdump", bad.display().to_string()),
+        (
+            "vzdump",
+            "local:backup/vzdump-qemu-100-2026_01_03-00_00_00.vma.zst".to_string(),
+        ),
+        ("pbs", "pbs:backup/vm/100/2026-01-04T00:00:00Z".to_string()),
+    ] {
+        db.execute(
+            "INSERT INTO backups (service, kind, location, size, created_at) VALUES ('web', ?1, ?2, 1, 1)",
+            [kind, &loc],
+        )
+        .unwrap();
+    }
+    let r = t.run(&["backups", "verify", "--json"]);
+    r.code(65);
+    let j = r.json();
+    let by = |loc: &str| {
+        j["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["path"] == loc)
+            .cloned()
+            .unwrap_or_else(|| panic!("{loc}: {j:#}"))
+    };
+    let g = by(&good.display().to_string());
+    assert_eq!(
+        (g["ok"].clone(), g["format"].clone()),
+        (true.into(), "vma".into())
+    );
+    assert_eq!(g["depth"], "full");
+    assert_eq!(by(&bad.display().to_string())["ok"], false);
+    let v = by("local:backup/vzdump-qemu-100-2026_01_03-00_00_00.vma.zst");
+    assert_eq!(v["unknown"], true);
+    assert!(v["ok"].is_null());
+    assert_eq!(
+        by("pbs:backup/vm/100/2026-01-04T00:00:00Z")["unknown"],
+        true
+    );
+    assert_eq!(j["unknown"], 2);
+    t.run(&["backups", "verify"])
+        .stdout_has("UNKNOWN pbs:backup/vm/100/2026-01-04T00:00:00Z: pbs backup not readable");
+    let status: Vec<(String, Option<i64>)> = db
+        .prepare("SELECT status, verified_at FROM backups WHERE kind = 'vzdump' ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(status[0].0, "complete");
+    assert!(status[0].1.is_some());
+    assert_eq!(status[1].0, "failed_verify");
+    assert_eq!(status[2], ("complete".to_string(), None));
+    // The newest archive's verification age is in status.
+    let st = t.run(&["status", "--json"]).json();
+    assert!(
+        st["services"][0]["verification_age_seconds"]
+            .as_i64()
+            .is_some(),
+        "{st:#}"
+    );
+}
+
+/// The archive config with a webhook channel and the given
+/// `restore_testing` lines (under `global.backup.restore_testing`).
+fn notified_config(t: &Test, url: &str, rt: &str, check: &str) {
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n{rt}notifications:\n  cooldown_minutes: 0\n  channels:\n    - name: hook\n      type: webhook\n      url: {url}\nservices:\n  - name: web\n    type: host\n    backup_paths: [{{root}}/data/web]\n    restore_testing:\n      health_checks:\n        - type: command\n          name: probe\n          command: [\"{check}\"]\n",
+    ));
+}
+
+#[test]
+fn notifications_follow_restore_testing_notifications() {
+    use crate::notify::{ok, Receiver};
+    let rx = Receiver::start(ok());
+    let t = Test::new();
+    t.write("data/web/index.html", "x\n");
+    let url = rx.url("/hook");
+    notified_config(
+        &t,
+        &url,
+        "      cleanup_delay_minutes: 0\n      notifications:\n        on_success: true\n        include_rto_metrics: true\n",
+        "true",
+    );
+    t.run(&["run", "backup"]).code(0);
+    t.run(&["run", "restore-test"]).code(0);
+    let got: Vec<serde_json::Value> = rx.on("/hook").iter().map(|r| r.json()).collect();
+    let text = serde_json::to_string(&got).unwrap();
+    assert!(text.contains("restore_test_success"), "{text}");
+    assert!(text.contains("rto_seconds"), "{text}");
+    // on_failure: false raises nothing for a failed test; the default does.
+    notified_config(
+        &t,
+        &url,
+        "      cleanup_delay_minutes: 0\n      notifications:\n        on_failure: false\n",
+        "false",
+    );
+    let before = rx.on("/hook").len();
+    let r = t.run(&["run", "restore-test", "--json"]);
+    r.code(1);
+    assert_eq!(r.json()["events"], serde_json::json!([]));
+    assert_eq!(rx.on("/hook").len(), before);
+    notified_config(&t, &url, "      cleanup_delay_minutes: 0\n", "false");
+    t.run(&["run", "restore-test"]).code(1);
+    let last = rx.on("/hook").last().unwrap().text();
+    assert!(last.contains("restore_test_failed"), "{last}");
+}
+
+#[test]
+fn a_copy_kept_for_inspection_is_removed_once_its_delay_has_passed() {
+    let t = Test::new();
+    t.write("data/web/index.html", "<h1>hello</h1>\n");
+    archive_config(&t, "");
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml"))
+        .unwrap()
+        .replace("cleanup_delay_minutes: 0", "cleanup_delay_minutes: 30");
+    t.config(&cfg);
+    t.run(&["run", "backup"]).code(0);
+    t.run(&["run", "restore-test"])
+        .code(0)
+        .stderr_has("stays 30 minute(s) for inspection");
+    assert_eq!(left_in_state(&t), ["1"]);
+    assert!(t.path("state/restore-tests/1/data").is_dir());
+    // Not yet due: the next run keeps it (and makes and keeps its own).
+    t.run(&["run", "restore-test"]).code(0);
+    assert_eq!(left_in_state(&t).len(), 2);
+    // Its time has come.
+    let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    db.execute(
+        "UPDATE restore_tests SET cleanup_after = 0 WHERE id = 1",
+        [],
+    )
+    .unwrap();
+    t.run(&["run", "restore-test"])
+        .code(0)
+        .stderr_has("removed the copy of restore test 1 (web, kept for inspection until now)");
+    let mut left = left_in_state(&t);
+    left.sort();
+    assert_eq!(left, ["2", "3"]);
+}
