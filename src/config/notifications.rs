@@ -179,13 +179,15 @@ pub enum EventType {
     ServiceRecovered,
     ExternalAccessFailed,
     RollbackExecuted,
+    /// An update failed and its rollback failed too: the admin must act.
+    RollbackFailed,
     DiskSpaceWarning,
     RestoreTestSuccess,
     RestoreTestFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 13] = [
         EventType::BackupSuccess,
         EventType::BackupFailed,
         EventType::BackupMissing,
@@ -195,6 +197,7 @@ impl EventType {
         EventType::ServiceRecovered,
         EventType::ExternalAccessFailed,
         EventType::RollbackExecuted,
+        EventType::RollbackFailed,
         EventType::DiskSpaceWarning,
         EventType::RestoreTestSuccess,
         EventType::RestoreTestFailed,
@@ -211,6 +214,7 @@ impl EventType {
             EventType::ServiceRecovered => "service_recovered",
             EventType::ExternalAccessFailed => "external_access_failed",
             EventType::RollbackExecuted => "rollback_executed",
+            EventType::RollbackFailed => "rollback_failed",
             EventType::DiskSpaceWarning => "disk_space_warning",
             EventType::RestoreTestSuccess => "restore_test_success",
             EventType::RestoreTestFailed => "restore_test_failed",
@@ -235,6 +239,7 @@ impl EventType {
             | EventType::UpdateFailed
             | EventType::ServiceDown
             | EventType::ExternalAccessFailed
+            | EventType::RollbackFailed
             | EventType::RestoreTestFailed => Severity::Critical,
         }
     }

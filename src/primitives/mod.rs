@@ -23,6 +23,7 @@ mod proc;
 mod pve;
 mod sys;
 mod time;
+mod update;
 mod workflow;
 pub use glue::register_all;
 pub(crate) use glue::*;

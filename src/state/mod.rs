@@ -21,10 +21,12 @@ mod monitor;
 mod runs;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
 pub use monitor::{CheckState, CheckStatus};
+pub use updates::UpdateRow;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;

@@ -879,7 +879,7 @@ fn v5_rebuilds_backups_keeping_rows_runs_indexes_and_ids_and_allows_deleting_and
     drop(s);
 
     let s = Store::open(&path).unwrap();
-    assert_eq!(pragma_i64(&s, "user_version"), 5);
+    assert_eq!(pragma_i64(&s, "user_version"), SCHEMA_VERSION);
     assert_eq!(pragma_i64(&s, "foreign_keys"), 1);
     let row = s.backup(kept).unwrap().unwrap();
     assert_eq!(
