@@ -144,6 +144,16 @@ impl Store {
         })
     }
 
+    /// (service, outcome, finished_at) of each service's last finished
+    /// update, for the metrics file.
+    pub fn update_metrics(&self) -> Result<Vec<(String, String, i64)>> {
+        Ok(self
+            .last_updates()?
+            .into_iter()
+            .filter_map(|u| Some((u.service, u.outcome?, u.finished_at?)))
+            .collect())
+    }
+
     /// Count of finished transactions per (service, outcome).
     pub fn update_counts(&self) -> Result<Vec<(String, String, i64)>> {
         self.with(|c| {
