@@ -671,3 +671,90 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
         .unwrap();
     assert_eq!(open, 0);
 }
+
+/// A generic service whose update, validation and rollback are the admin's
+/// commands: a good version stays, a bad one is rolled back, and a bad one
+/// without a rollback command is `rollback_failed` with a critical event.
+#[test]
+fn update_commands_run_inside_the_same_transaction() {
+    let t = Test::new();
+    t.write("app/current", "good v1\n");
+    t.write("releases/v2", "good v2\n");
+    t.write("releases/v3", "bad v3\n");
+    t.write("releases/v1", "good v1\n");
+    let cfg = |release: &str, rollback: bool| {
+        format!(
+            "updates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 1\nservices:\n  - name: app\n    type: generic\n    backup: false\n    health_checks:\n      - type: command\n        command: [grep, -q, good, {{root}}/app/current]\n    update:\n      command: [cp, {{root}}/releases/{release}, {{root}}/app/current]\n      validate_command: [test, -s, {{root}}/app/current]\n{}",
+            if rollback {
+                "      rollback_command: [cp, {root}/releases/v1, {root}/app/current]\n"
+            } else {
+                ""
+            }
+        )
+    };
+    t.config(&cfg("v2", true));
+    let r = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(outcome(&r.json(), "app")["result"]["outcome"], "updated");
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "good v2\n"
+    );
+
+    t.config(&cfg("v3", true));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    assert_eq!(
+        outcome(&doc, "app")["result"]["outcome"],
+        "rolled_back",
+        "{doc:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "good v1\n"
+    );
+
+    t.config(&cfg("v3", false));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "rollback_failed", "{doc:#}");
+    assert!(
+        res["summary"]
+            .as_str()
+            .unwrap()
+            .contains("rollback_command"),
+        "{res:#}"
+    );
+    let critical: Vec<&serde_json::Value> = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["event"] == "rollback_failed")
+        .collect();
+    assert_eq!(critical.len(), 1, "{doc:#}");
+    assert_eq!(critical[0]["severity"], "critical");
+    assert!(critical[0]["data"]["manual_steps"].is_array());
+}
+
+/// Services that depend on each other in a cycle are refused before
+/// anything is updated, naming the cycle; an unknown dependency is a
+/// configuration error with its line.
+#[test]
+fn a_dependency_cycle_or_an_unknown_dependency_is_refused() {
+    let t = Test::new();
+    t.config(
+        "services:\n  - name: a\n    type: generic\n    backup: false\n    depends_on: [b]\n    update:\n      command: [\"true\"]\n  - name: b\n    type: generic\n    backup: false\n    depends_on: [a]\n    update:\n      command: [\"true\"]\n",
+    );
+    let r = t.run(&["run", "update"]);
+    r.code(1).stderr_has("a -> b -> a");
+    t.config(
+        "services:\n  - name: a\n    type: generic\n    backup: false\n    depends_on: [nope]\n",
+    );
+    let r = t.run(&["run", "update"]);
+    r.code(78)
+        .stderr_has("depends_on")
+        .stderr_has("unknown service 'nope'");
+}
