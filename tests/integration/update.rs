@@ -758,3 +758,39 @@ fn a_dependency_cycle_or_an_unknown_dependency_is_refused() {
         .stderr_has("depends_on")
         .stderr_has("unknown service 'nope'");
 }
+
+/// A per-service override of one step through the binary: `validate`
+/// in `services/app.rhai` fails the update, so it is rolled back; and the
+/// example override in examples/scripts compiles against the primitives.
+#[test]
+fn a_step_overridden_for_one_service_decides_its_update() {
+    let t = Test::new();
+    t.write("app/current", "good v1\n");
+    t.config(
+        "updates:\n  soak_seconds: 0\nservices:\n  - name: app\n    type: generic\n    backup: false\n    update:\n      command: [cp, /dev/null, {root}/app/next]\n      rollback_command: [rm, -f, {root}/app/next]\n  - name: nextcloud\n    type: docker_compose\n    compose_file: {root}/nc/docker-compose.yml\n    enabled: false\n",
+    );
+    t.write("nc/docker-compose.yml", "services: {}\n");
+    t.script(
+        "services/app.rhai",
+        "// The new version is refused; the old one (no app/next) passes.\nfn validate(svc, txn, ctx) {\n    let fresh = fs::exists(\"{root}/app/next\");\n    #{ ok: !fresh, message: if fresh { \"refused by the override\" } else { \"fine\" }, checks: [] }\n}\n",
+    );
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scripts/services/nextcloud.rhai"
+    );
+    t.script(
+        "services/nextcloud.rhai",
+        &std::fs::read_to_string(example).unwrap(),
+    );
+    t.run(&["scripts", "check"]).code(0);
+    let r = run_update(&t, &["--service", "app"]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert!(res["summary"]
+        .as_str()
+        .unwrap()
+        .contains("refused by the override"));
+    assert!(!t.path("app/next").exists(), "rollback_command ran");
+}
