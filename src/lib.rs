@@ -34,6 +34,7 @@ pub mod signals;
 pub mod state;
 pub mod system;
 pub mod units;
+pub mod update;
 
 pub use error::{Error, Result};
 

@@ -123,6 +123,26 @@ pub fn render(cfg: &Config, workflows: &[String], m: &MetricsSnapshot) -> String
             .filter(|u| cfg.service(&u.0).is_some())
             .map(|u| (u.0.as_str(), u8::from(u.1))),
     );
+    let updates = || m.updates.iter().filter(|u| cfg.service(&u.0).is_some());
+    o.series(
+        "update_last_outcome",
+        "gauge",
+        "The service's last update: 0 updated, 1 up_to_date, 2 skipped, 3 rolled_back, \
+         4 aborted, 5 rollback_failed.",
+        "service",
+        updates().filter_map(|u| {
+            let o = crate::update::Outcome::parse(&u.1)?;
+            let code = crate::update::Outcome::ALL.iter().position(|x| *x == o)?;
+            Some((u.0.as_str(), code))
+        }),
+    );
+    o.series(
+        "update_last_timestamp_seconds",
+        "gauge",
+        "When the service's last update ended (unix seconds).",
+        "service",
+        updates().map(|u| (u.0.as_str(), u.2)),
+    );
     o.0
 }
 
@@ -232,6 +252,7 @@ mod tests {
             backups: vec![("web".into(), 1_700_000_000, 4096), ("gone".into(), 1, 1)],
             notification_failures: vec![("old".into(), 3)],
             services_up: vec![("web".into(), false)],
+            updates: vec![("web".into(), "rolled_back".into(), 1_700_000_100)],
         };
         let text = render(&cfg, &["we\"ird\\".to_string()], &m);
         assert!(
@@ -246,6 +267,7 @@ mod tests {
         );
         assert!(text.contains("homelab_autopilot_backup_last_size_bytes{service=\"web\"} 4096\n"));
         assert!(text.contains("homelab_autopilot_service_up{service=\"web\"} 0\n"));
+        assert!(text.contains("homelab_autopilot_update_last_outcome{service=\"web\"} 3\n"));
         assert!(!text.contains("gone") && !text.contains("old"), "{text}");
         assert!(!text.contains("deleted"), "a workflow that is gone: {text}");
         assert!(text.contains("# TYPE homelab_autopilot_notification_failures_total counter\n"));

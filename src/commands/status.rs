@@ -74,10 +74,11 @@ pub fn run(env: &Setup) -> Result<Report> {
         }));
     }
     let monitored = monitor_section(&cfg, &store, now, &mut text)?;
+    let updates = update_section(&store, now, &mut text)?;
     let restore_tests = restore_test_section(&cfg, &store, now, &mut text)?;
     Ok(Report::ok(
         json!({"runs": runs, "services": services, "monitor": monitored,
-               "restore_tests": restore_tests}),
+               "updates": updates, "restore_tests": restore_tests}),
         text,
     ))
 }
@@ -123,6 +124,37 @@ fn monitor_section(
         {
             text.push_str(&format!("      {} {}: {}\n", c.name, c.status, c.message));
         }
+    }
+    Ok(out)
+}
+
+/// The last update of each service: its outcome, when, and what runs.
+fn update_section(
+    store: &crate::state::Store,
+    now: i64,
+    text: &mut String,
+) -> Result<Vec<serde_json::Value>> {
+    let rows = store.last_updates()?;
+    if !rows.is_empty() {
+        text.push_str("\nUpdates\n");
+    }
+    let mut out = Vec::new();
+    for u in rows {
+        let outcome = u.outcome.clone().unwrap_or_default();
+        let ended = u.finished_at.unwrap_or(u.started_at);
+        let summary = u.detail["summary"].as_str().unwrap_or("").to_string();
+        text.push_str(&format!(
+            "  {:<24} {:<16} {} ago  {}\n",
+            u.service,
+            outcome,
+            ago(now - ended),
+            summary.lines().next().unwrap_or("")
+        ));
+        out.push(json!({
+            "service": u.service, "outcome": outcome, "kind": u.kind,
+            "finished_at": u.finished_at, "run_id": u.run_id, "summary": summary,
+            "after": u.after,
+        }));
     }
     Ok(out)
 }

@@ -103,6 +103,9 @@ pub struct UpdatesConfig {
     pub health_check_timeout_seconds: u64,
     /// Update one service at a time.
     pub sequential: bool,
+    /// How long an updated service's checks must keep passing after they
+    /// first all pass.
+    pub soak_seconds: u64,
 }
 
 impl Default for UpdatesConfig {
@@ -115,6 +118,7 @@ impl Default for UpdatesConfig {
             keep_snapshot_hours: 24,
             health_check_timeout_seconds: 300,
             sequential: true,
+            soak_seconds: 30,
         }
     }
 }

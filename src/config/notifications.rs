@@ -369,6 +369,8 @@ pub enum EventType {
     ServiceRecovered,
     ExternalAccessFailed,
     RollbackExecuted,
+    /// An update failed and its rollback failed too: the admin must act.
+    RollbackFailed,
     DiskSpaceWarning,
     RestoreTestSuccess,
     RestoreTestFailed,
@@ -377,7 +379,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 13] = [
+    pub const ALL: [EventType; 14] = [
         EventType::BackupSuccess,
         EventType::BackupFailed,
         EventType::BackupMissing,
@@ -387,6 +389,7 @@ impl EventType {
         EventType::ServiceRecovered,
         EventType::ExternalAccessFailed,
         EventType::RollbackExecuted,
+        EventType::RollbackFailed,
         EventType::DiskSpaceWarning,
         EventType::RestoreTestSuccess,
         EventType::RestoreTestFailed,
@@ -404,6 +407,7 @@ impl EventType {
             EventType::ServiceRecovered => "service_recovered",
             EventType::ExternalAccessFailed => "external_access_failed",
             EventType::RollbackExecuted => "rollback_executed",
+            EventType::RollbackFailed => "rollback_failed",
             EventType::DiskSpaceWarning => "disk_space_warning",
             EventType::RestoreTestSuccess => "restore_test_success",
             EventType::RestoreTestFailed => "restore_test_failed",
@@ -430,6 +434,7 @@ impl EventType {
             | EventType::UpdateFailed
             | EventType::ServiceDown
             | EventType::ExternalAccessFailed
+            | EventType::RollbackFailed
             | EventType::RestoreTestFailed => Severity::Critical,
         }
     }

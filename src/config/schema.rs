@@ -658,6 +658,9 @@ pub struct ServiceConfig {
     /// see [`ServiceConfig::consistency`] for the default.
     pub backup_consistency: Option<BackupConsistency>,
     pub update: Option<ServiceUpdateConfig>,
+    /// Services this one needs: updated before it, and a failed update of
+    /// one skips this one.
+    pub depends_on: Vec<String>,
     pub health_checks: Vec<HealthCheckConfig>,
     /// External access validation: an https URL checked from outside.
     pub external_url: Option<String>,
@@ -684,6 +687,7 @@ impl Default for ServiceConfig {
             unit: None,
             backup_consistency: None,
             update: None,
+            depends_on: Vec::new(),
             health_checks: Vec::new(),
             external_url: None,
             restore_testing: None,
@@ -810,6 +814,10 @@ pub struct ServiceUpdateConfig {
     pub command: Vec<String>,
     /// Snapshot before updating (default: `updates.snapshot_before_update`).
     pub snapshot: Option<bool>,
+    /// argv run after the update; a non-zero exit fails the validation.
+    pub validate_command: Vec<String>,
+    /// argv run to undo a failed update.
+    pub rollback_command: Vec<String>,
 }
 
 impl Default for ServiceUpdateConfig {
@@ -818,6 +826,8 @@ impl Default for ServiceUpdateConfig {
             enabled: true,
             command: Vec::new(),
             snapshot: None,
+            validate_command: Vec::new(),
+            rollback_command: Vec::new(),
         }
     }
 }

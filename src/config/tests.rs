@@ -905,20 +905,20 @@ fn pending_sections_are_refused_where_they_are_written() {
     let main = write(
         tmp.path(),
         "c.yaml",
-        "global:\n  backup:\n    restore_testing:\n      test_environment: {node: pve1}\nupdates:\n  enabled: true\nservices:\n  - name: web\n    update: {command: [x]}\n  - name: db\n    restore_testing: {enabled: true}\n",
+        "global:\n  backup:\n    restore_testing:\n      test_environment: {node: pve1}\nupdates:\n  keep_snapshot_hours: 4\nservices:\n  - name: web\n    type: generic\n    backup_paths: [/srv]\n    update: {command: [x], snapshot: true}\n",
         0o600,
     );
     let m = main.display();
     let errs = config_errors(&main);
-    let update = "not available in this version: the 'update' workflow that reads it is not shipped yet; remove this section";
+    let guests = "it applies to updates of Proxmox guests (vm, lxc), which this version does not run; remove it";
     assert_eq!(
         errs,
         [
             format!(
-                "{m}:4:7: global.backup.restore_testing.test_environment: not available in this version: it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run; remove this section"
+                "{m}:4:7: global.backup.restore_testing.test_environment: not available in this version: it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run; remove it"
             ),
-            format!("{m}:5:1: updates: {update}"),
-            format!("{m}:9:5: services[0].update: {update}"),
+            format!("{m}:6:24: updates.keep_snapshot_hours: not available in this version: {guests}"),
+            format!("{m}:11:38: services[0].update.snapshot: not available in this version: {guests}"),
         ]
     );
 }

@@ -216,11 +216,20 @@ fn blocking<T>(
     what: &str,
     f: impl std::future::Future<Output = std::result::Result<T, String>>,
 ) -> Result<T> {
-    let r = crate::notify::block_on(async { tokio::time::timeout(CALL_TIMEOUT, f).await });
+    blocking_for(what, CALL_TIMEOUT, f)
+}
+
+/// [`blocking`] with its own timeout.
+pub fn blocking_for<T>(
+    what: &str,
+    timeout: Duration,
+    f: impl std::future::Future<Output = std::result::Result<T, String>>,
+) -> Result<T> {
+    let r = crate::notify::block_on(async { tokio::time::timeout(timeout, f).await });
     match r {
         Err(_) => Err(Error::Timeout {
             what: what.to_string(),
-            after: CALL_TIMEOUT,
+            after: timeout,
         }),
         Ok(Err(e)) if e.contains("docker socket") || e.starts_with("docker: ") => {
             Err(Error::Unreachable(format!("{what}: {e}")))

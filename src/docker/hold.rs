@@ -203,7 +203,7 @@ fn key(service: &str) -> String {
 }
 
 /// A process's start time in clock ticks since boot.
-fn pid_start(pid: u32) -> Option<u64> {
+pub fn pid_start(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count from its ')'.
     let rest = &stat[stat.rfind(')')? + 1..];

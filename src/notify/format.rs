@@ -50,6 +50,7 @@ pub fn headline(e: &Event) -> String {
         ),
         "external_access_failed" => format!("FAILED external access{svc}"),
         "rollback_executed" => format!("ROLLBACK{svc}"),
+        "rollback_failed" => format!("ROLLBACK FAILED{svc}"),
         "disk_space_warning" => "WARNING disk space".to_string(),
         "restore_test_success" => format!("OK restore test{svc}"),
         "restore_test_failed" => format!("FAILED restore test{svc}"),

@@ -78,6 +78,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 exec(&h, &ctx, container, argv, opts)
             },
         );
+    super::update::register_docker(host, &mut m);
     m
 }
 

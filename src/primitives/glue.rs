@@ -18,6 +18,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
     let modules: &[(&str, ModuleBuilder)] = &[
         ("archive", archive::module),
         ("catalog", catalog::module),
+        ("compose", update::compose_module),
         ("config", config_rhai::module),
         ("consistency", docker::consistency_module),
         ("dest", dest::module),
@@ -36,6 +37,7 @@ pub fn register_all(engine: &mut Engine, host: &Arc<Host>) {
         ("sys", sys::module),
         ("systemd", docker::systemd_module),
         ("time", time::module),
+        ("update", update::module),
         ("workflow", workflow::module),
     ];
     for (name, build) in modules {

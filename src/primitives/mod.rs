@@ -24,6 +24,7 @@ mod pve;
 mod restoretest;
 mod sys;
 mod time;
+mod update;
 mod workflow;
 pub use glue::register_all;
 pub(crate) use glue::*;

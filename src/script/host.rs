@@ -388,15 +388,31 @@ impl Host {
         );
         let outcome = match res {
             Ok(v) => {
-                let skipped = v
-                    .read_lock::<Map>()
-                    .and_then(|m| m.get("skipped").and_then(|s| s.as_bool().ok()))
-                    .unwrap_or(false);
+                let flag = |k: &str| {
+                    v.read_lock::<Map>()
+                        .and_then(|m| m.get(k).and_then(|s| s.as_bool().ok()))
+                };
+                // A step may fail its service and still return what it
+                // did: `#{ok: false, error: "...", ...}` (the update
+                // workflow's rolled_back and the like).
+                let ok = flag("ok") != Some(false);
+                let error = (!ok).then(|| {
+                    v.read_lock::<Map>()
+                        .and_then(|m| m.get("error").map(|e| e.to_string()))
+                        .unwrap_or_else(|| "failed".into())
+                });
+                if let Some(e) = &error {
+                    self.event(
+                        tracing::Level::ERROR,
+                        Some(service),
+                        &format!("failed: {e}"),
+                    );
+                }
                 ServiceOutcome {
                     service: service.into(),
-                    ok: true,
-                    skipped,
-                    error: None,
+                    ok,
+                    skipped: ok && flag("skipped").unwrap_or(false),
+                    error,
                     error_kind: None,
                     result: dynamic_to_json(&v),
                 }

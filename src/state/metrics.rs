@@ -26,11 +26,13 @@ pub struct MetricsSnapshot {
     /// (service, up): down when any check is DOWN, up when all are UP;
     /// services whose checks are all still unknown are left out.
     pub services_up: Vec<(String, bool)>,
+    /// (service, outcome, finished_at) of the last finished update.
+    pub updates: Vec<(String, String, i64)>,
 }
 
 impl Store {
     pub fn metrics_snapshot(&self) -> Result<MetricsSnapshot> {
-        self.with(|c| {
+        let mut snap = self.with(|c| {
             let mut out = MetricsSnapshot::default();
             let mut st = c.prepare(
                 "SELECT r.workflow, r.status, r.finished_at - r.started_at,
@@ -86,6 +88,8 @@ impl Store {
                 })
                 .collect::<rusqlite::Result<_>>()?;
             Ok(out)
-        })
+        })?;
+        snap.updates = self.update_metrics()?;
+        Ok(snap)
     }
 }

@@ -201,9 +201,32 @@ CREATE INDEX backups_created ON backups (created_at);
 CREATE INDEX backups_run ON backups (run_id) WHERE run_id IS NOT NULL;
 "#;
 
-/// Version 6: reserved for the update workflow's transaction table; it
-/// changes nothing here and is replaced by that table's migration.
-const V6: &str = "";
+/// Version 6: update transactions. A row is written before an update
+/// changes anything (what ran before: digests, image IDs, a snapshot's
+/// name), its `step` moves on as the update does, and `outcome` is set when
+/// it ends; a row with no `finished_at` whose process is gone is an update
+/// the next `run update` completes (rollback or validation).
+const V6: &str = r#"
+CREATE TABLE updates (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    run_id      INTEGER REFERENCES runs (id) ON DELETE SET NULL,
+    service     TEXT    NOT NULL,
+    kind        TEXT    NOT NULL,                         -- docker_compose, docker, command, ...
+    step        TEXT    NOT NULL,                         -- the step reached
+    outcome     TEXT    CHECK (outcome IS NULL OR outcome IN
+                  ('updated', 'up_to_date', 'skipped', 'rolled_back', 'aborted', 'rollback_failed')),
+    before      TEXT    NOT NULL DEFAULT '{}',            -- JSON: what ran before
+    after       TEXT,                                     -- JSON: what runs now
+    detail      TEXT    NOT NULL DEFAULT '{}',            -- JSON: checks, durations, message
+    pid         INTEGER,
+    pid_start   INTEGER,
+    started_at  INTEGER NOT NULL,
+    finished_at INTEGER
+);
+CREATE INDEX updates_open ON updates (service) WHERE finished_at IS NULL;
+CREATE INDEX updates_service_id ON updates (service, id);
+CREATE INDEX updates_run ON updates (run_id) WHERE run_id IS NOT NULL;
+"#;
 
 /// Version 7: restore tests (docs/restore-testing.md). One row per test of
 /// one service: the backup it restored, the isolated environment it built

@@ -23,12 +23,14 @@ mod runs;
 mod schedule;
 #[cfg(test)]
 mod tests;
+mod updates;
 
 pub use metrics::{JobMetric, MetricsSnapshot};
 pub use migrations::SCHEMA_VERSION;
 pub use monitor::{CheckState, CheckStatus};
 pub use restore_tests::{RestoreTestOutcome, RestoreTestRecord};
 pub use schedule::{SlotAction, SlotRecord};
+pub use updates::UpdateRow;
 
 use crate::error::{Error, Result};
 use rusqlite::Connection;

@@ -237,6 +237,43 @@ pub const DOCKER: Requirement = Requirement {
     optional: false,
 };
 
+/// A Docker engine, busybox, Compose and a `docker-registry` binary (the
+/// update tests push their images to a registry of their own).
+pub const REGISTRY: Requirement = Requirement {
+    name: "docker-registry",
+    install: "apt-get install docker.io busybox-static docker-compose docker-registry; dockerd &",
+    probe: registry_available,
+    tests: &[
+        "update::a_compose_update_that_passes_stays_and_one_that_fails_is_rolled_back",
+        "update::a_registry_that_is_down_aborts_without_touching_the_service",
+        "update::dry_run_reports_the_new_digest_and_changes_nothing",
+        "update::a_database_updates_before_its_app_and_a_failed_one_skips_it",
+        "update::a_killed_update_is_rolled_back_by_the_next_run",
+    ],
+    optional: false,
+};
+
+pub fn registry_available() -> Result<(), String> {
+    docker_available()?;
+    if !Path::new("/usr/bin/docker-registry").exists() {
+        return Err("no /usr/bin/docker-registry".into());
+    }
+    let compose = Command::new("docker-compose")
+        .arg("version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success())
+        || Command::new("docker")
+            .args(["compose", "version"])
+            .stdin(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success());
+    if !compose {
+        return Err("neither docker-compose nor docker compose".into());
+    }
+    Ok(())
+}
+
 /// aiosmtpd importable by /usr/bin/python3.
 pub const SMTP: Requirement = Requirement {
     name: "smtp",

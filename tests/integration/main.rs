@@ -25,3 +25,4 @@ mod script_limits;
 mod scripts;
 mod secrets;
 mod skips;
+mod update;

@@ -3,12 +3,13 @@
 //! requirement's probe again and names the tests that skip (or, under
 //! `CI=true`, fail) without it, plus the skips recorded so far.
 
-use crate::harness::{on_ci, skips, Requirement, DOCKER, ROOT, SMTP};
+use crate::harness::{on_ci, skips, Requirement, DOCKER, REGISTRY, ROOT, SMTP};
 use std::io::Write;
 
 /// Every requirement some test has beyond the repository.
 const REQUIREMENTS: &[&Requirement] = &[
     &DOCKER,
+    &REGISTRY,
     &SMTP,
     &ROOT,
     &crate::pve::PVE_SCHEMA,

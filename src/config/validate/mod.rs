@@ -202,16 +202,20 @@ pub(crate) const REFUSED: &[&str] = &["global.backup.proxmox_backup_server.sync_
 /// with why: refused (exit 78) rather than silently ignored.
 pub(crate) const PENDING: &[(&str, &str)] = &[
     (
-        "updates",
-        "the 'update' workflow that reads it is not shipped yet",
-    ),
-    (
-        "services[].update",
-        "the 'update' workflow that reads it is not shipped yet",
-    ),
-    (
         "global.backup.restore_testing.test_environment",
         "it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run",
+    ),
+    (
+        "updates.snapshot_before_update",
+        "it applies to updates of Proxmox guests (vm, lxc), which this version does not run",
+    ),
+    (
+        "updates.keep_snapshot_hours",
+        "it applies to updates of Proxmox guests (vm, lxc), which this version does not run",
+    ),
+    (
+        "services[].update.snapshot",
+        "it applies to updates of Proxmox guests (vm, lxc), which this version does not run",
     ),
 ];
 
@@ -224,7 +228,7 @@ fn refuse_pending(v: &Validator, cfg: &Config, origins: &[ServiceOrigin]) {
         if v.has(at) {
             v.err(
                 at,
-                format!("not available in this version: {why}; remove this section"),
+                format!("not available in this version: {why}; remove it"),
             );
         }
     };

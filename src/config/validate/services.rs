@@ -178,11 +178,25 @@ pub(super) fn validate_service(
         }
     }
     if let Some(u) = &s.update {
-        if u.command.first().is_some_and(|c| c.is_empty()) {
-            v.err(
-                &at.key("update").key("command"),
-                "the program (first item) is empty",
-            );
+        for (key, argv) in [
+            ("command", &u.command),
+            ("validate_command", &u.validate_command),
+            ("rollback_command", &u.rollback_command),
+        ] {
+            if argv.first().is_some_and(|c| c.is_empty()) {
+                v.err(
+                    &at.key("update").key(key),
+                    "the program (first item) is empty",
+                );
+            }
+        }
+    }
+    for (i, d) in s.depends_on.iter().enumerate() {
+        let here = at.key("depends_on").item(v.diag, i);
+        if d == &s.name {
+            v.err(&here, "a service cannot depend on itself");
+        } else if !names.contains(d.as_str()) {
+            v.err(&here, unknown_service(d, names));
         }
     }
     if let Some(url) = &s.external_url {

@@ -1,0 +1,796 @@
+//! `run update` through the binary against the real Docker engine and a
+//! real registry (`docker-registry` on a free loopback port, started by
+//! each test): images `v1` (serves "v1"), `v2` (exits at once: broken) and
+//! `v3` (serves "v3") are built from an imported busybox rootfs and pushed
+//! under one tag in turn.
+//!
+//! Names (images, containers, Compose projects, ports) are unique per test
+//! and process, so other tests on the same engine never collide.
+
+use crate::docker::docker;
+use crate::harness::{Run, Test};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ready() -> bool {
+    crate::harness::require(&crate::harness::REGISTRY)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET http://127.0.0.1:PORT/ with a short timeout: the body, or None.
+fn get(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    buf.split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_string())
+}
+
+/// Wait until the service on `port` answers `want`.
+fn wait_body(port: u16, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = get(port);
+        if got.as_deref() == Some(want) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "127.0.0.1:{port} answers {got:?}, want {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A registry of this test's own, and the images it serves.
+struct Lab {
+    registry: Option<Child>,
+    port: u16,
+    /// `hla-upd-<pid>-<tag>`: prefix of every name this lab makes.
+    prefix: String,
+    dir: tempfile::TempDir,
+    /// Compose projects to take down at the end.
+    projects: std::cell::RefCell<Vec<(String, String)>>,
+    containers: std::cell::RefCell<Vec<String>>,
+}
+
+impl Lab {
+    fn new(tag: &str) -> Lab {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("hla-upd-{}-{tag}", std::process::id());
+        let mut lab = Lab {
+            registry: None,
+            port: 0,
+            prefix,
+            dir,
+            projects: Default::default(),
+            containers: Default::default(),
+        };
+        lab.start_registry();
+        lab.build_base();
+        lab
+    }
+
+    fn start_registry(&mut self) {
+        let port = free_port();
+        let cfg = self.dir.path().join("registry.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                self.dir.path().join("registry-data").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/bin/docker-registry")
+            .arg("serve")
+            .arg(&cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("docker-registry");
+        self.registry = Some(child);
+        self.port = port;
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn stop_registry(&mut self) {
+        if let Some(mut c) = self.registry.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn base(&self) -> String {
+        format!("{}-base:1", self.prefix)
+    }
+
+    /// The busybox rootfs as an image, and v1/v2/v3 built on it per repo.
+    fn build_base(&self) {
+        let root = self.dir.path().join("rootfs");
+        let bin = root.join("bin");
+        std::fs::create_dir_all(&bin).unwrap();
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap();
+        std::fs::copy(busybox, bin.join("busybox")).unwrap();
+        for applet in ["sh", "httpd", "mkdir", "echo", "sleep", "true", "false"] {
+            std::os::unix::fs::symlink("busybox", bin.join(applet)).unwrap();
+        }
+        let mut tar = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .args(["-c", "."])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let st = Command::new("docker")
+            .args(["import", "-", &self.base()])
+            .stdin(tar.stdout.take().unwrap())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            tar.wait().unwrap().success() && st.success(),
+            "docker import"
+        );
+    }
+
+    /// `127.0.0.1:PORT/<prefix>/<repo>`.
+    fn repo(&self, repo: &str) -> String {
+        format!("127.0.0.1:{}/{}/{repo}", self.port, self.prefix)
+    }
+
+    /// Build `version` of `repo` (v2 exits at once), tagged `repo:version`.
+    fn build(&self, repo: &str, version: &str) -> String {
+        let ctx = self.dir.path().join(format!("build-{repo}-{version}"));
+        std::fs::create_dir_all(&ctx).unwrap();
+        let cmd = if version == "v2" {
+            r#"["sh", "-c", "echo broken; exit 3"]"#.to_string()
+        } else {
+            format!(
+                r#"["sh", "-c", "mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www"]"#
+            )
+        };
+        std::fs::write(
+            ctx.join("Dockerfile"),
+            format!(
+                "FROM {}\nLABEL test.version={version}\nCMD {cmd}\n",
+                self.base()
+            ),
+        )
+        .unwrap();
+        let image = format!("{}:{version}", self.repo(repo));
+        let out = Command::new("docker")
+            .args(["build", "-q", "-t", &image])
+            .arg(&ctx)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker build: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        image
+    }
+
+    /// Build `version` and push it as `repo:latest`; its registry digest.
+    fn publish(&self, repo: &str, version: &str) -> String {
+        let image = self.build(repo, version);
+        let latest = format!("{}:latest", self.repo(repo));
+        docker(&["tag", &image, &latest]);
+        docker(&["push", "-q", &latest]);
+        let digests = docker(&[
+            "image",
+            "inspect",
+            "--format",
+            "{{range .RepoDigests}}{{println .}}{{end}}",
+            &latest,
+        ]);
+        let d = digests
+            .lines()
+            .find(|l| l.starts_with(&self.repo(repo)))
+            .and_then(|l| l.split('@').nth(1))
+            .expect("a repo digest after the push")
+            .to_string();
+        // As on a host that pulled it: the local tag is dropped, so only a
+        // pull brings the next version.
+        docker(&["rmi", &latest]);
+        d
+    }
+
+    /// A Compose project serving `repo:latest` on a free port: (compose
+    /// file, project, port).
+    fn compose(&self, name: &str, repo: &str) -> (String, String, u16) {
+        let port = free_port();
+        let project = format!("{}-{name}", self.prefix).replace('.', "-");
+        let dir = self.dir.path().join(format!("compose-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("docker-compose.yml");
+        std::fs::write(
+            &file,
+            format!(
+                "version: \"2.4\"\nservices:\n  app:\n    image: {}:latest\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
+                self.repo(repo)
+            ),
+        )
+        .unwrap();
+        let file = file.display().to_string();
+        self.projects
+            .borrow_mut()
+            .push((file.clone(), project.clone()));
+        let out = compose(&file, &project, &["up", "-d"]);
+        assert!(
+            out.status.success(),
+            "compose up: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (file, project, port)
+    }
+
+    /// A plain container of `repo:latest` on a free port: (name, port).
+    fn container(&self, name: &str, repo: &str) -> (String, u16) {
+        let port = free_port();
+        let full = format!("{}-{name}", self.prefix);
+        self.containers.borrow_mut().push(full.clone());
+        docker(&[
+            "run",
+            "-d",
+            "--name",
+            &full,
+            "-p",
+            &format!("127.0.0.1:{port}:8080"),
+            "-e",
+            "MINE=kept",
+            "--label",
+            "mine=kept",
+            "--restart",
+            "unless-stopped",
+            &format!("{}:latest", self.repo(repo)),
+        ]);
+        (full, port)
+    }
+
+    fn project_image(&self, project: &str) -> String {
+        let id = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ]);
+        let id = id
+            .lines()
+            .next()
+            .expect("a container of the project")
+            .to_string();
+        docker(&["inspect", "--format", "{{.Image}}", &id])
+    }
+}
+
+fn compose(file: &str, project: &str, args: &[&str]) -> std::process::Output {
+    let mut c = if Command::new("docker-compose")
+        .arg("version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        Command::new("docker-compose")
+    } else {
+        let mut c = Command::new("docker");
+        c.arg("compose");
+        c
+    };
+    c.args(["-f", file, "-p", project])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (file, project) in self.projects.borrow().iter() {
+            let _ = compose(file, project, &["down", "--rmi", "all", "-t", "1"]);
+        }
+        for c in self.containers.borrow().iter() {
+            for name in [c.clone(), format!("{c}-hla-previous")] {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f", &name])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        self.stop_registry();
+        // Every image this lab made or pulled.
+        if let Ok(out) = Command::new("docker")
+            .args(["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}"])
+            .output()
+        {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if line.contains(&self.prefix) {
+                    let id = line.rsplit(' ').next().unwrap_or("");
+                    let _ = Command::new("docker")
+                        .args(["rmi", "-f", id])
+                        .stdout(Stdio::null())
+                        .stderr(Stdio::null())
+                        .status();
+                }
+            }
+        }
+    }
+}
+
+/// The config for a compose service `web` (and `extra` services) with
+/// short validation times.
+fn config(t: &Test, services: &str) {
+    t.config(&format!(
+        "updates:\n  health_check_timeout_seconds: 6\n  soak_seconds: 2\nservices:\n{services}"
+    ));
+}
+
+fn compose_service(name: &str, file: &str, project: &str, port: u16, extra: &str) -> String {
+    format!(
+        "  - name: {name}\n    type: docker_compose\n    backup: false\n    compose_file: {file}\n    compose_project: {project}\n    health_checks:\n      - type: http\n        url: http://127.0.0.1:{port}/\n        body_contains: v\n{extra}"
+    )
+}
+
+fn outcome<'a>(doc: &'a serde_json::Value, service: &str) -> &'a serde_json::Value {
+    doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == service)
+        .unwrap_or_else(|| panic!("no service {service} in {doc:#}"))
+}
+
+fn run_update(t: &Test, args: &[&str]) -> Run {
+    let mut a = vec!["run", "update", "--json"];
+    a.extend_from_slice(args);
+    t.run(&a)
+}
+
+#[test]
+fn a_compose_update_that_passes_stays_and_one_that_fails_is_rolled_back() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("ab");
+    lab.publish("app", "v1");
+    let (file, project, port) = lab.compose("web", "app");
+    wait_body(port, "v1");
+    let v1_id = lab.project_image(&project);
+    let t = Test::new();
+    config(&t, &compose_service("web", &file, &project, port, ""));
+
+    // Nothing new: up_to_date, exit 0.
+    let r = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(outcome(&r.json(), "web")["result"]["outcome"], "up_to_date");
+
+    // v3 works: updated, and it stays.
+    let v3_digest = lab.publish("app", "v3");
+    let r = run_update(&t, &[]);
+    r.code(0);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "updated", "{doc:#}");
+    assert_eq!(res["after"][0]["digest"], v3_digest.as_str());
+    assert_eq!(res["before"][0]["image_id"], v1_id.as_str());
+    assert!(res["validation"]["ok"].as_bool().unwrap());
+    assert!(res["validation"]["checks"].as_array().unwrap().len() >= 2);
+    assert_eq!(get(port).as_deref(), Some("v3"));
+    let v3_id = lab.project_image(&project);
+    assert_ne!(v3_id, v1_id);
+    let names: Vec<&str> = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["update_success"]);
+
+    // v2 is broken: rolled back to v3's exact image, which answers again.
+    lab.publish("app", "v2");
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert!(!res["validation"]["ok"].as_bool().unwrap());
+    assert!(res["rollback_validation"]["ok"].as_bool().unwrap());
+    assert_eq!(res["after"][0]["image_id"], v3_id.as_str());
+    assert_eq!(res["after"][0]["digest"], v3_digest.as_str());
+    assert_eq!(lab.project_image(&project), v3_id);
+    wait_body(port, "v3");
+    let mut names: Vec<&str> = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["event"].as_str().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["rollback_executed", "update_failed"]);
+    // The compose file was not edited.
+    assert!(std::fs::read_to_string(&file).unwrap().contains(":latest"));
+
+    // status and the state DB keep the last outcome of each service.
+    let st = t.run(&["status", "--json"]);
+    st.code(0);
+    let updates = st.json()["updates"].clone();
+    assert_eq!(updates[0]["service"], "web", "{updates:#}");
+    assert_eq!(updates[0]["outcome"], "rolled_back");
+}
+
+#[test]
+fn a_registry_that_is_down_aborts_without_touching_the_service() {
+    if !ready() {
+        return;
+    }
+    let mut lab = Lab::new("down");
+    lab.publish("app", "v1");
+    let (file, project, port) = lab.compose("web", "app");
+    wait_body(port, "v1");
+    let before = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    lab.stop_registry();
+    let t = Test::new();
+    config(&t, &compose_service("web", &file, &project, port, ""));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "aborted", "{doc:#}");
+    assert!(res.get("rollback").is_none(), "not a rollback: {res:#}");
+    let after = docker(&[
+        "ps",
+        "-q",
+        "--no-trunc",
+        "--filter",
+        &format!("label=com.docker.compose.project={project}"),
+    ]);
+    assert_eq!(before, after, "the same container runs");
+    assert_eq!(get(port).as_deref(), Some("v1"));
+}
+
+#[test]
+fn dry_run_reports_the_new_digest_and_changes_nothing() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("dry");
+    lab.publish("app", "v1");
+    let (file, project, port) = lab.compose("web", "app");
+    wait_body(port, "v1");
+    let v1_id = lab.project_image(&project);
+    let v3_digest = lab.publish("app", "v3");
+    let t = Test::new();
+    config(&t, &compose_service("web", &file, &project, port, ""));
+    let r = run_update(&t, &["--dry-run"]);
+    r.code(0);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "available", "{doc:#}");
+    assert_eq!(res["check"]["images"][0]["new_digest"], v3_digest.as_str());
+    assert_ne!(
+        res["check"]["images"][0]["current_digest"],
+        v3_digest.as_str()
+    );
+    assert!(res["summary"].as_str().unwrap().contains("would"));
+    // Nothing pulled (publish left no local tag; a pull would make one),
+    // nothing recreated, no state written.
+    let pulled = Command::new("docker")
+        .args(["image", "inspect", &format!("{}:latest", lab.repo("app"))])
+        .output()
+        .unwrap();
+    assert!(!pulled.status.success(), "the dry run pulled the image");
+    assert_eq!(lab.project_image(&project), v1_id);
+    assert!(!t.path("state/state.db").exists());
+    assert_eq!(get(port).as_deref(), Some("v1"));
+}
+
+#[test]
+fn a_database_updates_before_its_app_and_a_failed_one_skips_it() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("deps");
+    lab.publish("db", "v1");
+    lab.publish("app", "v1");
+    let (db, db_port) = lab.container("db", "db");
+    let (file, project, port) = lab.compose("app", "app");
+    wait_body(db_port, "v1");
+    wait_body(port, "v1");
+    let t = Test::new();
+    // `app` is listed first but depends on `db`.
+    config(
+        &t,
+        &format!(
+            "{}  - name: db\n    type: docker\n    backup: false\n    container: {db}\n    health_checks:\n      - type: http\n        url: http://127.0.0.1:{db_port}/\n        body_contains: v\n",
+            compose_service("app", &file, &project, port, "    depends_on: [db]\n")
+        ),
+    );
+    // db to v3 (works), app to v2 (broken): db first and updated, app rolled back.
+    lab.publish("db", "v3");
+    lab.publish("app", "v2");
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let order: Vec<&str> = doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["db", "app"], "{doc:#}");
+    assert_eq!(outcome(&doc, "db")["result"]["outcome"], "updated");
+    assert_eq!(outcome(&doc, "app")["result"]["outcome"], "rolled_back");
+    wait_body(db_port, "v3");
+    wait_body(port, "v1");
+    // The recreated container kept what the admin set.
+    let env = docker(&["inspect", "--format", "{{json .Config.Env}}", &db]);
+    assert!(env.contains("MINE=kept"), "{env}");
+    let label = docker(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"mine\"}}",
+        &db,
+    ]);
+    assert_eq!(label, "kept");
+    let restart = docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.RestartPolicy.Name}}",
+        &db,
+    ]);
+    assert_eq!(restart, "unless-stopped");
+    let version = docker(&[
+        "inspect",
+        "--format",
+        "{{index .Config.Labels \"test.version\"}}",
+        &db,
+    ]);
+    assert_eq!(version, "v3", "the new image's own labels apply");
+
+    // db to v2 (broken): rolled back to v3, and app is skipped because of it.
+    lab.publish("db", "v2");
+    lab.publish("app", "v3");
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    assert_eq!(
+        outcome(&doc, "db")["result"]["outcome"],
+        "rolled_back",
+        "{doc:#}"
+    );
+    let app = &outcome(&doc, "app")["result"];
+    assert_eq!(app["outcome"], "skipped");
+    assert!(app["reason"].as_str().unwrap().contains("db"), "{app:#}");
+    wait_body(db_port, "v3");
+    assert_eq!(get(port).as_deref(), Some("v1"));
+    // No parked previous container is left behind.
+    let parked = Command::new("docker")
+        .args(["inspect", &format!("{db}-hla-previous")])
+        .output()
+        .unwrap();
+    assert!(!parked.status.success());
+}
+
+#[test]
+fn a_killed_update_is_rolled_back_by_the_next_run() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("kill");
+    lab.publish("app", "v1");
+    let (file, project, port) = lab.compose("web", "app");
+    wait_body(port, "v1");
+    let v1_id = lab.project_image(&project);
+    lab.publish("app", "v2");
+    let t = Test::new();
+    t.config(&format!(
+        "updates:\n  health_check_timeout_seconds: 60\n  soak_seconds: 2\nservices:\n{}",
+        compose_service("web", &file, &project, port, "")
+    ));
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while it waits for v2 to become healthy.
+    let db = t.path("state/state.db");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the update never reached validation"
+        );
+        if db.exists() {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            let step: Option<String> = c
+                .query_row(
+                    "SELECT step FROM updates WHERE finished_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            if step.as_deref() == Some("validating") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ne!(lab.project_image(&project), v1_id, "v2 was applied");
+    assert!(get(port).is_none(), "v2 serves nothing");
+
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert_eq!(res["recovered"], true);
+    assert_eq!(res["step_reached"], "validating");
+    assert_eq!(lab.project_image(&project), v1_id);
+    wait_body(port, "v1");
+    // Nothing is left open.
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let open: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM updates WHERE finished_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(open, 0);
+}
+
+/// A generic service whose update, validation and rollback are the admin's
+/// commands: a good version stays, a bad one is rolled back, and a bad one
+/// without a rollback command is `rollback_failed` with a critical event.
+#[test]
+fn update_commands_run_inside_the_same_transaction() {
+    let t = Test::new();
+    t.write("app/current", "good v1\n");
+    t.write("releases/v2", "good v2\n");
+    t.write("releases/v3", "bad v3\n");
+    t.write("releases/v1", "good v1\n");
+    let cfg = |release: &str, rollback: bool| {
+        format!(
+            "updates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 1\nservices:\n  - name: app\n    type: generic\n    backup: false\n    health_checks:\n      - type: command\n        command: [grep, -q, good, {{root}}/app/current]\n    update:\n      command: [cp, {{root}}/releases/{release}, {{root}}/app/current]\n      validate_command: [test, -s, {{root}}/app/current]\n{}",
+            if rollback {
+                "      rollback_command: [cp, {root}/releases/v1, {root}/app/current]\n"
+            } else {
+                ""
+            }
+        )
+    };
+    t.config(&cfg("v2", true));
+    let r = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(outcome(&r.json(), "app")["result"]["outcome"], "updated");
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "good v2\n"
+    );
+
+    t.config(&cfg("v3", true));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    assert_eq!(
+        outcome(&doc, "app")["result"]["outcome"],
+        "rolled_back",
+        "{doc:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "good v1\n"
+    );
+
+    t.config(&cfg("v3", false));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "rollback_failed", "{doc:#}");
+    assert!(
+        res["summary"]
+            .as_str()
+            .unwrap()
+            .contains("rollback_command"),
+        "{res:#}"
+    );
+    let critical: Vec<&serde_json::Value> = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["event"] == "rollback_failed")
+        .collect();
+    assert_eq!(critical.len(), 1, "{doc:#}");
+    assert_eq!(critical[0]["severity"], "critical");
+    assert!(critical[0]["data"]["manual_steps"].is_array());
+}
+
+/// Services that depend on each other in a cycle are refused before
+/// anything is updated, naming the cycle; an unknown dependency is a
+/// configuration error with its line.
+#[test]
+fn a_dependency_cycle_or_an_unknown_dependency_is_refused() {
+    let t = Test::new();
+    t.config(
+        "services:\n  - name: a\n    type: generic\n    backup: false\n    depends_on: [b]\n    update:\n      command: [\"true\"]\n  - name: b\n    type: generic\n    backup: false\n    depends_on: [a]\n    update:\n      command: [\"true\"]\n",
+    );
+    let r = t.run(&["run", "update"]);
+    r.code(1).stderr_has("a -> b -> a");
+    t.config(
+        "services:\n  - name: a\n    type: generic\n    backup: false\n    depends_on: [nope]\n",
+    );
+    let r = t.run(&["run", "update"]);
+    r.code(78)
+        .stderr_has("depends_on")
+        .stderr_has("unknown service 'nope'");
+}
+
+/// A per-service override of one step through the binary: `validate`
+/// in `services/app.rhai` fails the update, so it is rolled back; and the
+/// example override in examples/scripts compiles against the primitives.
+#[test]
+fn a_step_overridden_for_one_service_decides_its_update() {
+    let t = Test::new();
+    t.write("app/current", "good v1\n");
+    t.config(
+        "updates:\n  soak_seconds: 0\nservices:\n  - name: app\n    type: generic\n    backup: false\n    update:\n      command: [cp, /dev/null, {root}/app/next]\n      rollback_command: [rm, -f, {root}/app/next]\n  - name: nextcloud\n    type: docker_compose\n    compose_file: {root}/nc/docker-compose.yml\n    enabled: false\n",
+    );
+    t.write("nc/docker-compose.yml", "services: {}\n");
+    t.script(
+        "services/app.rhai",
+        "// The new version is refused; the old one (no app/next) passes.\nfn validate(svc, txn, ctx) {\n    let fresh = fs::exists(\"{root}/app/next\");\n    #{ ok: !fresh, message: if fresh { \"refused by the override\" } else { \"fine\" }, checks: [] }\n}\n",
+    );
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scripts/services/nextcloud.rhai"
+    );
+    t.script(
+        "services/nextcloud.rhai",
+        &std::fs::read_to_string(example).unwrap(),
+    );
+    t.run(&["scripts", "check"]).code(0);
+    let r = run_update(&t, &["--service", "app"]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert!(res["summary"]
+        .as_str()
+        .unwrap()
+        .contains("refused by the override"));
+    assert!(!t.path("app/next").exists(), "rollback_command ran");
+}
