@@ -89,6 +89,11 @@ impl Progress {
         }
     }
 
+    /// Whether anything is drawn (to skip formatting messages otherwise).
+    pub fn is_active(&self) -> bool {
+        self.bar.is_some()
+    }
+
     pub fn inc(&self, n: u64) {
         if let Some(b) = &self.bar {
             b.inc(n);

@@ -265,6 +265,7 @@ pub fn create(req: &CreateRequest) -> Result<ArchiveInfo> {
         own: (own.dev(), own.ino()),
         files: Vec::new(),
         files_truncated: false,
+        progress: crate::progress::Progress::bytes(&format!("archiving {fname}"), None),
     };
     for root in &roots {
         w.source(root)?;
@@ -498,6 +499,8 @@ struct Walker<'a> {
     /// Per-file entries for the manifest.
     files: Vec<FileEntry>,
     files_truncated: bool,
+    /// Bytes and files read, on a terminal.
+    progress: crate::progress::Progress,
 }
 
 /// What the walker stores for one entry.
@@ -782,6 +785,9 @@ impl Walker<'_> {
         h.set_cksum();
         self.w(h.as_bytes())?;
         self.entries += 1;
+        if self.progress.is_active() {
+            self.progress.set_message(format!("{} files", self.entries));
+        }
         if let Kind::File(f) = kind {
             self.copy_data(arch, f, meta, size)?;
         }
@@ -905,6 +911,7 @@ impl Walker<'_> {
                 .write_all(&self.buf[..n])
                 .map_err(|e| Error::io(self.tmp, e))?;
             file_hash.update(&self.buf[..n]);
+            self.progress.inc(n as u64);
             remaining -= n as u64;
         }
         let mut changed = failed;

@@ -416,14 +416,22 @@ pub fn verify(path: &Path, expected_sha256: Option<&str>) -> Result<VerifyInfo> 
         let (mut ar, _) = read::decoder(path, pipe, u64::MAX)?;
         let mut buf = vec![0u8; BUF_SIZE];
         let (mut entries, mut bytes) = (0u64, 0u64);
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let progress = crate::progress::Progress::bytes(&format!("verifying {name}"), None);
         read::walk(path, &mut ar, |e, l| {
             entries += 1;
+            if progress.is_active() {
+                progress.set_message(format!("{entries} entries"));
+            }
             if read::kind_name(l.header.entry_type().as_byte()) == "file" {
                 let mut got = 0u64;
                 loop {
                     match e.read(&mut buf) {
                         Ok(0) => break,
-                        Ok(n) => got += n as u64,
+                        Ok(n) => {
+                            got += n as u64;
+                            progress.inc(n as u64);
+                        }
                         Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
                         Err(err) => {
                             return Err(read::bad(

@@ -803,6 +803,42 @@ mod tests;
 #[cfg(test)]
 mod unread_keys;
 
+/// Where the value at `path` (`global.backup.proxmox_backup_server`,
+/// `services[2].name`) is written in `file`: its line and column, for
+/// messages about the loaded configuration that name the place. `None`
+/// when the file no longer parses or has no such key.
+pub fn position_of(file: &Path, path: &str) -> Option<(usize, usize)> {
+    let text = read_text(file).ok()?;
+    let node = yaml::parse(0, &text).ok()?;
+    let mut cur = &node;
+    // A key's position, as the loader reports it (not its value's).
+    let mut at = None;
+    for part in path.split('.') {
+        let (key, index) = match part.split_once('[') {
+            Some((k, i)) => (k, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (part, None),
+        };
+        let (k, v) = cur.as_mapping()?.iter().find(|(k, _)| k.as_str() == key)?;
+        at = k.span().start().copied();
+        cur = v;
+        if let Some(i) = index {
+            cur = cur.as_sequence()?.get_node(i)?;
+            at = cur.span().start().copied();
+        }
+    }
+    let m = at?;
+    Some((m.line(), m.column()))
+}
+
+/// `FILE:LINE:COL: PATH` for a message about the value at `path`, as the
+/// loader's own errors start (`FILE: PATH` when it cannot be found).
+pub fn place(file: &Path, path: &str) -> String {
+    match position_of(file, path) {
+        Some((line, col)) => format!("{}:{line}:{col}: {path}", file.display()),
+        None => format!("{}: {path}", file.display()),
+    }
+}
+
 /// Keys (prefixes) refused by validation as not available in this version.
 #[cfg(test)]
 pub(crate) fn pending_keys() -> &'static [(&'static str, &'static str)] {

@@ -776,10 +776,7 @@ fn exec(
 /// match; none or several is a configuration error naming the block.
 fn pbs_storage(a: &Api, ctx: &NativeCallContext) -> RhaiResult<Dynamic> {
     let cfg = &a.host.config;
-    let at = format!(
-        "{}: global.backup.proxmox_backup_server",
-        cfg.source.display()
-    );
+    let at = crate::config::place(&cfg.source, "global.backup.proxmox_backup_server");
     let config_err = |m: String| throw("config", format!("{at}: {m}"), service_of(ctx).as_deref());
     let Some(p) = &cfg.global.backup.proxmox_backup_server else {
         return Err(config_err("is not configured".into()));

@@ -87,6 +87,9 @@ pub fn wait(t: &dyn Transport, upid: &str, timeout: Duration) -> PveResult<TaskR
         after: timeout,
     };
     let mut failed_polls = 0u32;
+    let progress =
+        crate::progress::Progress::spinner(&format!("{} on {}", parsed.worker_type, parsed.node));
+    progress.set_message(format!("waiting for {upid}"));
     loop {
         let st = match t.call(Method::Get, &format!("{base}/status"), &Vec::new()) {
             Ok(st) => {

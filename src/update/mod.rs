@@ -222,6 +222,15 @@ fn image_checks(before: &Before) -> Vec<(String, String, String)> {
 /// `pull: false`, ask the registries for their digests instead (changes
 /// nothing at all).
 pub fn check(svc: &ServiceConfig, before: &Before, pull: bool) -> Result<Check> {
+    let _progress = crate::progress::Progress::spinner(&format!(
+        "{}: {}",
+        svc.name,
+        if pull {
+            "pulling"
+        } else {
+            "asking the registry"
+        }
+    ));
     if let Before::Command {} = before {
         return Ok(Check {
             available: true,
@@ -314,6 +323,7 @@ const COMMAND_TIMEOUT: u64 = 3600;
 
 /// Apply the update. On error, what was changed may need [`rollback`].
 pub fn apply(svc: &ServiceConfig, before: &Before) -> Result<()> {
+    let _progress = crate::progress::Progress::spinner(&format!("{}: updating", svc.name));
     match before {
         Before::DockerCompose { .. } => {
             let (file, project) = compose_of(svc)?;
@@ -336,6 +346,7 @@ pub fn apply(svc: &ServiceConfig, before: &Before) -> Result<()> {
 /// Put back what ran before, from the record alone (so the next run can
 /// do it after a crash). Safe to repeat.
 pub fn rollback(svc: &ServiceConfig, before: &Before) -> Result<Vec<String>> {
+    let _progress = crate::progress::Progress::spinner(&format!("{}: rolling back", svc.name));
     let mut notes = Vec::new();
     match before {
         Before::DockerCompose {

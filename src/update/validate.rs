@@ -126,7 +126,14 @@ pub fn validate(
     let mut rounds = 0;
     let mut passing_since: Option<Instant> = None;
     let mut waited_ms = 0;
+    let progress = crate::progress::Progress::spinner(&format!("{}: validating", svc.name));
     loop {
+        if progress.is_active() {
+            progress.set_message(match passing_since {
+                Some(t) => format!("checks passing for {} s (soak)", t.elapsed().as_secs()),
+                None => "waiting for the checks to pass".to_string(),
+            });
+        }
         if cancelled() {
             return Validation {
                 ok: false,

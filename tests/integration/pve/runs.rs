@@ -466,7 +466,7 @@ const CASES: &[Case] = &[
         name: "the PBS block matching no PVE storage fails naming the configuration",
         backup: "    proxmox_backup_server:\n      enabled: true\n      server: 127.0.0.1\n      datastore: elsewhere\n",
         code: 1,
-        output: &["homelab-autopilot.yaml: global.backup.proxmox_backup_server: no PVE storage of type pbs has server 127.0.0.1 and datastore elsewhere"],
+        output: &["homelab-autopilot.yaml:10:5: global.backup.proxmox_backup_server: no PVE storage of type pbs has server 127.0.0.1 and datastore elsewhere"],
         ..BASE
     },
     Case {
@@ -479,6 +479,33 @@ const CASES: &[Case] = &[
         code: 1,
         output: &["several PVE storages of type pbs", "pbs, pbs-again", "set storage"],
         check: |_, f, _| assert_eq!(vzdumps(f, 100), 0),
+        ..BASE
+    },
+    Case {
+        name: "config validate finds the PBS block's PVE storage by server and datastore",
+        backup: "    proxmox_backup_server:\n      enabled: true\n      server: 127.0.0.1\n      datastore: proxmox-backups\n",
+        args: &["config", "validate"],
+        output: &["configuration OK"],
+        ..BASE
+    },
+    Case {
+        name: "config validate refuses a PBS block no PVE storage points at, at its line",
+        backup: "    proxmox_backup_server:\n      enabled: true\n      server: 127.0.0.1\n      datastore: elsewhere\n",
+        args: &["config", "validate"],
+        code: 78,
+        output: &["homelab-autopilot.yaml:10:5: global.backup.proxmox_backup_server: no PVE storage of type pbs points at server 127.0.0.1, datastore elsewhere"],
+        ..BASE
+    },
+    Case {
+        name: "config validate refuses a PBS block several PVE storages point at, naming them",
+        backup: "    proxmox_backup_server:\n      enabled: true\n      server: 127.0.0.1\n      datastore: proxmox-backups\n",
+        fake: |s| {
+            s.storages.insert("pbs-again".into(), (true, vec![]));
+            s.storage_conf.insert("pbs-again".into(), serde_json::json!({"server": "127.0.0.1", "datastore": "proxmox-backups"}));
+        },
+        args: &["config", "validate"],
+        code: 78,
+        output: &["several PVE storages of type pbs point at server 127.0.0.1", "(pbs, pbs-again)", "set storage"],
         ..BASE
     },
 ];
