@@ -32,6 +32,7 @@ pub mod signals;
 pub mod state;
 pub mod system;
 pub mod units;
+pub mod web;
 
 pub use error::{Error, Result};
 

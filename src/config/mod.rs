@@ -14,6 +14,7 @@
 //! returned.
 
 mod checks;
+pub(crate) mod http;
 mod ids;
 mod monitoring;
 mod notifications;
@@ -26,6 +27,7 @@ mod validate;
 mod yaml;
 
 pub use checks::{HealthCheckConfig, HealthCheckType};
+pub use http::{parse_listen, HttpAuthConfig, HttpConfig};
 pub use monitoring::{MaintenanceWindowConfig, MonitoringConfig, ResourcesConfig, UpdatesConfig};
 pub use notifications::{
     ChannelConfig, ChannelType, EventType, NotificationsConfig, Severity, SmtpSecurity,
@@ -454,6 +456,9 @@ fn resolve_relative_paths(cfg: &mut Config, origins: &[ServiceOrigin], dirs: &[P
     if let Some(ds) = &mut b.direct_storage {
         resolve_opt(main, &mut ds.path);
     }
+    let auth = &mut cfg.http.auth;
+    resolve_opt(main, &mut auth.token_file);
+    resolve_opt(main, &mut auth.password_file);
     for c in &mut cfg.notifications.channels {
         resolve_opt(main, &mut c.password_file);
         resolve_opt(main, &mut c.secret_file);
@@ -530,6 +535,20 @@ fn secret_slots(cfg: &Config, diag: &Diagnostics) -> Vec<SecretSlot> {
         );
         slot(&mut out, &at, "password", pw);
     }
+    let auth = &cfg.http.auth;
+    let at = At::new(0, "http.auth");
+    let token = (
+        auth.token.as_ref(),
+        auth.token_file.as_ref(),
+        auth.token_command.as_ref(),
+    );
+    slot(&mut out, &at, "token", token);
+    let pw = (
+        auth.password.as_ref(),
+        auth.password_file.as_ref(),
+        auth.password_command.as_ref(),
+    );
+    slot(&mut out, &at, "password", pw);
     let chans = At::new(0, "notifications.channels");
     for (i, c) in cfg.notifications.channels.iter().enumerate() {
         let at = chans.item(diag, i);
@@ -706,7 +725,7 @@ impl Config {
     }
 
     /// One top-level section (`global`, `notifications`, `monitoring`,
-    /// `updates`, `services`) of [`Config::to_redacted_json`], serialised
+    /// `updates`, `http`, `services`) of [`Config::to_redacted_json`], serialised
     /// alone; null for any other name.
     pub fn redacted_section_json(&self, name: &str) -> serde_json::Value {
         let v = match name {
@@ -714,6 +733,7 @@ impl Config {
             "notifications" => serde_json::to_value(&self.notifications),
             "monitoring" => serde_json::to_value(&self.monitoring),
             "updates" => serde_json::to_value(&self.updates),
+            "http" => serde_json::to_value(&self.http),
             "services" => serde_json::to_value(&self.services),
             _ => Ok(serde_json::Value::Null),
         };

@@ -9,6 +9,7 @@
 //! sibling files and are re-exported from `config`.
 
 use super::checks::HealthCheckConfig;
+use super::http::HttpConfig;
 use super::monitoring::{MonitoringConfig, UpdatesConfig};
 use super::notifications::NotificationsConfig;
 use super::secrets::{CommandSpec, Secret, SecretSource};
@@ -23,6 +24,8 @@ pub struct Config {
     pub notifications: NotificationsConfig,
     pub monitoring: MonitoringConfig,
     pub updates: UpdatesConfig,
+    /// The status page (off unless `http.listen` is set).
+    pub http: HttpConfig,
     pub services: Vec<ServiceConfig>,
     /// The main file this was loaded from (not part of the YAML).
     #[serde(skip)]
