@@ -21,3 +21,4 @@ mod script_limits;
 mod scripts;
 mod secrets;
 mod skips;
+mod web;
