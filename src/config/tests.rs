@@ -788,7 +788,7 @@ fn show_output_redacts_secrets_and_urls() {
     assert!(!text.contains("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"));
     // config::get serialises one section at a time: the same values.
     let sections = json.as_object().unwrap();
-    assert_eq!(sections.len(), 5);
+    assert_eq!(sections.len(), 6);
     for (name, value) in sections {
         assert_eq!(&cfg.redacted_section_json(name), value, "{name}");
     }
