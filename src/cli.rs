@@ -82,6 +82,13 @@ pub enum Command {
     Restore(RestoreArgs),
     /// Last runs, last backups, catalog health, monitored service states
     Status,
+    /// Serve the read-only status page, its JSON API and /metrics in the
+    /// foreground (http.listen, or --listen) until SIGINT / SIGTERM
+    Serve {
+        /// ADDRESS:PORT or a port (127.0.0.1) instead of http.listen
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<String>,
+    },
     /// Notification channels
     #[command(subcommand)]
     Notify(NotifyCommand),

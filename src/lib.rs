@@ -35,6 +35,7 @@ pub mod state;
 pub mod system;
 pub mod units;
 pub mod update;
+pub mod web;
 
 pub use error::{Error, Result};
 

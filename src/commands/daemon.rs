@@ -16,6 +16,7 @@ pub fn run(env: &Setup, global: &GlobalArgs) -> Result<Report> {
     let config = crate::config::locate(env.config.as_deref())?;
     env.config = Some(absolute(&config)?);
     let run_argv = run_argv(&env, global)?;
+    let _web = start_web(&env)?;
     let setup = env.clone();
     let load = Box::new(move || load(&setup));
     let exit = daemon::run(Options { load, run_argv })?;
@@ -24,6 +25,26 @@ pub fn run(env: &Setup, global: &GlobalArgs) -> Result<Report> {
         text: String::new(),
         exit,
     })
+}
+
+/// The status page, when `http.listen` is set: served for the daemon's
+/// whole life from the configuration it started with (a reload changes
+/// the schedules, not the page's address or credentials;
+/// docs/status-page.md).
+fn start_web(env: &Setup) -> Result<Option<crate::web::WebHandle>> {
+    let cfg = env.load_config()?;
+    if cfg.http.listen.is_none() {
+        return Ok(None);
+    }
+    let paths = env.paths(&cfg);
+    let workflows = crate::script::Scripts::new(paths.scripts_dir.clone()).workflow_names();
+    let opts = crate::web::WebOptions {
+        listen: None,
+        workflows,
+    };
+    let web = crate::web::start(std::sync::Arc::new(cfg), &paths, opts)?;
+    tracing::info!("serving the status page on http://{}/", web.local_addr());
+    Ok(Some(web))
 }
 
 fn absolute(p: &Path) -> Result<std::path::PathBuf> {

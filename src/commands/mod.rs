@@ -10,6 +10,7 @@ pub mod restore;
 pub mod run;
 pub mod schedule_cmd;
 pub mod scripts;
+pub mod serve;
 pub mod status;
 
 use crate::app::Setup;
@@ -142,7 +143,7 @@ fn print_stdout(text: &str) {
 fn is_action(cmd: &Command) -> bool {
     use crate::cli::{BackupsCommand, ConfigCommand, ScriptsCommand};
     match cmd {
-        Command::Run(_) | Command::Restore(_) | Command::Notify(_) => true,
+        Command::Run(_) | Command::Restore(_) | Command::Notify(_) | Command::Serve { .. } => true,
         Command::Backups(b) => !matches!(b, BackupsCommand::List { .. }),
         Command::Config(c) => matches!(c, ConfigCommand::Validate),
         Command::Scripts(s) => matches!(s, ScriptsCommand::Export { .. } | ScriptsCommand::Check),
@@ -169,6 +170,7 @@ pub fn dispatch(cli: &Cli) -> Result<Report> {
         Command::Backups(c) => backups::run(env, c),
         Command::Restore(a) => restore::run(env, a),
         Command::Status => status::run(env),
+        Command::Serve { listen } => serve::run(env, listen.as_deref()),
         Command::Notify(c) => notify_cmd::run(env, c),
         Command::Completions { shell } => {
             let script = crate::cli::completions(*shell);

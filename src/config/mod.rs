@@ -15,6 +15,7 @@
 
 mod checks;
 mod daemon;
+pub(crate) mod http;
 mod ids;
 #[cfg(test)]
 pub(crate) mod keys;
@@ -30,6 +31,7 @@ mod yaml;
 
 pub use checks::{HealthCheckConfig, HealthCheckType};
 pub use daemon::DaemonConfig;
+pub use http::{parse_listen, HttpAuthConfig, HttpConfig};
 pub use monitoring::{MaintenanceWindowConfig, MonitoringConfig, ResourcesConfig, UpdatesConfig};
 pub use notifications::{
     ChannelConfig, ChannelType, EventType, NotificationsConfig, Severity, SmtpSecurity,
@@ -485,6 +487,9 @@ fn resolve_relative_paths(
     if let Some(ds) = &mut b.direct_storage {
         resolve_opt(main, &mut ds.path);
     }
+    let auth = &mut cfg.http.auth;
+    resolve_opt(main, &mut auth.token_file);
+    resolve_opt(main, &mut auth.password_file);
     for (c, origin) in cfg.notifications.channels.iter_mut().zip(channels) {
         let base = &dirs[origin.file];
         resolve_opt(base, &mut c.password_file);
@@ -562,6 +567,20 @@ fn secret_slots(cfg: &Config, channels: &[ChannelOrigin]) -> Vec<SecretSlot> {
         );
         slot(&mut out, &at, "password", pw);
     }
+    let auth = &cfg.http.auth;
+    let at = At::new(0, "http.auth");
+    let token = (
+        auth.token.as_ref(),
+        auth.token_file.as_ref(),
+        auth.token_command.as_ref(),
+    );
+    slot(&mut out, &at, "token", token);
+    let pw = (
+        auth.password.as_ref(),
+        auth.password_file.as_ref(),
+        auth.password_command.as_ref(),
+    );
+    slot(&mut out, &at, "password", pw);
     for (c, origin) in cfg.notifications.channels.iter().zip(channels) {
         let at = origin.at();
         let pw = (
@@ -743,7 +762,7 @@ impl Config {
     }
 
     /// One top-level section (`global`, `notifications`, `monitoring`,
-    /// `updates`, `daemon`, `services`) of [`Config::to_redacted_json`], serialised
+    /// `updates`, `daemon`, `http`, `services`) of [`Config::to_redacted_json`], serialised
     /// alone; null for any other name.
     pub fn redacted_section_json(&self, name: &str) -> serde_json::Value {
         let v = match name {
@@ -752,6 +771,7 @@ impl Config {
             "monitoring" => serde_json::to_value(&self.monitoring),
             "updates" => serde_json::to_value(&self.updates),
             "daemon" => serde_json::to_value(&self.daemon),
+            "http" => serde_json::to_value(&self.http),
             "services" => serde_json::to_value(&self.services),
             _ => Ok(serde_json::Value::Null),
         };

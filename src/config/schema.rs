@@ -10,6 +10,7 @@
 
 use super::checks::HealthCheckConfig;
 use super::daemon::DaemonConfig;
+use super::http::HttpConfig;
 use super::monitoring::{MonitoringConfig, UpdatesConfig};
 use super::notifications::NotificationsConfig;
 use super::secrets::{CommandSpec, Secret, SecretSource};
@@ -25,6 +26,8 @@ pub struct Config {
     pub monitoring: MonitoringConfig,
     pub updates: UpdatesConfig,
     pub daemon: DaemonConfig,
+    /// The status page (off unless `http.listen` is set).
+    pub http: HttpConfig,
     pub services: Vec<ServiceConfig>,
     /// The main file this was loaded from (not part of the YAML).
     #[serde(skip)]

@@ -26,3 +26,4 @@ mod scripts;
 mod secrets;
 mod skips;
 mod update;
+mod web;

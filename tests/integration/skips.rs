@@ -16,6 +16,7 @@ const REQUIREMENTS: &[&Requirement] = &[
     &crate::packaging::GROFF,
     &crate::packaging::SYSTEMD_ANALYZE,
     &crate::packaging::DPKG,
+    &crate::web::CHROMIUM,
 ];
 
 #[test]

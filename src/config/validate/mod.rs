@@ -3,6 +3,7 @@
 //! accepts), references between sections, URLs and cron expressions. Every
 //! problem is recorded with the position of the key it is about.
 
+mod http;
 mod notifications;
 mod services;
 
@@ -182,6 +183,7 @@ pub(crate) fn validate(
         &updates.key("health_check_timeout_seconds"),
         cfg.updates.health_check_timeout_seconds,
     );
+    http::validate_http(&v, &root.key("http"), &cfg.http);
     for (svc, origin) in cfg.services.iter().zip(origins) {
         services::validate_service(&v, &origin.at(), svc, cfg, &names);
     }
