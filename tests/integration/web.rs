@@ -113,7 +113,7 @@ impl Server {
     /// where.
     fn start_command(t: &Test, all: &[&str]) -> Server {
         let mut child = t
-            .command(&all)
+            .command(all)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
