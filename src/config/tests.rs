@@ -794,7 +794,11 @@ fn show_output_redacts_secrets_and_urls() {
     assert!(!text.contains("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789"));
     // config::get serialises one section at a time: the same values.
     let sections = json.as_object().unwrap();
-    assert_eq!(sections.len(), 6);
+    assert_eq!(
+        sections.len(),
+        7,
+        "global, notifications, monitoring, updates, daemon, http, services"
+    );
     for (name, value) in sections {
         assert_eq!(&cfg.redacted_section_json(name), value, "{name}");
     }

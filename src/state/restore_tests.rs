@@ -167,6 +167,18 @@ impl Store {
         })
     }
 
+    /// The finished tests of `service`, newest first, at most `limit`.
+    pub fn restore_tests_of(&self, service: &str, limit: usize) -> Result<Vec<RestoreTestRecord>> {
+        self.with(|c| {
+            c.prepare_cached(&format!(
+                "SELECT {COLS} FROM restore_tests WHERE service = ?1 AND finished_at IS NOT NULL
+                 ORDER BY id DESC LIMIT ?2"
+            ))?
+            .query_map(rusqlite::params![service, limit as i64], from_row)?
+            .collect()
+        })
+    }
+
     /// The newest finished test of each service.
     pub fn last_restore_tests(&self) -> Result<Vec<RestoreTestRecord>> {
         self.with(|c| {

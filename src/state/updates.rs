@@ -131,6 +131,21 @@ impl Store {
         })
     }
 
+    /// The finished transactions of `service`, newest first, at most
+    /// `limit`.
+    pub fn updates_of(&self, service: &str, limit: usize) -> Result<Vec<UpdateRow>> {
+        self.with(|c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {COLUMNS} FROM updates WHERE service = ?1 AND finished_at IS NOT NULL
+                 ORDER BY id DESC LIMIT ?2"
+            ))?;
+            let rows = st
+                .query_map(rusqlite::params![service, limit as i64], row)?
+                .collect();
+            rows
+        })
+    }
+
     /// The newest finished transaction of each service.
     pub fn last_updates(&self) -> Result<Vec<UpdateRow>> {
         self.with(|c| {

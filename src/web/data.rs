@@ -115,8 +115,9 @@ pub struct BackupEntry {
     pub duration_seconds: Option<f64>,
 }
 
-/// One entry of a history without a table of its own yet (updates,
-/// restore tests): when, how it went, and its numbers.
+/// One entry of the update or restore-test history: when, how it went
+/// (the update's outcome; `ok`/`failed` for a restore test), and its
+/// numbers (`rto_seconds`, `data_age_seconds`, `checks_passed`, ...).
 #[derive(Debug, Clone, Serialize)]
 pub struct HistoryEntry {
     pub ts: i64,
@@ -130,9 +131,7 @@ pub struct HistoryEntry {
 #[derive(Debug, Clone, Serialize)]
 pub struct History {
     pub backups: Vec<BackupEntry>,
-    /// Empty until the update history is recorded in the state DB.
     pub updates: Vec<HistoryEntry>,
-    /// Empty until the restore-test history (with its RTO) is recorded.
     pub restore_tests: Vec<HistoryEntry>,
 }
 
@@ -350,10 +349,14 @@ pub fn service(cfg: &Config, store: Option<&Store>, name: &str) -> Result<Option
             duration_seconds,
         });
     }
+    let (updates, restore_tests) = match store {
+        Some(s) => (update_history(s, name)?, restore_test_history(s, name)?),
+        None => (Vec::new(), Vec::new()),
+    };
     let history = History {
         backups,
-        updates: Vec::new(),
-        restore_tests: Vec::new(),
+        updates,
+        restore_tests,
     };
     let charts = charts(&history);
     Ok(Some(ServiceDetail {
@@ -362,6 +365,56 @@ pub fn service(cfg: &Config, store: Option<&Store>, name: &str) -> Result<Option
         history,
         charts,
     }))
+}
+
+/// The service's finished updates, newest first.
+fn update_history(s: &Store, name: &str) -> Result<Vec<HistoryEntry>> {
+    Ok(s.updates_of(name, HISTORY_MAX)?
+        .into_iter()
+        .map(|u| {
+            let mut values = HashMap::new();
+            if let Some(ms) = u.detail["duration_ms"].as_f64() {
+                values.insert("duration_seconds".to_string(), ms / 1000.0);
+            }
+            HistoryEntry {
+                ts: u.finished_at.unwrap_or(u.started_at),
+                status: u.outcome.clone().unwrap_or_default(),
+                run_id: u.run_id,
+                summary: u.detail["summary"].as_str().unwrap_or_default().to_string(),
+                values,
+            }
+        })
+        .collect())
+}
+
+/// The service's finished restore tests, newest first, with their RTO.
+fn restore_test_history(s: &Store, name: &str) -> Result<Vec<HistoryEntry>> {
+    Ok(s.restore_tests_of(name, HISTORY_MAX)?
+        .into_iter()
+        .map(|t| {
+            let mut values = HashMap::new();
+            if let Some(r) = t.rto_seconds {
+                values.insert("rto_seconds".to_string(), r);
+            }
+            if let Some(a) = t.rpo_seconds {
+                values.insert("data_age_seconds".to_string(), a as f64);
+            }
+            values.insert("checks_passed".to_string(), t.checks_passed as f64);
+            values.insert("checks_failed".to_string(), t.checks_failed as f64);
+            HistoryEntry {
+                ts: t.finished_at.unwrap_or(t.started_at),
+                status: if t.success == Some(true) {
+                    "ok"
+                } else {
+                    "failed"
+                }
+                .to_string(),
+                run_id: t.run_id,
+                summary: t.error.clone().unwrap_or_default(),
+                values,
+            }
+        })
+        .collect())
 }
 
 /// The charts a history has numbers for: backup size and duration (of the

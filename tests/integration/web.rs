@@ -733,3 +733,44 @@ fn the_daemon_serves_the_page_while_it_runs_the_schedules() {
     let (code, _) = s.stop();
     assert_eq!(code, 0, "the daemon stops cleanly on SIGTERM");
 }
+
+#[test]
+fn a_service_page_shows_its_restore_tests_and_their_rto() {
+    let t = Test::new();
+    t.config(&config("").replace(
+        "services:\n",
+        "global:\n  backup:\n    restore_testing:\n      cleanup_delay_minutes: 0\nservices:\n",
+    ));
+    t.write("data/web/index.html", "<h1>hello</h1>\n");
+    t.run(&["run", "backup", "--service", "web"]).code(0);
+    let r = t.run(&["run", "restore-test", "--service", "web"]);
+    r.code(0);
+    let s = Server::start(&t, &[]);
+    let got = send(
+        &s,
+        reqwest::Method::GET,
+        "/api/v1/services/web",
+        Some(TOKEN),
+    );
+    assert_eq!(got.status, 200, "{}", got.body);
+    let doc: Value = serde_json::from_str(&got.body).unwrap();
+    let tests = doc["history"]["restore_tests"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(tests.len(), 1, "{doc}");
+    assert_eq!(tests[0]["status"], "ok", "{doc}");
+    assert!(
+        tests[0]["values"]["rto_seconds"].as_f64().is_some(),
+        "{doc}"
+    );
+    let charts: Vec<&str> = doc["charts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["id"].as_str().or(c["name"].as_str()))
+        .collect();
+    assert!(charts.contains(&"restore_rto"), "{charts:?}");
+    let page = send(&s, reqwest::Method::GET, "/services/web", Some(TOKEN));
+    assert!(page.body.contains("Restore tests"), "{}", page.body);
+    s.stop();
+}
