@@ -81,7 +81,7 @@ pub fn render(cfg: &Config, workflows: &[String], m: &MetricsSnapshot) -> String
         "gauge",
         "How long the workflow's last run took.",
         "workflow",
-        jobs().filter_map(|j| Some((j.workflow.as_str(), j.last_duration?.max(0)))),
+        jobs().filter_map(|j| Some((j.workflow.as_str(), j.last_duration?.max(0.0)))),
     );
     o.series(
         "backup_last_success_timestamp_seconds",
@@ -240,13 +240,13 @@ mod tests {
                     workflow: "we\"ird\\".into(),
                     last_success: None,
                     last_status: RunStatus::Failed,
-                    last_duration: Some(12),
+                    last_duration: Some(12.25),
                 },
                 JobMetric {
                     workflow: "deleted".into(),
                     last_success: Some(1),
                     last_status: RunStatus::Success,
-                    last_duration: Some(1),
+                    last_duration: Some(1.0),
                 },
             ],
             backups: vec![("web".into(), 1_700_000_000, 4096), ("gone".into(), 1, 1)],
@@ -259,8 +259,9 @@ mod tests {
             text.contains("homelab_autopilot_job_last_status{workflow=\"we\\\"ird\\\\\"} 2\n"),
             "{text}"
         );
-        assert!(text
-            .contains("homelab_autopilot_job_duration_seconds{workflow=\"we\\\"ird\\\\\"} 12\n"));
+        assert!(text.contains(
+            "homelab_autopilot_job_duration_seconds{workflow=\"we\\\"ird\\\\\"} 12.25\n"
+        ));
         assert!(
             !text.contains("job_last_success_timestamp_seconds{"),
             "no success yet"

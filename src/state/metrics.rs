@@ -12,7 +12,7 @@ pub struct JobMetric {
     pub last_success: Option<i64>,
     /// Never `Running` (only finished runs are read).
     pub last_status: RunStatus,
-    pub last_duration: Option<i64>,
+    pub last_duration: Option<f64>,
 }
 
 /// Figures for the metrics file.
@@ -35,7 +35,9 @@ impl Store {
         let mut snap = self.with(|c| {
             let mut out = MetricsSnapshot::default();
             let mut st = c.prepare(
-                "SELECT r.workflow, r.status, r.finished_at - r.started_at,
+                "SELECT r.workflow, r.status,
+                        COALESCE((r.finished_ms - r.started_ms) / 1000.0,
+                                 CAST(r.finished_at - r.started_at AS REAL)),
                         (SELECT max(finished_at) FROM runs s WHERE s.workflow = r.workflow
                            AND s.dry_run = 0 AND s.status IN ('success', 'warning'))
                  FROM runs r

@@ -276,8 +276,17 @@ CREATE TABLE schedule (
 );
 "#;
 
+/// Version 9: runs' start and end to the millisecond, so durations are
+/// float seconds (`started_at` / `finished_at` stay unix seconds for
+/// everything that reads them). Older rows keep NULL and fall back to the
+/// whole seconds.
+const V9: &str = r#"
+ALTER TABLE runs ADD COLUMN started_ms INTEGER;
+ALTER TABLE runs ADD COLUMN finished_ms INTEGER;
+"#;
+
 /// All migrations, in order. The schema version is their count.
-pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8];
+pub(super) const MIGRATIONS: &[&str] = &[V1, V2, V3, V4, V5, V6, V7, V8, V9];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

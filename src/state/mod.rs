@@ -441,6 +441,14 @@ pub(crate) fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Unix milliseconds.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// A `LIMIT` parameter.
 fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)

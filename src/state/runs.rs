@@ -1,7 +1,7 @@
 //! Runs, their event tail, and notification records.
 
 use super::{
-    bad_column, not_found, now, EventInfo, NotificationInfo, NotificationRecord,
+    bad_column, not_found, now, now_ms, EventInfo, NotificationInfo, NotificationRecord,
     NotificationStatus, RunInfo, RunStatus, Store, EVENT_MESSAGE_MAX, EVENT_TAIL,
 };
 use crate::error::Result;
@@ -58,9 +58,10 @@ impl Store {
             // and carries it.
             c.pragma_update(None, "synchronous", "NORMAL")?;
             let res = c.execute(
-                "INSERT INTO runs (workflow, services, dry_run, started_at, status, pid, hostname)
-                 VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6)",
-                params![workflow, services, dry_run, now(), std::process::id(), host],
+                "INSERT INTO runs (workflow, services, dry_run, started_at, started_ms, status, pid,
+                                   hostname)
+                 VALUES (?1, ?2, ?3, ?4 / 1000, ?4, 'running', ?5, ?6)",
+                params![workflow, services, dry_run, now_ms(), std::process::id(), host],
             );
             c.pragma_update(None, "synchronous", "FULL")?;
             res?;
@@ -109,8 +110,9 @@ impl Store {
                 )));
             }
             let n = c.execute(
-                "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
-                params![id, status.as_str(), now(), summary],
+                "UPDATE runs SET status = ?2, finished_at = ?3 / 1000, finished_ms = ?3, summary = ?4
+                 WHERE id = ?1",
+                params![id, status.as_str(), now_ms(), summary],
             )?;
             if n == 0 {
                 return Err(not_found(format!("no run with id {id}")));

@@ -810,20 +810,43 @@ fn v3_carries_uptime_history_over_and_status_reads_it_per_service() {
     assert_eq!(web, ["web/a", "web/b"]);
 }
 
+/// A run row as the schema before v9 holds it (no millisecond columns):
+/// the current `begin_run` writes those.
+fn old_begin_run(s: &Store, workflow: &str) -> i64 {
+    s.with(|c| {
+        c.execute(
+            "INSERT INTO runs (workflow, started_at, status) VALUES (?1, ?2, 'running')",
+            rusqlite::params![workflow, now()],
+        )?;
+        Ok(c.last_insert_rowid())
+    })
+    .unwrap()
+}
+
+fn old_finish_run(s: &Store, id: i64, status: &str, summary: &str) {
+    s.with(|c| {
+        c.execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3, summary = ?4 WHERE id = ?1",
+            rusqlite::params![id, status, now(), summary],
+        )?;
+        Ok(())
+    })
+    .unwrap()
+}
+
 #[test]
 fn v4_rebuilds_runs_keeping_their_events_and_backups_and_allows_skipped() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("state.db");
     let v3 = &super::migrations::MIGRATIONS[..3];
     let s = Store::open_with(&path, v3).unwrap();
-    let id = s.begin_run("backup", &["web".into()], false).unwrap();
+    let id = old_begin_run(&s, "backup");
     s.add_events(id, &[(now(), "info", Some("web"), "archived")])
         .unwrap();
     let mut b = backup("web", "/b/web_1.tar.zst", 100);
     b.run_id = Some(id);
     let bid = s.record_backup(&b).unwrap();
-    s.finish_run(id, RunStatus::Success, "1 service(s) done")
-        .unwrap();
+    old_finish_run(&s, id, "success", "1 service(s) done");
     drop(s);
 
     let s = Store::open_with(&path, &super::migrations::MIGRATIONS[..4]).unwrap();
@@ -851,7 +874,7 @@ fn v5_rebuilds_backups_keeping_rows_runs_indexes_and_ids_and_allows_deleting_and
     let path = tmp.path().join("state.db");
     let v4 = &super::migrations::MIGRATIONS[..4];
     let s = Store::open_with(&path, v4).unwrap();
-    let run = s.begin_run("backup", &["web".into()], false).unwrap();
+    let run = old_begin_run(&s, "backup");
     let mut b = backup("web", "/b/web_1.tar.zst", 100);
     b.run_id = Some(run);
     let kept = s.record_backup(&b).unwrap();
@@ -875,7 +898,7 @@ fn v5_rebuilds_backups_keeping_rows_runs_indexes_and_ids_and_allows_deleting_and
         .unwrap();
     // The old CHECK refuses the new statuses.
     assert!(s.mark_missing(kept, 600).is_err());
-    s.finish_run(run, RunStatus::Success, "done").unwrap();
+    old_finish_run(&s, run, "success", "done");
     drop(s);
 
     let s = Store::open(&path).unwrap();

@@ -54,11 +54,13 @@ fn runs_write_the_textfile_for_node_exporter() {
     )
     .unwrap();
     assert!((at - newest["created_at"].as_f64().unwrap()).abs() < 1.0);
-    assert!(sample(
+    // Float seconds, to the millisecond: a sub-second backup is not 0.
+    let took = sample(
         &text,
-        "homelab_autopilot_job_duration_seconds{workflow=\"backup\"}"
+        "homelab_autopilot_job_duration_seconds{workflow=\"backup\"}",
     )
-    .is_some());
+    .unwrap();
+    assert!(took > 0.0 && took < 60.0, "{took}");
     assert!(text.contains("# TYPE homelab_autopilot_service_up gauge\n"));
     // The backup's summary went to the dead hook, too.
     assert_eq!(
