@@ -223,3 +223,60 @@ fn without_a_snapshot_a_failed_upgrade_is_not_rolled_back() {
     assert_eq!(requests(&f, "POST", "/snapshot"), 0);
     assert_eq!(requests(&f, "POST", "/rollback"), 0);
 }
+
+#[test]
+fn a_guest_update_killed_while_validating_is_rolled_back_by_the_next_run() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let (f, t) = setup("1", "2", &["2"]);
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace(
+        "health_check_timeout_seconds: 2\n",
+        "health_check_timeout_seconds: 120\n",
+    ));
+    let mut child = t
+        .command(&["run", "update", "--service", "web"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = t.path("state/state.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the update never reached validation"
+        );
+        let step: Option<String> = db
+            .exists()
+            .then(|| {
+                rusqlite::Connection::open(&db)
+                    .unwrap()
+                    .query_row(
+                        "SELECT step FROM updates WHERE finished_at IS NULL",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .ok()
+            })
+            .flatten();
+        if step.as_deref() == Some("validating") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "2", "applied");
+    assert_eq!(ours_new(&f).len(), 1);
+
+    let r = t.run(&["--json", "run", "update", "--service", "web"]);
+    r.code(1);
+    let web = result_of(&r, "web");
+    assert_eq!(web["outcome"], "rolled_back", "{web}");
+    assert_eq!(web["recovered"], true, "{web}");
+    assert_eq!(web["step_reached"], "validating", "{web}");
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
+    assert_eq!(f.with(|s| s.guests[&100].status.clone()), "running");
+    assert_eq!(requests(&f, "POST", "/rollback"), 1);
+}
