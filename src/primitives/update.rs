@@ -123,7 +123,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
         .set_into_module(&mut m, move |svc: Map| -> RhaiResult<Dynamic> {
             let cfg = service_config(&h, &svc, "update::kind")?;
             let mut out = Map::new();
-            match update::kind_of(cfg) {
+            match update::kind_of(&h.config, cfg) {
                 Ok(k) => {
                     out.insert("kind".into(), k.into());
                     out.insert("supported".into(), true.into());
@@ -164,7 +164,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, svc: Map| -> RhaiResult<Dynamic> {
                 let cfg = service_config(&h, &svc, "update::snapshot")?;
-                let b = update::snapshot(cfg).map_err(|e| to_rhai(e, &ctx))?;
+                let b = update::snapshot(&h.config, cfg).map_err(|e| to_rhai(e, &ctx))?;
                 to_dyn(&b)
             },
         );
@@ -176,7 +176,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             move |ctx: NativeCallContext, svc: Map, before: Map| -> RhaiResult<Dynamic> {
                 let cfg = service_config(&h, &svc, "update::check")?;
                 let before = before_of(before)?;
-                let c = update::check(cfg, &before, !h.dry_run).map_err(|e| to_rhai(e, &ctx))?;
+                let c = update::check(&h.config, cfg, &before, !h.dry_run)
+                    .map_err(|e| to_rhai(e, &ctx))?;
                 to_dyn(&c)
             },
         );
@@ -243,7 +244,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 // An outcome reached without a transaction (skipped, up to
                 // date before anything was recorded, a failed pre-check).
                 let cfg = service_config(&h, &svc, "update::record")?;
-                let kind = update::kind_of(cfg).unwrap_or("none");
+                let kind = update::kind_of(&h.config, cfg).unwrap_or("none");
                 let id = match (&h.store, h.dry_run) {
                     (Some(store), false) => Some(
                         store
@@ -273,7 +274,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 if dry_run(&h, &ctx, &format!("apply the {} update", t.kind)) {
                     return Ok(());
                 }
-                update::apply(cfg, &t.before).map_err(|e| to_rhai(e, &ctx))
+                update::apply(&h.config, cfg, &t.before).map_err(|e| to_rhai(e, &ctx))
             },
         );
     let h = host.clone();
@@ -287,7 +288,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 if dry_run(&h, &ctx, "roll back") {
                     return Ok(Array::new());
                 }
-                let notes = update::rollback(cfg, &t.before).map_err(|e| to_rhai(e, &ctx))?;
+                let notes =
+                    update::rollback(&h.config, cfg, &t.before).map_err(|e| to_rhai(e, &ctx))?;
                 for n in &notes {
                     h.event(tracing::Level::INFO, Some(&cfg.name), n);
                 }
@@ -305,7 +307,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 if dry_run(&h, &ctx, "remove the previous images") {
                     return Ok(Array::new());
                 }
-                let notes = update::cleanup(&t.before);
+                let notes = update::cleanup(&h.config, &t.before);
                 for n in &notes {
                     h.event(tracing::Level::INFO, Some(&cfg.name), n);
                 }

@@ -14,6 +14,7 @@
 pub mod client;
 pub mod connect;
 pub mod error;
+pub mod guest;
 pub mod local;
 pub mod ops;
 pub mod pbs;

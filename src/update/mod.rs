@@ -10,12 +10,15 @@
 //! image references back at the image IDs that ran before and runs `up -d`
 //! again, the compose file untouched), `docker` (pull, recreate the
 //! container with the same configuration; rollback puts the old container
-//! back), `command` (the admin's `update.command`, `update.rollback_command`).
+//! back), `command` (the admin's `update.command`, `update.rollback_command`),
+//! `guest` (a Proxmox `vm` or `lxc`: snapshot, the package manager's
+//! upgrade inside, rollback to the snapshot; see [`guest`]).
 
+pub mod guest;
 pub mod registry;
 pub mod validate;
 
-use crate::config::{ServiceConfig, ServiceType};
+use crate::config::{Config, ServiceConfig, ServiceType};
 use crate::docker::{compose, image, recreate};
 use crate::error::{Error, Result};
 use serde::{Deserialize, Serialize};
@@ -92,6 +95,16 @@ pub enum Before {
         image_id: String,
     },
     Command {},
+    /// A Proxmox guest: where it is, how its packages are upgraded, and
+    /// the snapshot taken before (named here before it exists).
+    Guest {
+        node: String,
+        /// `qemu` or `lxc`.
+        guest: String,
+        vmid: u32,
+        package_manager: String,
+        snapshot: Option<String>,
+    },
 }
 
 impl Before {
@@ -100,12 +113,13 @@ impl Before {
             Before::DockerCompose { .. } => "docker_compose",
             Before::Docker { .. } => "docker",
             Before::Command {} => "command",
+            Before::Guest { .. } => "guest",
         }
     }
 }
 
 /// How a service is updated, or why it cannot be.
-pub fn kind_of(svc: &ServiceConfig) -> std::result::Result<&'static str, String> {
+pub fn kind_of(cfg: &Config, svc: &ServiceConfig) -> std::result::Result<&'static str, String> {
     let command = svc.update.as_ref().is_some_and(|u| !u.command.is_empty());
     match svc.service_type {
         _ if command => Ok("command"),
@@ -115,10 +129,9 @@ pub fn kind_of(svc: &ServiceConfig) -> std::result::Result<&'static str, String>
             "type {} has no update of its own: set update.command",
             svc.service_type.as_str()
         )),
-        ServiceType::Vm | ServiceType::Lxc => Err(format!(
-            "updates of type {} are not available in this version",
-            svc.service_type.as_str()
-        )),
+        ServiceType::Vm | ServiceType::Lxc => guest::support(cfg, svc)
+            .map(|()| "guest")
+            .map_err(|why| format!("type {}: {why}", svc.service_type.as_str())),
     }
 }
 
@@ -139,8 +152,9 @@ fn sha256_file(p: &std::path::Path) -> Result<String> {
 }
 
 /// Record what the service runs now.
-pub fn snapshot(svc: &ServiceConfig) -> Result<Before> {
-    match kind_of(svc).map_err(Error::Usage)? {
+pub fn snapshot(cfg: &Config, svc: &ServiceConfig) -> Result<Before> {
+    match kind_of(cfg, svc).map_err(Error::Usage)? {
+        "guest" => guest::snapshot(cfg, svc),
         "docker_compose" => {
             let (file, project) = compose_of(svc)?;
             let containers = compose::project_containers(&project)?;
@@ -193,10 +207,14 @@ pub struct ImageCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct Check {
     pub available: bool,
-    /// `pull` (the images were pulled), `registry` (asked without pulling)
-    /// or `command` (the admin's command decides; always run).
+    /// `pull` (the images were pulled), `registry` (asked without pulling),
+    /// `command` (the admin's command decides; always run) or `packages`
+    /// (a guest's package manager listed its pending upgrades).
     pub method: &'static str,
     pub images: Vec<ImageCheck>,
+    /// A guest's packages with an upgrade pending.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
 }
 
 fn image_checks(before: &Before) -> Vec<(String, String, String)> {
@@ -213,7 +231,7 @@ fn image_checks(before: &Before) -> Vec<(String, String, String)> {
             image_id,
             ..
         } => vec![(container.clone(), image.clone(), image_id.clone())],
-        Before::Command {} => Vec::new(),
+        Before::Command {} | Before::Guest { .. } => Vec::new(),
     }
 }
 
@@ -221,7 +239,7 @@ fn image_checks(before: &Before) -> Vec<(String, String, String)> {
 /// an error before anything changed) and compare image IDs. With
 /// `pull: false`, ask the registries for their digests instead (changes
 /// nothing at all).
-pub fn check(svc: &ServiceConfig, before: &Before, pull: bool) -> Result<Check> {
+pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> Result<Check> {
     let _progress = crate::progress::Progress::spinner(&format!(
         "{}: {}",
         svc.name,
@@ -236,6 +254,16 @@ pub fn check(svc: &ServiceConfig, before: &Before, pull: bool) -> Result<Check> 
             available: true,
             method: "command",
             images: Vec::new(),
+            packages: Vec::new(),
+        });
+    }
+    if let Before::Guest { .. } = before {
+        let packages = guest::pending(cfg, before)?;
+        return Ok(Check {
+            available: !packages.is_empty(),
+            method: "packages",
+            images: Vec::new(),
+            packages,
         });
     }
     if pull {
@@ -247,7 +275,7 @@ pub fn check(svc: &ServiceConfig, before: &Before, pull: bool) -> Result<Check> 
             Before::Docker { image, .. } => {
                 image::pull(image)?;
             }
-            Before::Command {} => {}
+            Before::Command {} | Before::Guest { .. } => {}
         }
     }
     let mut images = Vec::new();
@@ -279,6 +307,7 @@ pub fn check(svc: &ServiceConfig, before: &Before, pull: bool) -> Result<Check> 
         available: images.iter().any(|i| i.available),
         method: if pull { "pull" } else { "registry" },
         images,
+        packages: Vec::new(),
     })
 }
 
@@ -322,9 +351,10 @@ fn run_argv(what: &str, argv: &[String], timeout: u64) -> Result<crate::proc::Ru
 const COMMAND_TIMEOUT: u64 = 3600;
 
 /// Apply the update. On error, what was changed may need [`rollback`].
-pub fn apply(svc: &ServiceConfig, before: &Before) -> Result<()> {
+pub fn apply(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<()> {
     let _progress = crate::progress::Progress::spinner(&format!("{}: updating", svc.name));
     match before {
+        Before::Guest { .. } => guest::apply(cfg, svc, before),
         Before::DockerCompose { .. } => {
             let (file, project) = compose_of(svc)?;
             compose::up(&file, &project)
@@ -345,10 +375,11 @@ pub fn apply(svc: &ServiceConfig, before: &Before) -> Result<()> {
 
 /// Put back what ran before, from the record alone (so the next run can
 /// do it after a crash). Safe to repeat.
-pub fn rollback(svc: &ServiceConfig, before: &Before) -> Result<Vec<String>> {
+pub fn rollback(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<Vec<String>> {
     let _progress = crate::progress::Progress::spinner(&format!("{}: rolling back", svc.name));
     let mut notes = Vec::new();
     match before {
+        Before::Guest { .. } => return guest::rollback(cfg, svc, before),
         Before::DockerCompose {
             project,
             compose_file,
@@ -405,7 +436,10 @@ pub fn rollback(svc: &ServiceConfig, before: &Before) -> Result<Vec<String>> {
 
 /// After a proven update: remove the previous container and the images
 /// nothing uses any more. Failures here are warnings, never a rollback.
-pub fn cleanup(before: &Before) -> Vec<String> {
+pub fn cleanup(cfg: &Config, before: &Before) -> Vec<String> {
+    if let Before::Guest { .. } = before {
+        return guest::cleanup(cfg, before);
+    }
     let mut notes = Vec::new();
     let running = after_ids(before).unwrap_or_default();
     let old: Vec<String> = match before {
@@ -425,7 +459,7 @@ pub fn cleanup(before: &Before) -> Vec<String> {
             }
             vec![image_id.clone()]
         }
-        Before::Command {} => Vec::new(),
+        Before::Command {} | Before::Guest { .. } => Vec::new(),
     };
     let mut done = std::collections::BTreeSet::new();
     for id in old {
@@ -494,7 +528,7 @@ pub fn current(before: &Before) -> Result<Vec<Running>> {
                 None => Ok(Vec::new()),
             }
         }
-        Before::Command {} => Ok(Vec::new()),
+        Before::Command {} | Before::Guest { .. } => Ok(Vec::new()),
     }
 }
 

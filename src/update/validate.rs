@@ -2,7 +2,8 @@
 //! `health_checks`, plus the implicit container / Compose check, run by
 //! the monitor's code) must all pass within the timeout, and then keep
 //! passing for the soak time; every container must run and, when its
-//! image has a HEALTHCHECK, be `healthy` (not just `starting`); and
+//! image has a HEALTHCHECK, be `healthy` (not just `starting`); a Proxmox
+//! guest must be `running`; and
 //! `update.validate_command`, when set, must exit 0.
 
 use crate::config::{Config, ServiceConfig, ServiceType};
@@ -85,6 +86,13 @@ fn round(cfg: &Config, svc: &ServiceConfig) -> (Vec<CheckResult>, Option<String>
         .map(|r| format!("{}: {}", r.name, r.message));
     if failure.is_none() {
         failure = containers_ready(svc).err();
+    }
+    if failure.is_none()
+        && matches!(svc.service_type, ServiceType::Vm | ServiceType::Lxc)
+        && cfg.global.proxmox.is_some()
+    {
+        // A guest must run (status/current), whatever its checks say.
+        failure = super::guest::running(cfg, svc).err();
     }
     if failure.is_none() {
         if let Some(argv) = svc

@@ -202,24 +202,10 @@ pub(crate) const REFUSED: &[&str] = &["global.backup.proxmox_backup_server.sync_
 
 /// Sections accepted by the schema that nothing in this version reads yet,
 /// with why: refused (exit 78) rather than silently ignored.
-pub(crate) const PENDING: &[(&str, &str)] = &[
-    (
-        "global.backup.restore_testing.test_environment",
-        "it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run",
-    ),
-    (
-        "updates.snapshot_before_update",
-        "it applies to updates of Proxmox guests (vm, lxc), which this version does not run",
-    ),
-    (
-        "updates.keep_snapshot_hours",
-        "it applies to updates of Proxmox guests (vm, lxc), which this version does not run",
-    ),
-    (
-        "services[].update.snapshot",
-        "it applies to updates of Proxmox guests (vm, lxc), which this version does not run",
-    ),
-];
+pub(crate) const PENDING: &[(&str, &str)] = &[(
+    "global.backup.restore_testing.test_environment",
+    "it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run",
+)];
 
 fn refuse_pending(v: &Validator, cfg: &Config, origins: &[ServiceOrigin]) {
     #[cfg(test)]

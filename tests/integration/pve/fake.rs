@@ -35,6 +35,44 @@ pub struct Guest {
     pub snapshots: Vec<Value>,
 }
 
+/// The inside of a VM as its guest agent sees it: a Debian whose
+/// upgrade installs `available`. Snapshots keep the installed version and a
+/// rollback puts it back.
+#[derive(Debug, Clone)]
+pub struct GuestOs {
+    pub os_release: String,
+    pub version: String,
+    pub available: String,
+    /// Versions whose service fails its check once installed.
+    pub broken: BTreeSet<String>,
+    /// Rewritten with `ok` or `broken` whenever the version changes: the
+    /// guest's service as a health check on this machine sees it.
+    pub health_file: PathBuf,
+}
+
+impl GuestOs {
+    pub fn debian(version: &str, available: &str, health_file: PathBuf) -> GuestOs {
+        let os = GuestOs {
+            os_release: "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nNAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n".into(),
+            version: version.into(),
+            available: available.into(),
+            broken: BTreeSet::new(),
+            health_file,
+        };
+        os.write_health();
+        os
+    }
+
+    fn write_health(&self) {
+        let h = if self.broken.contains(&self.version) {
+            "broken"
+        } else {
+            "ok"
+        };
+        std::fs::write(&self.health_file, format!("{h}\n")).unwrap();
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Effect {
     Unlock(u32),
@@ -46,6 +84,9 @@ enum Effect {
     RemoveGuest(u32),
     WriteFile(PathBuf),
     SetStatus(u32, &'static str),
+    /// Snapshot rollback: the guest's OS back to the snapshot's version;
+    /// the guest stopped, or started with `start=1`.
+    Rollback(u32, String, bool),
     /// vzdump `remove=1`: keep the newest N backups of a VMID on a storage.
     PruneTo(String, u32, usize),
 }
@@ -126,6 +167,14 @@ pub struct State {
     /// Tasks of [`State::hold_lock`] end after this many task-list
     /// requests (instead of after their time).
     pub hold_lists: Option<usize>,
+    /// What runs inside guests (VMs answer through the agent).
+    pub os: BTreeMap<u32, GuestOs>,
+    /// The OS version each snapshot holds, by (VMID, snapshot name).
+    pub snap_os: BTreeMap<(u32, String), String>,
+    /// Commands run through the guest agent, by VMID.
+    pub agent_runs: Vec<(u32, Vec<String>)>,
+    /// Agent exec results by pid.
+    agent_results: BTreeMap<i64, Value>,
     counter: u32,
 }
 
@@ -587,7 +636,24 @@ fn tick(st: &mut State) {
                     .unwrap()
                     .1
                     .retain(|v| v["volid"] != vol.as_str()),
-                Effect::AddSnapshot(v, s) => st.guests.get_mut(&v).unwrap().snapshots.push(s),
+                Effect::AddSnapshot(v, s) => {
+                    if let Some(os) = st.os.get(&v) {
+                        let name = s["name"].as_str().unwrap_or_default().to_string();
+                        st.snap_os.insert((v, name), os.version.clone());
+                    }
+                    st.guests.get_mut(&v).unwrap().snapshots.push(s)
+                }
+                Effect::Rollback(v, name, start) => {
+                    if let (Some(ver), Some(os)) =
+                        (st.snap_os.get(&(v, name)).cloned(), st.os.get_mut(&v))
+                    {
+                        os.version = ver;
+                        os.write_health();
+                    }
+                    if let Some(g) = st.guests.get_mut(&v) {
+                        g.status = if start { "running" } else { "stopped" }.into();
+                    }
+                }
                 Effect::RemoveSnapshot(v, n) => st
                     .guests
                     .get_mut(&v)
@@ -959,12 +1025,13 @@ fn route(
                     vec![],
                 )
             } else {
+                let start = p.get("start").is_some_and(|s| s == "1");
                 guest_task(
                     st,
                     v,
                     &format!("{pre}rollback"),
                     Some("rollback"),
-                    vec![],
+                    vec![Effect::Rollback(v, name, start)],
                     vec![],
                 )
             }
@@ -1017,10 +1084,44 @@ fn route(
             if cmd.is_empty() {
                 return err(false, 500, "no command");
             }
-            ok(json!({"pid": "4242"}))
+            let v = vmid.unwrap();
+            if !st.os.contains_key(&v) {
+                return ok(json!({"pid": "4242"}));
+            }
+            if st.guests[&v].status != "running" {
+                return err(false, 500, &format!("VM {v} is not running"));
+            }
+            let argv: Vec<String> = cmd.into_iter().cloned().collect();
+            st.agent_runs.push((v, argv.clone()));
+            let Some(result) = agent_command(st.os.get_mut(&v).unwrap(), &argv) else {
+                return err(
+                    false,
+                    500,
+                    &format!(
+                        "Agent error: Failed to execute child process \u{201c}{}\u{201d} (No such file or directory)",
+                        argv[0]
+                    ),
+                );
+            };
+            st.counter += 1;
+            let pid = 1000 + i64::from(st.counter);
+            st.agent_results.insert(pid, result);
+            // The agent answers with a number; PVE passes it through.
+            ok(json!({ "pid": pid }))
         }
         ("GET", [_, _, "qemu", _, "agent", "exec-status"]) => {
-            ok(json!({"exited": 1, "exitcode": 0, "out-data": "hello\n"}))
+            let pid: i64 = p.get("pid").and_then(|s| s.parse().ok()).unwrap_or(0);
+            if !st.os.contains_key(&vmid.unwrap()) {
+                return ok(json!({"exited": 1, "exitcode": 0, "out-data": "hello\n"}));
+            }
+            match st.agent_results.get(&pid) {
+                Some(r) => ok(r.clone()),
+                None => err(
+                    false,
+                    500,
+                    &format!("Agent error: Invalid parameter 'pid' ({pid})"),
+                ),
+            }
         }
         ("POST", ["nodes", _, "vzdump"]) => vzdump(st, &node, p, is_root),
         ("GET", ["nodes", _, "storage", _, "content"]) => {
@@ -1341,5 +1442,42 @@ fn pbs_route(
             501,
             &format!("Method '{method} {path}' not implemented in the fake"),
         ),
+    }
+}
+
+/// What a command of the Debian model prints and exits with; `None` when
+/// the program does not exist in the guest.
+fn agent_command(os: &mut GuestOs, argv: &[String]) -> Option<Value> {
+    let a: Vec<&str> = argv.iter().map(String::as_str).collect();
+    let done = |code: i64, out: &str| json!({"exited": true, "exitcode": code, "out-data": out});
+    match a.as_slice() {
+        ["cat", "/etc/os-release"] => Some(done(0, &os.os_release)),
+        ["apt-get", "--version"] => Some(done(0, "apt 2.6.1 (amd64)\n")),
+        ["apt-get", "update"] => Some(done(
+            0,
+            "Hit:1 http://deb.debian.org/debian bookworm InRelease\nReading package lists...\n",
+        )),
+        ["apt-get", "-s", "dist-upgrade"] => {
+            let out = if os.version == os.available {
+                "Reading package lists...\n0 upgraded, 0 newly installed, 0 to remove and 0 not upgraded.\n".to_string()
+            } else {
+                format!(
+                    "Reading package lists...\nInst webapp [{}] ({} Debian:12/stable [amd64])\nConf webapp ({} Debian:12/stable [amd64])\n",
+                    os.version, os.available, os.available
+                )
+            };
+            Some(done(0, &out))
+        }
+        ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", rest @ ..]
+            if rest.contains(&"-y") && rest.last() == Some(&"dist-upgrade") =>
+        {
+            os.version = os.available.clone();
+            os.write_health();
+            Some(done(0, "Setting up webapp ...\n"))
+        }
+        [prog, ..] if ["apt-get", "env", "cat"].contains(prog) => {
+            Some(json!({"exited": true, "exitcode": 100, "err-data": "E: Invalid operation\n"}))
+        }
+        _ => None,
     }
 }

@@ -7,6 +7,7 @@ mod endpoints;
 mod fake;
 mod runs;
 mod schema;
+mod updates;
 
 pub use endpoints::PVE_SCHEMA;
 

@@ -1,0 +1,282 @@
+//! `run update` of Proxmox guests through the binary against the fake:
+//! the snapshot, the upgrade through the guest agent, a fault that breaks
+//! the guest's check and the rollback to the snapshot, the cleanup of old
+//! snapshots (never one the tool did not name), the dry run, and a
+//! container over the API skipped with its reason.
+
+use super::fake::{Fake, GuestOs, TOKEN_SECRET};
+use super::pve_fake;
+use crate::harness::*;
+
+/// A snapshot of ours two days old, one of the admin's, and one whose
+/// name only starts like ours.
+const OLD_OURS: &str = "autopilot-pre-update-20200101000000";
+const ADMINS: &[&str] = &["before-kernel", "autopilot-pre-update-manual"];
+
+/// The fake with VM 100 running a Debian at `version` whose upgrade
+/// installs `available`; `broken` versions fail the guest's check.
+fn setup(version: &str, available: &str, broken: &[&str]) -> (Fake, Test) {
+    let f = pve_fake();
+    let t = Test::new();
+    let health = t.path("guest-health");
+    f.with(|s| {
+        let mut os = GuestOs::debian(version, available, health.clone());
+        os.broken = broken.iter().map(|b| b.to_string()).collect();
+        s.os.insert(100, os);
+        let g = s.guests.get_mut(&100).unwrap();
+        for (name, time) in [
+            (OLD_OURS, 1_577_836_800),
+            (ADMINS[0], 1_577_836_800),
+            (ADMINS[1], 1_577_836_800),
+        ] {
+            g.snapshots.push(serde_json::json!({
+                "name": name, "description": "", "snaptime": time, "vmstate": 0
+            }));
+        }
+    });
+    t.write("etc/secrets/pve_token", TOKEN_SECRET);
+    let _ = std::fs::set_permissions(
+        t.path("etc/secrets/pve_token"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    );
+    t.config(&format!(
+        "global:\n  hypervisor: proxmox\n  proxmox:\n    api_url: {}\n    token_id: root@pam!autopilot\n    token_secret_file: {{root}}/etc/secrets/pve_token\n    fingerprint: \"{}\"\n  backup:\n    root: {{root}}/backups\nupdates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 1\n  keep_snapshot_hours: 24\nservices:\n  - name: web\n    type: vm\n    vmid: 100\n    node: pve1\n    backup: false\n    health_checks:\n      - type: command\n        name: app answers\n        command: [grep, -qx, ok, {}]\n  - name: nextcloud\n    type: lxc\n    vmid: 200\n    backup: false\n",
+        f.url(),
+        f.fingerprint,
+        health.display()
+    ));
+    (f, t)
+}
+
+fn result_of(r: &Run, name: &str) -> serde_json::Value {
+    let doc = r.json();
+    doc["services"]
+        .as_array()
+        .and_then(|a| a.iter().find(|s| s["service"] == name))
+        .unwrap_or_else(|| panic!("{doc}"))["result"]
+        .clone()
+}
+
+fn snapshots(f: &Fake) -> Vec<String> {
+    f.with(|s| {
+        s.guests[&100]
+            .snapshots
+            .iter()
+            .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    })
+}
+
+fn ours_new(f: &Fake) -> Vec<String> {
+    snapshots(f)
+        .into_iter()
+        .filter(|n| n.starts_with("autopilot-pre-update-2") && n != OLD_OURS)
+        .collect()
+}
+
+fn requests(f: &Fake, method: &str, suffix: &str) -> usize {
+    f.requests()
+        .iter()
+        .filter(|r| r.method == method && r.path.ends_with(suffix))
+        .count()
+}
+
+#[test]
+fn a_vm_is_snapshotted_upgraded_through_the_agent_and_old_snapshots_of_ours_go() {
+    let (f, t) = setup("1", "2", &[]);
+    let r = t.run(&["--json", "run", "update"]);
+    r.code(0);
+    let web = result_of(&r, "web");
+    assert_eq!(web["outcome"], "updated", "{web}");
+    assert_eq!(web["check"]["packages"][0], "webapp", "{web}");
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "2");
+    // The new snapshot was taken before the upgrade and is kept; the old
+    // one of ours is gone; the admin's are untouched.
+    let new = ours_new(&f);
+    assert_eq!(new.len(), 1, "{:?}", snapshots(&f));
+    let snaps = snapshots(&f);
+    assert!(!snaps.contains(&OLD_OURS.to_string()), "{snaps:?}");
+    for a in ADMINS {
+        assert!(snaps.contains(&a.to_string()), "{snaps:?}");
+    }
+    let runs = f.with(|s| s.agent_runs.clone());
+    let upgrade = runs
+        .iter()
+        .position(|(_, a)| {
+            a.last().is_some_and(|l| l == "dist-upgrade") && a.contains(&"-y".to_string())
+        })
+        .expect("no upgrade ran");
+    assert!(runs[upgrade].1[0] == "env", "{runs:?}");
+    let order: Vec<String> = f
+        .requests()
+        .iter()
+        .filter(|r| {
+            r.method == "POST" && (r.path.ends_with("/snapshot") || r.path.ends_with("/agent/exec"))
+        })
+        .map(|r| r.path.clone())
+        .collect();
+    let snap_at = order.iter().position(|p| p.ends_with("/snapshot")).unwrap();
+    assert!(
+        order[snap_at + 1..]
+            .iter()
+            .any(|p| p.ends_with("/agent/exec")),
+        "the upgrade ran before the snapshot: {order:?}"
+    );
+    assert_eq!(requests(&f, "POST", "/rollback"), 0);
+    // A container cannot run commands over the API: skipped, and why.
+    let ct = result_of(&r, "nextcloud");
+    assert_eq!(ct["outcome"], "skipped", "{ct}");
+    assert!(
+        ct["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("proxmox.local: true"),
+        "{ct}"
+    );
+    // Nothing new the second time: up to date, no further snapshot.
+    let r = t.run(&["--json", "run", "update", "--service", "web"]);
+    r.code(0);
+    assert_eq!(result_of(&r, "web")["outcome"], "up_to_date");
+    assert_eq!(ours_new(&f).len(), 1);
+}
+
+#[test]
+fn a_vm_whose_check_fails_after_the_upgrade_is_rolled_back_and_started() {
+    let (f, t) = setup("1", "2", &["2"]);
+    let r = t.run(&["--json", "run", "update", "--service", "web"]);
+    r.code(1);
+    let web = result_of(&r, "web");
+    assert_eq!(web["outcome"], "rolled_back", "{web}");
+    assert!(
+        web["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("app answers"),
+        "{web}"
+    );
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
+    assert_eq!(f.with(|s| s.guests[&100].status.clone()), "running");
+    assert_eq!(
+        std::fs::read_to_string(t.path("guest-health")).unwrap(),
+        "ok\n"
+    );
+    let new = ours_new(&f);
+    assert_eq!(new.len(), 1);
+    let rb: Vec<_> = f
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "POST" && r.path.ends_with("/rollback"))
+        .collect();
+    assert_eq!(rb.len(), 1);
+    assert!(rb[0].path.contains(&new[0]), "{}", rb[0].path);
+    assert!(
+        rb[0].params.contains(&("start".into(), "1".into())),
+        "{:?}",
+        rb[0].params
+    );
+    // A failed update cleans nothing up: every snapshot stays.
+    assert!(snapshots(&f).contains(&OLD_OURS.to_string()));
+    let status = t.run(&["--json", "status"]);
+    assert!(status.stdout.contains("rolled_back"), "{}", status.stdout);
+}
+
+#[test]
+fn a_dry_run_lists_the_pending_packages_and_changes_nothing() {
+    let (f, t) = setup("1", "2", &[]);
+    let r = t.run(&["--json", "run", "update", "--dry-run", "--service", "web"]);
+    r.code(0);
+    let web = result_of(&r, "web");
+    assert_eq!(web["outcome"], "available", "{web}");
+    assert_eq!(web["check"]["packages"][0], "webapp", "{web}");
+    assert!(
+        web["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("autopilot-pre-update-"),
+        "{web}"
+    );
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
+    assert_eq!(ours_new(&f).len(), 0);
+    assert_eq!(requests(&f, "POST", "/snapshot"), 0);
+    assert_eq!(requests(&f, "DELETE", OLD_OURS), 0);
+}
+
+#[test]
+fn without_a_snapshot_a_failed_upgrade_is_not_rolled_back() {
+    let (f, t) = setup("1", "2", &["2"]);
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace(
+        "  keep_snapshot_hours: 24\n",
+        "  keep_snapshot_hours: 24\n  snapshot_before_update: false\n",
+    ));
+    let r = t.run(&["--json", "run", "update", "--service", "web"]);
+    r.code(1);
+    let web = result_of(&r, "web");
+    assert_eq!(web["outcome"], "rollback_failed", "{web}");
+    assert!(
+        web["summary"]
+            .as_str()
+            .unwrap_or("")
+            .contains("no snapshot"),
+        "{web}"
+    );
+    assert_eq!(requests(&f, "POST", "/snapshot"), 0);
+    assert_eq!(requests(&f, "POST", "/rollback"), 0);
+}
+
+#[test]
+fn a_guest_update_killed_while_validating_is_rolled_back_by_the_next_run() {
+    use std::process::Stdio;
+    use std::time::{Duration, Instant};
+    let (f, t) = setup("1", "2", &["2"]);
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace(
+        "health_check_timeout_seconds: 2\n",
+        "health_check_timeout_seconds: 120\n",
+    ));
+    let mut child = t
+        .command(&["run", "update", "--service", "web"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = t.path("state/state.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the update never reached validation"
+        );
+        let step: Option<String> = db
+            .exists()
+            .then(|| {
+                rusqlite::Connection::open(&db)
+                    .unwrap()
+                    .query_row(
+                        "SELECT step FROM updates WHERE finished_at IS NULL",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .ok()
+            })
+            .flatten();
+        if step.as_deref() == Some("validating") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "2", "applied");
+    assert_eq!(ours_new(&f).len(), 1);
+
+    let r = t.run(&["--json", "run", "update", "--service", "web"]);
+    r.code(1);
+    let web = result_of(&r, "web");
+    assert_eq!(web["outcome"], "rolled_back", "{web}");
+    assert_eq!(web["recovered"], true, "{web}");
+    assert_eq!(web["step_reached"], "validating", "{web}");
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
+    assert_eq!(f.with(|s| s.guests[&100].status.clone()), "running");
+    assert_eq!(requests(&f, "POST", "/rollback"), 1);
+}
