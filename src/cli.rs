@@ -153,6 +153,10 @@ pub struct RunArgs {
     /// Limit the run to these services (repeatable)
     #[arg(long = "service", value_name = "NAME")]
     pub services: Vec<String>,
+    /// restore-test: test this backup (catalog ID, see `backups list`)
+    /// instead of the latest verified one
+    #[arg(long = "backup", value_name = "ID")]
+    pub backup: Option<i64>,
     /// Log exactly what would be done, and do nothing
     #[arg(long)]
     pub dry_run: bool,

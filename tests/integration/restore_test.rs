@@ -119,6 +119,61 @@ fn a_manifest_mismatch_or_a_failing_check_fails_with_restore_test_failed() {
 }
 
 #[test]
+fn backup_chooses_the_backup_to_test_and_refuses_unknown_or_foreign_ids() {
+    let t = Test::new();
+    let root = t.root_str();
+    t.write("data/web/index.html", "v1\n");
+    t.write("data/other/a", "a\n");
+    // The extra check passes only on the first backup's data.
+    archive_config(
+        &t,
+        &format!(
+            "        - type: command\n          name: first version\n          command: [\"grep\", \"-q\", \"v1\", \"{{restore_path}}{root}/data/web/index.html\"]\n  - name: other\n    type: host\n    backup_paths: [{root}/data/other]\n"
+        ),
+    );
+    t.run(&["run", "backup", "--service", "web"]).code(0);
+    t.write("data/web/index.html", "v2\n");
+    t.run(&["run", "backup", "--service", "web"]).code(0);
+    t.run(&["run", "backup", "--service", "other"]).code(0);
+
+    // The latest verified backup (2) has v2: the extra check fails.
+    let r = t.run(&["run", "restore-test", "--service", "web", "--json"]);
+    r.code(1);
+    let j = r.json();
+    assert!(
+        j["services"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("first version"),
+        "{j:#}"
+    );
+
+    // --backup 1 tests the first one, and alone selects its service.
+    let r = t.run(&["run", "restore-test", "--backup", "1", "--json"]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["services"].as_array().unwrap().len(), 1, "{j:#}");
+    assert_eq!(j["services"][0]["service"], "web");
+    assert_eq!(j["services"][0]["result"]["backup_id"], 1, "{j:#}");
+    assert_eq!(j["services"][0]["result"]["ok"], true, "{j:#}");
+
+    // Another service's backup, an unknown ID, another workflow: usage errors.
+    t.run(&["run", "restore-test", "--service", "web", "--backup", "3"])
+        .code(2)
+        .stderr_has("backup of service other, not of web");
+    t.run(&["run", "restore-test", "--backup", "99"])
+        .code(2)
+        .stderr_has("no backup with that ID");
+    t.run(&["run", "backup", "--backup", "1"])
+        .code(2)
+        .stderr_has("--backup applies to the restore-test workflow");
+    let st = t.run(&["status", "--json"]).json();
+    // The usage errors recorded nothing: web's last test is the --backup 1 one.
+    assert_eq!(st["restore_tests"].as_array().unwrap().len(), 1, "{st:#}");
+    assert_eq!(st["restore_tests"][0]["ok"], true, "{st:#}");
+}
+
+#[test]
 fn shell_string_checks_are_refused_and_a_service_without_backup_fails() {
     let t = Test::new();
     t.write("data/web/index.html", "x\n");
