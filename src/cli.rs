@@ -80,6 +80,10 @@ pub enum Command {
     Backups(BackupsCommand),
     /// Restore a backup (catalog ID or archive path) into a new directory
     Restore(RestoreArgs),
+    /// Disaster-recovery drill: restore every service of PLAN in dependency
+    /// order into isolated copies, check them and what they depend on, pause
+    /// at the plan's manual steps, clean up and write a report
+    DrDrill(DrillArgs),
     /// Last runs, last backups, catalog health, monitored service states
     Status,
     /// Notification channels
@@ -213,6 +217,16 @@ pub enum BackupsCommand {
     },
     /// Rebuild the catalog from a backup root (after losing the state DB)
     Import { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The drill plan (YAML; docs/restore-testing.md)
+    pub plan: PathBuf,
+    /// Do not stop at the manual verification steps (needed without a
+    /// terminal)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@
 
 mod checks;
 mod daemon;
+pub mod drill;
 mod ids;
 #[cfg(test)]
 pub(crate) mod keys;

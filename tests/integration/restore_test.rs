@@ -573,3 +573,134 @@ fn a_copy_kept_for_inspection_is_removed_once_its_delay_has_passed() {
     left.sort();
     assert_eq!(left, ["2", "3"]);
 }
+
+/// Two archived services: `db` (a file) and `app`, which needs it.
+fn drill_config(t: &Test) {
+    t.write("data/db/rows", "42 rows\n");
+    t.write("data/app/index.html", "app\n");
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n      cleanup_delay_minutes: 5\n      rto_target_minutes: 1\nservices:\n  - name: app\n    type: host\n    backup_paths: [{root}/data/app]\n    restore_testing:\n      health_checks:\n        - type: command\n          name: index\n          command: [\"test\", \"-s\", \"{{restore_path}}{root}/data/app/index.html\"]\n  - name: db\n    type: host\n    backup_paths: [{root}/data/db]\n",
+        root = t.root_str()
+    ));
+    // The app first in the plan: the drill restores the db first all the same.
+    t.write(
+        "plan.yaml",
+        "name: site\nreport_dir: reports\nservices:\n  - service: app\n    depends_on: [db]\n    dependency_checks:\n      - type: command\n        name: app reads the db\n        command: [\"grep\", \"-q\", \"42 rows\", \"{restore_path:db}{root}/data/db/rows\"]\n    verify:\n      - Open the app and log in\n  - service: db\n    verify: [Count the rows]\nfinal_steps: [Tell the family]\n",
+    );
+}
+
+#[test]
+fn a_drill_restores_archives_in_dependency_order_checks_them_and_writes_its_report() {
+    let t = Test::new();
+    drill_config(&t);
+    t.run(&["run", "backup"]).code(0);
+    let plan = t.path("plan.yaml");
+    let plan = plan.to_str().unwrap();
+    // Manual steps, no terminal, no --yes: refused before anything runs.
+    t.run(&["dr-drill", plan])
+        .code(2)
+        .stderr_has("3 manual verification step(s)");
+    assert!(!t.path("reports").exists());
+
+    let r = t.run(&["--json", "dr-drill", plan, "--yes"]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["ok"], true, "{j:#}\n{}", r.stderr);
+    let names: Vec<&str> = j["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db", "app"]);
+    let app = &j["services"][1];
+    assert_eq!(app["dependency_checks"][0]["name"], "app reads the db");
+    assert_eq!(app["dependency_checks"][0]["ok"], true, "{app}");
+    assert!(app["restore_seconds"].as_f64().unwrap() > 0.0);
+    assert!(app["rto_seconds"].as_f64().unwrap() > 0.0);
+    let steps: Vec<String> = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "verify")
+        .map(|s| s["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert!(steps[0].starts_with("Count the rows: not checked, continued unattended"));
+    assert!(steps[2].starts_with("Tell the family"));
+    // Cleaned up at once, whatever cleanup_delay_minutes says.
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+    assert_eq!(j["cleaned_up"], true);
+
+    let md = std::fs::read_to_string(j["markdown"].as_str().unwrap()).unwrap();
+    assert!(md.starts_with("# Disaster-recovery drill: site"), "{md}");
+    assert!(md.contains("| 2 | app | db | "), "{md}");
+    assert!(md.contains("Open the app and log in"), "{md}");
+    let html_path = j["html"].as_str().unwrap();
+    assert!(html_path.starts_with(&t.path("reports").display().to_string()));
+    let html = std::fs::read_to_string(html_path).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("app reads the db"));
+    for external in ["src=", "href=", "<link", "<script", "@import", "url("] {
+        assert!(!html.contains(external), "{external} in the HTML report");
+    }
+}
+
+#[test]
+fn a_drill_with_a_broken_dependency_skips_what_needs_it_cleans_up_and_fails() {
+    let t = Test::new();
+    drill_config(&t);
+    t.run(&["run", "backup"]).code(0);
+    // The db's manifest no longer matches its archive.
+    let db = t
+        .archives("backups")
+        .into_iter()
+        .find(|a| a.display().to_string().contains("/db/"))
+        .unwrap();
+    let mut m = db.into_os_string();
+    m.push(".manifest.json");
+    let mut man: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    man["files"][0]["sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&m, serde_json::to_vec(&man).unwrap()).unwrap();
+    let plan = t.path("plan.yaml");
+    let r = t.run(&["--json", "dr-drill", plan.to_str().unwrap(), "--yes"]);
+    r.code(1);
+    let j = r.json();
+    assert_eq!(j["services"][0]["ok"], false, "{j:#}");
+    assert_eq!(j["services"][1]["error"], "not restored: db failed");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+    let md = std::fs::read_to_string(j["markdown"].as_str().unwrap()).unwrap();
+    assert!(md.contains("## Failures"), "{md}");
+    assert!(md.contains("sha256 differs"), "{md}");
+}
+
+#[test]
+fn a_drill_plan_error_names_file_line_and_field() {
+    let t = Test::new();
+    drill_config(&t);
+    t.write(
+        "bad.yaml",
+        "services:\n  - service: db\n  - service: nosuch\n    depends_on: [db, ghost]\n    verfy: [x]\n",
+    );
+    let bad = t.path("bad.yaml");
+    let r = t.run(&["dr-drill", bad.to_str().unwrap(), "--yes"]);
+    r.code(78);
+    let f = bad.display().to_string();
+    r.stderr_has(&format!("{f}:3:"))
+        .stderr_has("services[1].service: no configured service named 'nosuch'")
+        .stderr_has("services[1].depends_on[1]: 'ghost' is not another service")
+        .stderr_has(&format!("{f}:5:"))
+        .stderr_has("unknown key 'verfy' (did you mean 'verify'?)");
+    // A cycle.
+    t.write(
+        "cycle.yaml",
+        "services:\n  - service: db\n    depends_on: [app]\n  - service: app\n    depends_on: [db]\n",
+    );
+    t.run(&["dr-drill", t.path("cycle.yaml").to_str().unwrap(), "--yes"])
+        .code(78)
+        .stderr_has("form a cycle");
+    // A missing plan.
+    t.run(&["dr-drill", t.path("none.yaml").to_str().unwrap()])
+        .code(78)
+        .stderr_has("cannot read the drill plan");
+}
