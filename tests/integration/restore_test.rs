@@ -4,7 +4,10 @@
 //! volume served over HTTP, restored into an isolated project on an
 //! internal network, checked from inside that network (it sees the
 //! backed-up data, not the live data), and gone afterwards; a corrupted
-//! backup failing; a SIGKILLed test's copy removed by the next run.
+//! backup failing; a SIGKILLed test's copy removed by the next run;
+//! `--backup ID`; disaster-recovery drills of archives and of two Compose
+//! projects on the drill's shared network (the app reaching its restored
+//! db), a killed drill cleaned up by the next one, plan errors.
 //!
 //! Docker tests need the engine (`harness::DOCKER`) and run as root (the
 //! checks enter the copy's network namespace).
@@ -212,6 +215,11 @@ struct Served {
 
 impl Served {
     fn new(t: &Test, tag: &str) -> Served {
+        Served::with(t, tag, "web")
+    }
+
+    /// The project with its Compose service named `service`.
+    fn with(t: &Test, tag: &str, service: &str) -> Served {
         let lab = Lab::new(tag);
         let name = format!("hlart{}{tag}", std::process::id());
         let dir = t.path(&format!("srv/{name}"));
@@ -219,7 +227,7 @@ impl Served {
         std::fs::write(
             dir.join("docker-compose.yml"),
             format!(
-                "version: \"3\"\nservices:\n  web:\n    image: {}\n    command: [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/data\"]\n    stop_grace_period: 1s\n    environment:\n      APP_MODE: test\n    volumes:\n      - data:/data\nvolumes:\n  data: {{}}\n",
+                "version: \"3\"\nservices:\n  {service}:\n    image: {}\n    command: [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/data\"]\n    stop_grace_period: 1s\n    environment:\n      APP_MODE: test\n    volumes:\n      - data:/data\nvolumes:\n  data: {{}}\n",
                 lab.image
             ),
         )
@@ -703,4 +711,124 @@ fn a_drill_plan_error_names_file_line_and_field() {
     t.run(&["dr-drill", t.path("none.yaml").to_str().unwrap()])
         .code(78)
         .stderr_has("cannot read the drill plan");
+}
+
+/// Two Compose projects, `db` serving a file and `app`, each a service of
+/// the configuration, and a drill plan where the app must reach the db.
+fn docker_drill(t: &Test, name: &str, db_check: &str) -> (Served, Served) {
+    let db = Served::with(t, &format!("{name}db"), "db");
+    let app = Served::with(t, &format!("{name}app"), "app");
+    docker(&[
+        "exec",
+        &db.container(),
+        "sh",
+        "-c",
+        "echo original > /data/file",
+    ]);
+    docker(&[
+        "exec",
+        &app.container(),
+        "sh",
+        "-c",
+        "echo app > /data/index.html",
+    ]);
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n      cleanup_delay_minutes: 0\n      rto_target_minutes: 1\nservices:\n  - name: db\n    type: docker_compose\n    compose_file: {}/docker-compose.yml\n    compose_project: {}\n    restore_testing:\n      health_checks:\n        - type: http\n          name: db serves\n          url: http://db:8080/file\n          body_contains: {db_check}\n  - name: app\n    type: docker_compose\n    compose_file: {}/docker-compose.yml\n    compose_project: {}\n",
+        db.dir.display(),
+        db.name,
+        app.dir.display(),
+        app.name
+    ));
+    t.write(
+        "plan.yaml",
+        &format!("name: {name}\nservices:\n  - service: app\n    depends_on: [db]\n    dependency_checks:\n      - type: http\n        name: app reaches the db\n        url: http://db:8080/file\n        body_contains: original\n  - service: db\n"),
+    );
+    t.run(&["run", "backup"]).code(0);
+    // The live data changes: the drill sees the backup's.
+    docker(&[
+        "exec",
+        &db.container(),
+        "sh",
+        "-c",
+        "echo changed > /data/file",
+    ]);
+    (db, app)
+}
+
+fn drill_networks(name: &str) -> String {
+    docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("name=drill-{name}-restoretest-"),
+        "--format",
+        "{{.Name}}",
+    ])
+}
+
+#[test]
+fn a_drill_puts_docker_copies_on_one_network_where_the_app_reaches_its_restored_db() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    let (db, app) = docker_drill(&t, "drnet", "original");
+    let plan = t.path("plan.yaml");
+    let r = t.run(&["--json", "dr-drill", plan.to_str().unwrap()]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["ok"], true, "{j:#}\n{}", r.stderr);
+    let net = j["network"].as_str().unwrap().to_string();
+    assert!(net.starts_with("drill-drnet-restoretest-"), "{net}");
+    assert_eq!(j["services"][0]["service"], "db");
+    assert_eq!(j["services"][0]["checks"][1]["ok"], true, "{j:#}");
+    let dep = &j["services"][1]["dependency_checks"][0];
+    assert_eq!(dep["name"], "app reaches the db");
+    assert_eq!(dep["ok"], true, "{dep}");
+    let md = std::fs::read_to_string(j["markdown"].as_str().unwrap()).unwrap();
+    assert!(
+        md.contains(&format!("shared internal network {net} created")),
+        "{md}"
+    );
+    assert!(md.contains(&format!("network {net} removed")), "{md}");
+    assert_eq!(db.leftovers(), "");
+    assert_eq!(app.leftovers(), "");
+    assert_eq!(drill_networks("drnet"), "");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
+
+#[test]
+fn a_killed_drill_is_cleaned_up_by_the_next_one() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    // The db's check never passes: the drill waits for it until killed.
+    let (db, app) = docker_drill(&t, "drkill", "never-there");
+    let plan = t.path("plan.yaml");
+    let mut child = t
+        .command(&["dr-drill", plan.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = format!("{}-restoretest-", db.name);
+    while !docker(&["ps", "--format", "{{.Names}}"]).contains(&running) {
+        assert!(Instant::now() < deadline, "the copy never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(db.leftovers().contains(&running), "{}", db.leftovers());
+    assert!(!drill_networks("drkill").is_empty());
+    // The next drill (its db check now passing) removes all of it first.
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace("never-there", "original"));
+    let r = t.run(&["dr-drill", plan.to_str().unwrap()]);
+    r.code(0).stderr_has("left by an interrupted run");
+    assert_eq!(db.leftovers(), "");
+    assert_eq!(app.leftovers(), "");
+    assert_eq!(drill_networks("drkill"), "");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
 }
