@@ -56,6 +56,10 @@ pub fn run(setup: &Setup, a: &DrillArgs) -> Result<Report> {
             _ => Answer::Failed,
         })
     };
+    // SIGINT/SIGTERM: no further service, then the cleanup and the report
+    // (a second signal ends the process; the next run cleans up).
+    crate::signals::install();
+    let stop = || crate::signals::received().is_some();
     let report = drill::run(
         &store,
         &cfg,
@@ -63,7 +67,9 @@ pub fn run(setup: &Setup, a: &DrillArgs) -> Result<Report> {
         Some(run_id),
         &plan,
         &mut ask,
+        &stop,
     );
+    let signal = crate::signals::received();
     let (status, summary) = match &report {
         Ok(r) if r.ok => (
             RunStatus::Success,
@@ -87,6 +93,11 @@ pub fn run(setup: &Setup, a: &DrillArgs) -> Result<Report> {
             ),
         ),
         Err(e) => (RunStatus::Failed, format!("drill {}: {e}", plan.name)),
+    };
+    let status = if signal.is_some() {
+        RunStatus::Aborted
+    } else {
+        status
     };
     store.finish_run(run_id, status, &summary)?;
     let r = report?;
@@ -112,11 +123,12 @@ pub fn run(setup: &Setup, a: &DrillArgs) -> Result<Report> {
     let mut json = serde_json::to_value(&r).map_err(|e| Error::Other(e.to_string()))?;
     json["run_id"] = run_id.into();
     json["summary"] = summary.into();
-    Ok(Report {
-        json,
-        text,
-        exit: if r.ok { 0 } else { 1 },
-    })
+    let exit = match signal {
+        Some(sig) => crate::signals::exit_code(sig),
+        None if r.ok => 0,
+        None => 1,
+    };
+    Ok(Report { json, text, exit })
 }
 
 fn fmt(v: Option<f64>) -> String {

@@ -430,6 +430,7 @@ pub fn run_dependency_checks(
     from: &Environment,
     deps: &[&Environment],
     allowed: Duration,
+    cancel: &dyn Fn() -> bool,
 ) -> Vec<CheckOutcome> {
     let default_timeout = cfg.monitoring.timeout_seconds.max(1);
     let deadline = Instant::now() + allowed;
@@ -471,7 +472,7 @@ pub fn run_dependency_checks(
             });
         }
         let all = last.iter().all(|o| o.as_ref().is_some_and(|o| o.ok));
-        if all || from.kind != KIND_DOCKER || Instant::now() >= deadline {
+        if all || from.kind != KIND_DOCKER || Instant::now() >= deadline || cancel() {
             return last.into_iter().flatten().collect();
         }
         std::thread::sleep(Duration::from_millis(500));

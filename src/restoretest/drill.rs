@@ -112,8 +112,11 @@ impl Runbook {
     }
 }
 
-/// Run the drill. `ask` answers the manual steps. `run_id`: this drill's
-/// run (its copies are left alone by the sweep).
+/// Run the drill. `ask` answers the manual steps; `stop` says that the
+/// drill was asked to stop (SIGINT/SIGTERM): no further service is
+/// restored, a copy's checks stop waiting, and the cleanup and the report
+/// still happen. `run_id`: this drill's run (its copies are left alone by
+/// the sweep).
 pub fn run(
     store: &Store,
     cfg: &Config,
@@ -121,6 +124,7 @@ pub fn run(
     run_id: Option<i64>,
     plan: &DrillPlan,
     ask: &mut dyn FnMut(Option<&str>, &str) -> Result<Answer>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<DrillReport> {
     let mut book = Runbook {
         started: Instant::now(),
@@ -174,9 +178,12 @@ pub fn run(
             );
         }
         for (d, svc) in &services {
+            if stop() {
+                return Err(Error::Other("stopped by a signal".into()));
+            }
             let r = one_service(
                 store, cfg, state_dir, run_id, d, svc, &key, any_docker, &mut envs, &runs,
-                &mut book, ask,
+                &mut book, ask, stop,
             )?;
             runs.push(r);
         }
@@ -287,6 +294,7 @@ fn one_service(
     done: &[ServiceRun],
     book: &mut Runbook,
     ask: &mut dyn FnMut(Option<&str>, &str) -> Result<Answer>,
+    stop: &dyn Fn() -> bool,
 ) -> Result<ServiceRun> {
     let name = svc.name.as_str();
     let mut r = ServiceRun {
@@ -345,7 +353,7 @@ fn one_service(
                 ),
                 true,
             );
-            (super::run_checks(cfg, svc, &env, allowed, &|| false), None)
+            (super::run_checks(cfg, svc, &env, allowed, stop), None)
         }
         Err(e) => {
             book.add(Some(name), "restore", format!("restore failed: {e}"), false);
@@ -372,7 +380,8 @@ fn one_service(
             .iter()
             .filter(|e| d.depends_on.contains(&e.service))
             .collect();
-        let dc = super::run_dependency_checks(cfg, &d.dependency_checks, &env, &deps, allowed);
+        let dc =
+            super::run_dependency_checks(cfg, &d.dependency_checks, &env, &deps, allowed, stop);
         for c in &dc {
             book.add(
                 Some(name),

@@ -832,3 +832,40 @@ fn a_killed_drill_is_cleaned_up_by_the_next_one() {
     assert_eq!(drill_networks("drkill"), "");
     assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
 }
+
+#[test]
+fn a_drill_stopped_by_sigterm_removes_its_copies_and_still_reports() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    let (db, app) = docker_drill(&t, "drterm", "never-there");
+    let plan = t.path("plan.yaml");
+    let child = t
+        .command(&["--json", "dr-drill", plan.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = format!("{}-restoretest-", db.name);
+    while !docker(&["ps", "--format", "{{.Names}}"]).contains(&running) {
+        assert!(Instant::now() < deadline, "the copy never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["cleaned_up"], true, "{j:#}");
+    assert!(std::path::Path::new(j["html"].as_str().unwrap()).is_file());
+    assert_eq!(db.leftovers(), "");
+    assert_eq!(app.leftovers(), "");
+    assert_eq!(drill_networks("drterm"), "");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
