@@ -869,3 +869,26 @@ fn a_drill_stopped_by_sigterm_removes_its_copies_and_still_reports() {
     assert_eq!(drill_networks("drterm"), "");
     assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
 }
+
+#[test]
+fn a_failing_dependency_check_fails_the_drill() {
+    let t = Test::new();
+    drill_config(&t);
+    t.run(&["run", "backup"]).code(0);
+    let plan = std::fs::read_to_string(t.path("plan.yaml")).unwrap();
+    t.write("wrong.yaml", &plan.replace("42 rows", "43 rows"));
+    let r = t.run(&[
+        "--json",
+        "dr-drill",
+        t.path("wrong.yaml").to_str().unwrap(),
+        "--yes",
+    ]);
+    r.code(1);
+    let j = r.json();
+    assert_eq!(j["services"][0]["ok"], true, "{j:#}");
+    let app = &j["services"][1];
+    assert_eq!(app["ok"], false, "{j:#}");
+    assert_eq!(app["dependency_checks"][0]["ok"], false, "{app}");
+    assert_eq!(app["error"], "app does not reach db");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
