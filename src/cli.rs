@@ -80,6 +80,10 @@ pub enum Command {
     Backups(BackupsCommand),
     /// Restore a backup (catalog ID or archive path) into a new directory
     Restore(RestoreArgs),
+    /// Disaster-recovery drill: restore every service of PLAN in dependency
+    /// order into isolated copies, check them and what they depend on, pause
+    /// at the plan's manual steps, clean up and write a report
+    DrDrill(DrillArgs),
     /// Last runs, last backups, catalog health, monitored service states
     Status,
     /// Serve the read-only status page, its JSON API and /metrics in the
@@ -160,6 +164,10 @@ pub struct RunArgs {
     /// Limit the run to these services (repeatable)
     #[arg(long = "service", value_name = "NAME")]
     pub services: Vec<String>,
+    /// restore-test: test this backup (catalog ID, see `backups list`)
+    /// instead of the latest verified one
+    #[arg(long = "backup", value_name = "ID")]
+    pub backup: Option<i64>,
     /// Log exactly what would be done, and do nothing
     #[arg(long)]
     pub dry_run: bool,
@@ -216,6 +224,16 @@ pub enum BackupsCommand {
     },
     /// Rebuild the catalog from a backup root (after losing the state DB)
     Import { dir: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// The drill plan (YAML; docs/restore-testing.md)
+    pub plan: PathBuf,
+    /// Do not stop at the manual verification steps (needed without a
+    /// terminal)
+    #[arg(long)]
+    pub yes: bool,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,9 @@ pub struct RunRequest {
     pub workflow: String,
     /// `--service` names; empty means every enabled service.
     pub services: Vec<String>,
+    /// `--backup ID` (restore-test): the catalog row to test instead of the
+    /// latest verified one.
+    pub backup: Option<i64>,
     pub dry_run: bool,
 }
 
@@ -152,7 +155,15 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
             known.join(", ")
         )));
     }
-    let services = select_services(&cfg.services, &req.services)?;
+    let chosen = match req.backup {
+        Some(id) => Some(chosen_backup(setup, &paths, req, id)?),
+        None => None,
+    };
+    let wanted = match &chosen {
+        Some(b) if req.services.is_empty() => vec![b.service.clone()],
+        _ => req.services.clone(),
+    };
+    let services = select_services(&cfg.services, &wanted)?;
     let names: Vec<String> = services.iter().map(|s| s.name.clone()).collect();
     crate::monitor::checks::prewarm_http_client(&services);
 
@@ -200,14 +211,16 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
         (Some(s), false) => Some(s.begin_run(&req.workflow, &names, false)?),
         _ => None,
     };
-    let host = Arc::new(Host::new(
+    let mut host = Host::new(
         cfg.clone(),
         paths,
         store,
         req.dry_run,
         run_id,
         &req.workflow,
-    ));
+    );
+    host.backup_id = req.backup;
+    let host = Arc::new(host);
     Ok(Prepared {
         cfg,
         host,
@@ -497,6 +510,54 @@ fn remove_debris(backup_root: &std::path::Path, services: &[String]) -> Result<(
 }
 
 /// `--service` names must exist; without them, every enabled service.
+/// `--backup ID`: only for restore-test, a catalog row that exists, is an
+/// archive of ours and belongs to the `--service` named (if any). Checked
+/// before anything is locked or recorded: a usage error otherwise.
+fn chosen_backup(
+    setup: &Setup,
+    paths: &crate::config::Paths,
+    req: &RunRequest,
+    id: i64,
+) -> Result<crate::state::BackupRecord> {
+    if req.workflow != "restore-test" {
+        return Err(Error::Usage(format!(
+            "--backup applies to the restore-test workflow, not '{}'",
+            req.workflow
+        )));
+    }
+    let store = setup.existing_store(paths)?;
+    let b = match &store {
+        Some(s) => s.backup(id)?,
+        None => None,
+    };
+    let b = b.ok_or_else(|| {
+        Error::Usage(format!(
+            "--backup {id}: no backup with that ID in the catalog (see `backups list`)"
+        ))
+    })?;
+    if !req.services.is_empty() && !req.services.contains(&b.service) {
+        return Err(Error::Usage(format!(
+            "--backup {id} is a backup of service {}, not of {}",
+            b.service,
+            req.services.join(", ")
+        )));
+    }
+    if b.kind != crate::catalog::KIND_ARCHIVE {
+        return Err(Error::Usage(format!(
+            "--backup {id} is a {} backup of {}; restore tests restore archives",
+            b.kind, b.service
+        )));
+    }
+    if b.status != crate::state::BackupStatus::Complete {
+        return Err(Error::Usage(format!(
+            "--backup {id} ({}) is {}, not a complete backup",
+            b.service,
+            b.status.as_str()
+        )));
+    }
+    Ok(b)
+}
+
 fn select_services<'a>(
     all: &'a [ServiceConfig],
     wanted: &[String],

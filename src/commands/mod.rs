@@ -5,6 +5,7 @@
 pub mod backups;
 pub mod config_cmd;
 pub mod daemon;
+pub mod drill;
 pub mod notify_cmd;
 pub mod restore;
 pub mod run;
@@ -143,7 +144,11 @@ fn print_stdout(text: &str) {
 fn is_action(cmd: &Command) -> bool {
     use crate::cli::{BackupsCommand, ConfigCommand, ScriptsCommand};
     match cmd {
-        Command::Run(_) | Command::Restore(_) | Command::Notify(_) | Command::Serve { .. } => true,
+        Command::Run(_)
+        | Command::Restore(_)
+        | Command::Notify(_)
+        | Command::Serve { .. }
+        | Command::DrDrill(_) => true,
         Command::Backups(b) => !matches!(b, BackupsCommand::List { .. }),
         Command::Config(c) => matches!(c, ConfigCommand::Validate),
         Command::Scripts(s) => matches!(s, ScriptsCommand::Export { .. } | ScriptsCommand::Check),
@@ -169,6 +174,7 @@ pub fn dispatch(cli: &Cli) -> Result<Report> {
         Command::Scripts(c) => scripts::run(env, c),
         Command::Backups(c) => backups::run(env, c),
         Command::Restore(a) => restore::run(env, a),
+        Command::DrDrill(a) => drill::run(env, a),
         Command::Status => status::run(env),
         Command::Serve { listen } => serve::run(env, listen.as_deref()),
         Command::Notify(c) => notify_cmd::run(env, c),

@@ -1,4 +1,4 @@
-//! `run WORKFLOW [--service NAME]... [--dry-run]`: the run session
+//! `run WORKFLOW [--service NAME]... [--backup ID] [--dry-run]`: the run session
 //! ([`crate::app::session`]) does the work; this prints its report.
 
 use super::Report;
@@ -11,6 +11,7 @@ pub fn run(setup: &Setup, args: &RunArgs) -> Result<Report> {
     let req = RunRequest {
         workflow: args.workflow.clone(),
         services: args.services.clone(),
+        backup: args.backup,
         dry_run: args.dry_run,
     };
     let report = session::run(setup, &req)?;

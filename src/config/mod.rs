@@ -15,6 +15,7 @@
 
 mod checks;
 mod daemon;
+pub mod drill;
 pub(crate) mod http;
 mod ids;
 #[cfg(test)]

@@ -4,6 +4,8 @@
 //! - `select(services)`: the services to test this run (all of them when
 //!   they were named with `--service`).
 //! - `latest_backup(svc)`: the newest verified archive row, or `()`.
+//! - `backup(svc, id)`: the catalog row `id`; an error when it is not a
+//!   backup of `svc`.
 //! - `begin(svc, backup)`: the test's row and temp dir; the environment map.
 //! - `restore(env)`: extract, compare with the manifest, build and start a
 //!   Docker copy; the environment map with what was made.
@@ -112,6 +114,35 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 match restoretest::latest_backup(s, &cfg.name).map_err(|e| to_rhai(e, &ctx))? {
                     Some(b) => to_dyn(&b),
                     None => Ok(Dynamic::UNIT),
+                }
+            },
+        );
+    let h = host.clone();
+    FuncRegistration::new("backup")
+        .with_volatility(true)
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext, svc: Map, id: i64| -> RhaiResult<Dynamic> {
+                let cfg = service_config(&h, &svc, "restore_test::backup")?;
+                let row = match h.store.as_deref() {
+                    Some(s) => s.backup(id).map_err(|e| to_rhai(e, &ctx))?,
+                    None => None,
+                };
+                match row {
+                    Some(b) if b.service == cfg.name => to_dyn(&b),
+                    Some(b) => Err(super::throw(
+                        "invalid_argument",
+                        format!(
+                            "restore_test::backup: backup {id} belongs to service {}",
+                            b.service
+                        ),
+                        Some(&cfg.name),
+                    )),
+                    None => Err(super::throw(
+                        "not_found",
+                        format!("restore_test::backup: no backup with id {id}"),
+                        Some(&cfg.name),
+                    )),
                 }
             },
         );

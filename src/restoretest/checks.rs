@@ -166,7 +166,9 @@ fn one(c: &HealthCheckConfig, env: &Environment, timeout: Duration) -> CheckOutc
     let name = crate::monitor::check_name(c);
     let docker = env.kind == KIND_DOCKER;
     match c.check_type {
-        HealthCheckType::Http | HealthCheckType::Tcp if docker => in_copy(c, env, &name, timeout),
+        HealthCheckType::Http | HealthCheckType::Tcp if docker => {
+            in_copy(c, env, &name, timeout, None)
+        }
         HealthCheckType::Container if docker => {
             let want = c.container.as_deref().unwrap_or("");
             match env.containers.iter().find(|r| {
@@ -290,12 +292,15 @@ fn command(
     }
 }
 
-/// An HTTP or TCP check run inside the copy's network.
+/// An HTTP or TCP check run inside the copy's network: from the target
+/// container's network namespace, or from container `from`'s (a drill's
+/// check that one copy reaches another on the drill's shared network).
 fn in_copy(
     c: &HealthCheckConfig,
     env: &Environment,
     name: &str,
     timeout: Duration,
+    from: Option<&str>,
 ) -> CheckOutcome {
     let host = match c.check_type {
         HealthCheckType::Http => {
@@ -337,6 +342,14 @@ fn in_copy(
     if pid == 0 {
         return fail(name.into(), format!("{} is not running", target.name));
     }
+    let pid = match from {
+        None => pid,
+        Some(f) => match crate::docker::isolate::pid_and_ip(f, &network) {
+            Ok((p, _)) if p != 0 => p,
+            Ok(_) => return fail(name.into(), format!("{f} is not running")),
+            Err(e) => return fail(name.into(), e.to_string()),
+        },
+    };
     let addr = if local {
         "127.0.0.1".to_string()
     } else {
@@ -402,4 +415,66 @@ fn enter_netns(pid: u32) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A drill's dependency checks: that the copy `from` reaches the copies of
+/// what it depends on (`deps`). `http` / `tcp` name a dependency's service
+/// as the containers see each other (`http://db:8080/`) and run from the
+/// network namespace of `from`'s first container, on the drill's shared
+/// network; `command` checks run as the copy's own checks do, with
+/// `{restore_path:NAME}` replaced by dependency NAME's restored tree.
+/// Retried like [`run_checks`] while a Docker copy may still be starting.
+pub fn run_dependency_checks(
+    cfg: &Config,
+    checks: &[HealthCheckConfig],
+    from: &Environment,
+    deps: &[&Environment],
+    allowed: Duration,
+    cancel: &dyn Fn() -> bool,
+) -> Vec<CheckOutcome> {
+    let default_timeout = cfg.monitoring.timeout_seconds.max(1);
+    let deadline = Instant::now() + allowed;
+    let mut targets = from.clone();
+    targets.containers = deps.iter().flat_map(|d| d.containers.clone()).collect();
+    let mut last: Vec<Option<CheckOutcome>> = vec![None; checks.len()];
+    loop {
+        for (i, c) in checks.iter().enumerate() {
+            if last[i].as_ref().is_some_and(|o| o.ok) {
+                continue;
+            }
+            let timeout = Duration::from_secs(c.timeout_seconds.unwrap_or(default_timeout));
+            let name = crate::monitor::check_name(c);
+            let docker = from.kind == KIND_DOCKER;
+            last[i] = Some(match c.check_type {
+                HealthCheckType::Http | HealthCheckType::Tcp if docker => {
+                    match from.containers.first() {
+                        Some(src) => in_copy(c, &targets, &name, timeout, Some(&src.name)),
+                        None => fail(name, "the copy has no containers"),
+                    }
+                }
+                HealthCheckType::Http | HealthCheckType::Tcp => fail(
+                    name,
+                    "http and tcp dependency checks run from a Docker copy; an archive's copy \
+                     takes command checks",
+                ),
+                _ => {
+                    let mut cc = c.clone();
+                    if let Some(CommandSpec::Argv(argv)) = &mut cc.command {
+                        for a in argv.iter_mut() {
+                            for d in deps {
+                                let key = format!("{{restore_path:{}}}", d.service);
+                                *a = a.replace(&key, &d.restored.display().to_string());
+                            }
+                        }
+                    }
+                    one(&cc, from, timeout)
+                }
+            });
+        }
+        let all = last.iter().all(|o| o.as_ref().is_some_and(|o| o.ok));
+        if all || from.kind != KIND_DOCKER || Instant::now() >= deadline || cancel() {
+            return last.into_iter().flatten().collect();
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -23,10 +23,11 @@
 //! run left and the copies whose `cleanup_delay_minutes` has passed.
 
 mod checks;
+pub mod drill;
 pub mod integrity;
 mod select;
 
-pub use checks::{run_checks, CheckOutcome, Checked};
+pub use checks::{run_checks, run_dependency_checks, CheckOutcome, Checked};
 pub use select::select;
 
 use crate::archive::{self, ExtractOptions, Manifest};
@@ -43,6 +44,8 @@ use std::path::{Path, PathBuf};
 /// How a service's backups are restored for a test.
 pub const KIND_ARCHIVE_COPY: &str = "archive";
 pub const KIND_DOCKER: &str = "docker";
+/// A disaster-recovery drill's own row: its shared network (drill.rs).
+pub const KIND_DRILL: &str = "drill";
 
 /// The kind of copy a service type gets, None when restore tests do not
 /// cover it yet.
@@ -102,6 +105,10 @@ pub struct Environment {
     /// Things the copy could not reproduce (a bind mount not in the backup).
     #[serde(default)]
     pub notes: Vec<String>,
+    /// `network` belongs to a drill (created and removed by it), not to
+    /// this copy.
+    #[serde(default)]
+    pub shared_network: bool,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -273,7 +280,9 @@ fn build_docker(
     })?;
     let project = env.project.clone().unwrap_or_default();
     let network = env.network.clone().unwrap_or_default();
-    isolate::create_network(&network, &project)?;
+    if !env.shared_network {
+        isolate::create_network(&network, &project)?;
+    }
     // Volumes: the backup's contents in new volumes of the copy.
     let mut renamed: BTreeMap<String, String> = BTreeMap::new();
     for v in &cap.volumes {
@@ -564,7 +573,9 @@ pub fn remove(store: &Store, id: i64, dir: Option<&Path>) -> Result<isolate::Rem
     let rec = store.restore_test(id)?;
     let project = rec
         .as_ref()
-        .filter(|r| r.kind == KIND_DOCKER)
+        .filter(|r| {
+            r.kind == KIND_DOCKER || (r.kind == KIND_DRILL && !r.environment["network"].is_null())
+        })
         .and_then(|r| r.environment["project"].as_str().map(str::to_string));
     let removed = match project {
         Some(p) => isolate::remove(&p)?,
@@ -625,7 +636,9 @@ fn remove_tree(dir: &Path) -> Result<()> {
 pub fn sweep(store: &Store, current: Option<i64>) -> Result<Vec<String>> {
     let now = chrono::Utc::now().timestamp();
     let mut lines = Vec::new();
-    for r in store.restore_tests_to_clean(now)? {
+    // Newest first: a drill's copies (their containers) go before the
+    // drill's own row (the network they are attached to).
+    for r in store.restore_tests_to_clean(now)?.into_iter().rev() {
         if r.run_id.is_some() && r.run_id == current {
             continue;
         }

@@ -62,6 +62,8 @@ pub struct Host {
     /// See [`RunOutcome::partial`].
     pub partial: AtomicUsize,
     pub limits: Limits,
+    /// `run restore-test --backup ID`: the backup to test (`ctx.backup_id`).
+    pub backup_id: Option<i64>,
     /// Run events not yet in the state DB (see [`Host::event`]).
     events: Mutex<EventBuffer>,
 }
@@ -147,6 +149,7 @@ impl Host {
             warnings: AtomicUsize::new(0),
             partial: AtomicUsize::new(0),
             limits,
+            backup_id: None,
             events: Mutex::new(EventBuffer::default()),
         }
     }
@@ -352,6 +355,9 @@ impl Host {
             .map(|s| self.service_map_for_ctx(s))
             .collect();
         ctx.insert("services".into(), svcs.into());
+        if let Some(id) = self.backup_id {
+            ctx.insert("backup_id".into(), Dynamic::from(id));
+        }
         ctx
     }
 

@@ -4,7 +4,10 @@
 //! volume served over HTTP, restored into an isolated project on an
 //! internal network, checked from inside that network (it sees the
 //! backed-up data, not the live data), and gone afterwards; a corrupted
-//! backup failing; a SIGKILLed test's copy removed by the next run.
+//! backup failing; a SIGKILLed test's copy removed by the next run;
+//! `--backup ID`; disaster-recovery drills of archives and of two Compose
+//! projects on the drill's shared network (the app reaching its restored
+//! db), a killed drill cleaned up by the next one, plan errors.
 //!
 //! Docker tests need the engine (`harness::DOCKER`) and run as root (the
 //! checks enter the copy's network namespace).
@@ -119,6 +122,61 @@ fn a_manifest_mismatch_or_a_failing_check_fails_with_restore_test_failed() {
 }
 
 #[test]
+fn backup_chooses_the_backup_to_test_and_refuses_unknown_or_foreign_ids() {
+    let t = Test::new();
+    let root = t.root_str();
+    t.write("data/web/index.html", "v1\n");
+    t.write("data/other/a", "a\n");
+    // The extra check passes only on the first backup's data.
+    archive_config(
+        &t,
+        &format!(
+            "        - type: command\n          name: first version\n          command: [\"grep\", \"-q\", \"v1\", \"{{restore_path}}{root}/data/web/index.html\"]\n  - name: other\n    type: host\n    backup_paths: [{root}/data/other]\n"
+        ),
+    );
+    t.run(&["run", "backup", "--service", "web"]).code(0);
+    t.write("data/web/index.html", "v2\n");
+    t.run(&["run", "backup", "--service", "web"]).code(0);
+    t.run(&["run", "backup", "--service", "other"]).code(0);
+
+    // The latest verified backup (2) has v2: the extra check fails.
+    let r = t.run(&["run", "restore-test", "--service", "web", "--json"]);
+    r.code(1);
+    let j = r.json();
+    assert!(
+        j["services"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("first version"),
+        "{j:#}"
+    );
+
+    // --backup 1 tests the first one, and alone selects its service.
+    let r = t.run(&["run", "restore-test", "--backup", "1", "--json"]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["services"].as_array().unwrap().len(), 1, "{j:#}");
+    assert_eq!(j["services"][0]["service"], "web");
+    assert_eq!(j["services"][0]["result"]["backup_id"], 1, "{j:#}");
+    assert_eq!(j["services"][0]["result"]["ok"], true, "{j:#}");
+
+    // Another service's backup, an unknown ID, another workflow: usage errors.
+    t.run(&["run", "restore-test", "--service", "web", "--backup", "3"])
+        .code(2)
+        .stderr_has("backup of service other, not of web");
+    t.run(&["run", "restore-test", "--backup", "99"])
+        .code(2)
+        .stderr_has("no backup with that ID");
+    t.run(&["run", "backup", "--backup", "1"])
+        .code(2)
+        .stderr_has("--backup applies to the restore-test workflow");
+    let st = t.run(&["status", "--json"]).json();
+    // The usage errors recorded nothing: web's last test is the --backup 1 one.
+    assert_eq!(st["restore_tests"].as_array().unwrap().len(), 1, "{st:#}");
+    assert_eq!(st["restore_tests"][0]["ok"], true, "{st:#}");
+}
+
+#[test]
 fn shell_string_checks_are_refused_and_a_service_without_backup_fails() {
     let t = Test::new();
     t.write("data/web/index.html", "x\n");
@@ -157,6 +215,11 @@ struct Served {
 
 impl Served {
     fn new(t: &Test, tag: &str) -> Served {
+        Served::with(t, tag, "web")
+    }
+
+    /// The project with its Compose service named `service`.
+    fn with(t: &Test, tag: &str, service: &str) -> Served {
         let lab = Lab::new(tag);
         let name = format!("hlart{}{tag}", std::process::id());
         let dir = t.path(&format!("srv/{name}"));
@@ -164,7 +227,7 @@ impl Served {
         std::fs::write(
             dir.join("docker-compose.yml"),
             format!(
-                "version: \"3\"\nservices:\n  web:\n    image: {}\n    command: [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/data\"]\n    stop_grace_period: 1s\n    environment:\n      APP_MODE: test\n    volumes:\n      - data:/data\nvolumes:\n  data: {{}}\n",
+                "version: \"3\"\nservices:\n  {service}:\n    image: {}\n    command: [\"busybox\", \"httpd\", \"-f\", \"-p\", \"8080\", \"-h\", \"/data\"]\n    stop_grace_period: 1s\n    environment:\n      APP_MODE: test\n    volumes:\n      - data:/data\nvolumes:\n  data: {{}}\n",
                 lab.image
             ),
         )
@@ -517,4 +580,315 @@ fn a_copy_kept_for_inspection_is_removed_once_its_delay_has_passed() {
     let mut left = left_in_state(&t);
     left.sort();
     assert_eq!(left, ["2", "3"]);
+}
+
+/// Two archived services: `db` (a file) and `app`, which needs it.
+fn drill_config(t: &Test) {
+    t.write("data/db/rows", "42 rows\n");
+    t.write("data/app/index.html", "app\n");
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n      cleanup_delay_minutes: 5\n      rto_target_minutes: 1\nservices:\n  - name: app\n    type: host\n    backup_paths: [{root}/data/app]\n    restore_testing:\n      health_checks:\n        - type: command\n          name: index\n          command: [\"test\", \"-s\", \"{{restore_path}}{root}/data/app/index.html\"]\n  - name: db\n    type: host\n    backup_paths: [{root}/data/db]\n",
+        root = t.root_str()
+    ));
+    // The app first in the plan: the drill restores the db first all the same.
+    t.write(
+        "plan.yaml",
+        "name: site\nreport_dir: reports\nservices:\n  - service: app\n    depends_on: [db]\n    dependency_checks:\n      - type: command\n        name: app reads the db\n        command: [\"grep\", \"-q\", \"42 rows\", \"{restore_path:db}{root}/data/db/rows\"]\n    verify:\n      - Open the app and log in\n  - service: db\n    verify: [Count the rows]\nfinal_steps: [Tell the family]\n",
+    );
+}
+
+#[test]
+fn a_drill_restores_archives_in_dependency_order_checks_them_and_writes_its_report() {
+    let t = Test::new();
+    drill_config(&t);
+    t.run(&["run", "backup"]).code(0);
+    let plan = t.path("plan.yaml");
+    let plan = plan.to_str().unwrap();
+    // Manual steps, no terminal, no --yes: refused before anything runs.
+    t.run(&["dr-drill", plan])
+        .code(2)
+        .stderr_has("3 manual verification step(s)");
+    assert!(!t.path("reports").exists());
+
+    let r = t.run(&["--json", "dr-drill", plan, "--yes"]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["ok"], true, "{j:#}\n{}", r.stderr);
+    let names: Vec<&str> = j["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["service"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["db", "app"]);
+    let app = &j["services"][1];
+    assert_eq!(app["dependency_checks"][0]["name"], "app reads the db");
+    assert_eq!(app["dependency_checks"][0]["ok"], true, "{app}");
+    assert!(app["restore_seconds"].as_f64().unwrap() > 0.0);
+    assert!(app["rto_seconds"].as_f64().unwrap() > 0.0);
+    let steps: Vec<String> = j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "verify")
+        .map(|s| s["text"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(steps.len(), 3, "{steps:?}");
+    assert!(steps[0].starts_with("Count the rows: not checked, continued unattended"));
+    assert!(steps[2].starts_with("Tell the family"));
+    // Cleaned up at once, whatever cleanup_delay_minutes says.
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+    assert_eq!(j["cleaned_up"], true);
+
+    let md = std::fs::read_to_string(j["markdown"].as_str().unwrap()).unwrap();
+    assert!(md.starts_with("# Disaster-recovery drill: site"), "{md}");
+    assert!(md.contains("| 2 | app | db | "), "{md}");
+    assert!(md.contains("Open the app and log in"), "{md}");
+    let html_path = j["html"].as_str().unwrap();
+    assert!(html_path.starts_with(&t.path("reports").display().to_string()));
+    let html = std::fs::read_to_string(html_path).unwrap();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(html.contains("app reads the db"));
+    for external in ["src=", "href=", "<link", "<script", "@import", "url("] {
+        assert!(!html.contains(external), "{external} in the HTML report");
+    }
+}
+
+#[test]
+fn a_drill_with_a_broken_dependency_skips_what_needs_it_cleans_up_and_fails() {
+    let t = Test::new();
+    drill_config(&t);
+    t.run(&["run", "backup"]).code(0);
+    // The db's manifest no longer matches its archive.
+    let db = t
+        .archives("backups")
+        .into_iter()
+        .find(|a| a.display().to_string().contains("/db/"))
+        .unwrap();
+    let mut m = db.into_os_string();
+    m.push(".manifest.json");
+    let mut man: serde_json::Value = serde_json::from_slice(&std::fs::read(&m).unwrap()).unwrap();
+    man["files"][0]["sha256"] = serde_json::json!("0".repeat(64));
+    std::fs::write(&m, serde_json::to_vec(&man).unwrap()).unwrap();
+    let plan = t.path("plan.yaml");
+    let r = t.run(&["--json", "dr-drill", plan.to_str().unwrap(), "--yes"]);
+    r.code(1);
+    let j = r.json();
+    assert_eq!(j["services"][0]["ok"], false, "{j:#}");
+    assert_eq!(j["services"][1]["error"], "not restored: db failed");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+    let md = std::fs::read_to_string(j["markdown"].as_str().unwrap()).unwrap();
+    assert!(md.contains("## Failures"), "{md}");
+    assert!(md.contains("sha256 differs"), "{md}");
+}
+
+#[test]
+fn a_drill_plan_error_names_file_line_and_field() {
+    let t = Test::new();
+    drill_config(&t);
+    t.write(
+        "bad.yaml",
+        "services:\n  - service: db\n  - service: nosuch\n    depends_on: [db, ghost]\n    verfy: [x]\n",
+    );
+    let bad = t.path("bad.yaml");
+    let r = t.run(&["dr-drill", bad.to_str().unwrap(), "--yes"]);
+    r.code(78);
+    let f = bad.display().to_string();
+    r.stderr_has(&format!("{f}:3:"))
+        .stderr_has("services[1].service: no configured service named 'nosuch'")
+        .stderr_has("services[1].depends_on[1]: 'ghost' is not another service")
+        .stderr_has(&format!("{f}:5:"))
+        .stderr_has("unknown key 'verfy' (did you mean 'verify'?)");
+    // A cycle.
+    t.write(
+        "cycle.yaml",
+        "services:\n  - service: db\n    depends_on: [app]\n  - service: app\n    depends_on: [db]\n",
+    );
+    t.run(&["dr-drill", t.path("cycle.yaml").to_str().unwrap(), "--yes"])
+        .code(78)
+        .stderr_has("form a cycle");
+    // A missing plan.
+    t.run(&["dr-drill", t.path("none.yaml").to_str().unwrap()])
+        .code(78)
+        .stderr_has("cannot read the drill plan");
+}
+
+/// Two Compose projects, `db` serving a file and `app`, each a service of
+/// the configuration, and a drill plan where the app must reach the db.
+fn docker_drill(t: &Test, name: &str, db_check: &str) -> (Served, Served) {
+    let db = Served::with(t, &format!("{name}db"), "db");
+    let app = Served::with(t, &format!("{name}app"), "app");
+    docker(&[
+        "exec",
+        &db.container(),
+        "sh",
+        "-c",
+        "echo original > /data/file",
+    ]);
+    docker(&[
+        "exec",
+        &app.container(),
+        "sh",
+        "-c",
+        "echo app > /data/index.html",
+    ]);
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\n    restore_testing:\n      cleanup_delay_minutes: 0\n      rto_target_minutes: 1\nservices:\n  - name: db\n    type: docker_compose\n    compose_file: {}/docker-compose.yml\n    compose_project: {}\n    restore_testing:\n      health_checks:\n        - type: http\n          name: db serves\n          url: http://db:8080/file\n          body_contains: {db_check}\n  - name: app\n    type: docker_compose\n    compose_file: {}/docker-compose.yml\n    compose_project: {}\n",
+        db.dir.display(),
+        db.name,
+        app.dir.display(),
+        app.name
+    ));
+    t.write(
+        "plan.yaml",
+        &format!("name: {name}\nservices:\n  - service: app\n    depends_on: [db]\n    dependency_checks:\n      - type: http\n        name: app reaches the db\n        url: http://db:8080/file\n        body_contains: original\n  - service: db\n"),
+    );
+    t.run(&["run", "backup"]).code(0);
+    // The live data changes: the drill sees the backup's.
+    docker(&[
+        "exec",
+        &db.container(),
+        "sh",
+        "-c",
+        "echo changed > /data/file",
+    ]);
+    (db, app)
+}
+
+fn drill_networks(name: &str) -> String {
+    docker(&[
+        "network",
+        "ls",
+        "--filter",
+        &format!("name=drill-{name}-restoretest-"),
+        "--format",
+        "{{.Name}}",
+    ])
+}
+
+#[test]
+fn a_drill_puts_docker_copies_on_one_network_where_the_app_reaches_its_restored_db() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    let (db, app) = docker_drill(&t, "drnet", "original");
+    let plan = t.path("plan.yaml");
+    let r = t.run(&["--json", "dr-drill", plan.to_str().unwrap()]);
+    r.code(0);
+    let j = r.json();
+    assert_eq!(j["ok"], true, "{j:#}\n{}", r.stderr);
+    let net = j["network"].as_str().unwrap().to_string();
+    assert!(net.starts_with("drill-drnet-restoretest-"), "{net}");
+    assert_eq!(j["services"][0]["service"], "db");
+    assert_eq!(j["services"][0]["checks"][1]["ok"], true, "{j:#}");
+    let dep = &j["services"][1]["dependency_checks"][0];
+    assert_eq!(dep["name"], "app reaches the db");
+    assert_eq!(dep["ok"], true, "{dep}");
+    let md = std::fs::read_to_string(j["markdown"].as_str().unwrap()).unwrap();
+    assert!(
+        md.contains(&format!("shared internal network {net} created")),
+        "{md}"
+    );
+    assert!(md.contains(&format!("network {net} removed")), "{md}");
+    assert_eq!(db.leftovers(), "");
+    assert_eq!(app.leftovers(), "");
+    assert_eq!(drill_networks("drnet"), "");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
+
+#[test]
+fn a_killed_drill_is_cleaned_up_by_the_next_one() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    // The db's check never passes: the drill waits for it until killed.
+    let (db, app) = docker_drill(&t, "drkill", "never-there");
+    let plan = t.path("plan.yaml");
+    let mut child = t
+        .command(&["dr-drill", plan.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = format!("{}-restoretest-", db.name);
+    while !docker(&["ps", "--format", "{{.Names}}"]).contains(&running) {
+        assert!(Instant::now() < deadline, "the copy never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(db.leftovers().contains(&running), "{}", db.leftovers());
+    assert!(!drill_networks("drkill").is_empty());
+    // The next drill (its db check now passing) removes all of it first.
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace("never-there", "original"));
+    let r = t.run(&["dr-drill", plan.to_str().unwrap()]);
+    r.code(0).stderr_has("left by an interrupted run");
+    assert_eq!(db.leftovers(), "");
+    assert_eq!(app.leftovers(), "");
+    assert_eq!(drill_networks("drkill"), "");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
+
+#[test]
+fn a_drill_stopped_by_sigterm_removes_its_copies_and_still_reports() {
+    if !require(&DOCKER) {
+        return;
+    }
+    let t = Test::new();
+    let (db, app) = docker_drill(&t, "drterm", "never-there");
+    let plan = t.path("plan.yaml");
+    let child = t
+        .command(&["--json", "dr-drill", plan.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let running = format!("{}-restoretest-", db.name);
+    while !docker(&["ps", "--format", "{{.Names}}"]).contains(&running) {
+        assert!(Instant::now() < deadline, "the copy never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(143));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["cleaned_up"], true, "{j:#}");
+    assert!(std::path::Path::new(j["html"].as_str().unwrap()).is_file());
+    assert_eq!(db.leftovers(), "");
+    assert_eq!(app.leftovers(), "");
+    assert_eq!(drill_networks("drterm"), "");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
+
+#[test]
+fn a_failing_dependency_check_fails_the_drill() {
+    let t = Test::new();
+    drill_config(&t);
+    t.run(&["run", "backup"]).code(0);
+    let plan = std::fs::read_to_string(t.path("plan.yaml")).unwrap();
+    t.write("wrong.yaml", &plan.replace("42 rows", "43 rows"));
+    let r = t.run(&[
+        "--json",
+        "dr-drill",
+        t.path("wrong.yaml").to_str().unwrap(),
+        "--yes",
+    ]);
+    r.code(1);
+    let j = r.json();
+    assert_eq!(j["services"][0]["ok"], true, "{j:#}");
+    let app = &j["services"][1];
+    assert_eq!(app["ok"], false, "{j:#}");
+    assert_eq!(app["dependency_checks"][0]["ok"], false, "{app}");
+    assert_eq!(app["error"], "app does not reach db");
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
 }
