@@ -139,6 +139,8 @@ struct Prepared {
     cfg: Arc<Config>,
     host: Arc<Host>,
     names: Vec<String>,
+    /// Every workflow that exists (shipped and user-written), read once.
+    workflows: Vec<String>,
     _lock: Option<WorkflowLock>,
 }
 
@@ -225,6 +227,7 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
         cfg,
         host,
         names,
+        workflows: known,
         _lock: lock,
     })
 }
@@ -317,9 +320,7 @@ fn conclude(p: &Prepared, req: &RunRequest, x: Executed) -> Result<RunReport> {
     let mut warnings = Vec::new();
     // The Prometheus textfile, after the deliveries so their failures count.
     if let (Some(s), Some(dir), false) = (store, &host.paths.metrics_dir, req.dry_run) {
-        let workflows =
-            crate::script::Scripts::new(host.paths.scripts_dir.clone()).workflow_names();
-        if let Err(e) = crate::metrics::write(&p.cfg, &workflows, s, dir) {
+        if let Err(e) = crate::metrics::write(&p.cfg, &p.workflows, s, dir) {
             tracing::warn!("metrics file not written in {}: {e}", dir.display());
             warnings.push(format!("metrics file not written: {e}"));
         }

@@ -37,12 +37,7 @@ fn start_web(env: &Setup) -> Result<Option<crate::web::WebHandle>> {
         return Ok(None);
     }
     let paths = env.paths(&cfg);
-    let workflows = crate::script::Scripts::new(paths.scripts_dir.clone()).workflow_names();
-    let opts = crate::web::WebOptions {
-        listen: None,
-        workflows,
-    };
-    let web = crate::web::start(std::sync::Arc::new(cfg), &paths, opts)?;
+    let web = super::serve::start(cfg, &paths, None)?;
     tracing::info!("serving the status page on http://{}/", web.local_addr());
     Ok(Some(web))
 }

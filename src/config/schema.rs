@@ -258,6 +258,12 @@ pub enum VerifyMode {
 }
 
 impl BackupConfig {
+    /// `restore_testing`, its defaults filled in when the section is
+    /// absent (one place for them: [`RestoreTestingConfig::default`]).
+    pub fn restore_testing(&self) -> RestoreTestingConfig {
+        self.restore_testing.clone().unwrap_or_default()
+    }
+
     /// `verify`, parsed (validation allows only `full` and `checksum`).
     pub fn verify_mode(&self) -> VerifyMode {
         if self.verify == "full" {

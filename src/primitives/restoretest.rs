@@ -238,14 +238,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             move |_ctx: NativeCallContext, svc: Map, env: Map| -> RhaiResult<Dynamic> {
                 let cfg = service_config(&h, &svc, "restore_test::check")?;
                 let env = env_of(env)?;
-                let target = h
-                    .config
-                    .global
-                    .backup
-                    .restore_testing
-                    .as_ref()
-                    .map(|r| r.rto_target_minutes)
-                    .unwrap_or(15);
+                let target = h.config.global.backup.restore_testing().rto_target_minutes;
                 let mut allowed = Duration::from_secs(u64::from(target) * 60);
                 if let Ok(left) = h.remaining() {
                     allowed = allowed.min(left.saturating_sub(Duration::from_secs(5)));
@@ -308,13 +301,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, env: Map| -> RhaiResult<Dynamic> {
                 let env = env_of(env)?;
-                let rt = h
-                    .config
-                    .global
-                    .backup
-                    .restore_testing
-                    .clone()
-                    .unwrap_or_default();
+                let rt = h.config.global.backup.restore_testing();
                 let mut out = Map::new();
                 if rt.cleanup_after_test && rt.cleanup_delay_minutes == 0 {
                     let s = store(&h, "restore_test::cleanup")?;

@@ -469,12 +469,7 @@ fn age(secs: i64) -> String {
 
 /// When a finished test's copy may go.
 fn cleanup_after(cfg: &Config) -> i64 {
-    let rt = cfg
-        .global
-        .backup
-        .restore_testing
-        .clone()
-        .unwrap_or_default();
+    let rt = cfg.global.backup.restore_testing();
     if !rt.cleanup_after_test {
         return i64::MAX;
     }
@@ -482,13 +477,7 @@ fn cleanup_after(cfg: &Config) -> i64 {
 }
 
 fn rto_target(cfg: &Config) -> u64 {
-    let rt = cfg
-        .global
-        .backup
-        .restore_testing
-        .clone()
-        .unwrap_or_default();
-    u64::from(rt.rto_target_minutes) * 60
+    u64::from(cfg.global.backup.restore_testing().rto_target_minutes) * 60
 }
 
 /// Record how the test ended: success when every check passed within the

@@ -56,13 +56,7 @@ pub fn select(
     if chosen {
         return Ok(services.iter().map(|s| s.name.clone()).collect());
     }
-    let n = cfg
-        .global
-        .backup
-        .restore_testing
-        .as_ref()
-        .map(|r| r.random_services)
-        .unwrap_or(3) as usize;
+    let n = cfg.global.backup.restore_testing().random_services as usize;
     let last: HashMap<String, i64> = match store {
         Some(s) => s
             .last_restore_tests()?
