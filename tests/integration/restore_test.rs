@@ -214,6 +214,17 @@ struct Served {
 }
 
 impl Served {
+    /// Write `word` into the served file, through the running container.
+    fn put(&self, word: &str) {
+        docker(&[
+            "exec",
+            &self.container(),
+            "sh",
+            "-c",
+            &format!("echo {word} > /data/file"),
+        ]);
+    }
+
     fn new(t: &Test, tag: &str) -> Served {
         Served::with(t, tag, "web")
     }
@@ -313,10 +324,10 @@ fn a_compose_copy_answers_on_its_internal_network_with_the_backed_up_data() {
     let t = Test::new();
     let p = Served::new(&t, "rtok");
     let c = p.container();
-    docker(&["exec", &c, "sh", "-c", "echo original > /data/file"]);
+    p.put("original");
     p.config(&t);
     t.run(&["run", "backup"]).code(0);
-    docker(&["exec", &c, "sh", "-c", "echo changed > /data/file"]);
+    p.put("changed");
     let r = t.run(&["run", "restore-test", "--json"]);
     r.code(0);
     let j = r.json();
@@ -350,13 +361,7 @@ fn a_corrupted_compose_backup_fails_and_leaves_nothing() {
     }
     let t = Test::new();
     let p = Served::new(&t, "rtbad");
-    docker(&[
-        "exec",
-        &p.container(),
-        "sh",
-        "-c",
-        "echo original > /data/file",
-    ]);
+    p.put("original");
     p.config(&t);
     t.run(&["run", "backup"]).code(0);
     let a = t.archives("backups").pop().unwrap();
@@ -385,13 +390,7 @@ fn a_killed_restore_test_is_cleaned_up_by_the_next_run() {
     }
     let t = Test::new();
     let p = Served::new(&t, "rtkill");
-    docker(&[
-        "exec",
-        &p.container(),
-        "sh",
-        "-c",
-        "echo original > /data/file",
-    ]);
+    p.put("original");
     p.config(&t);
     t.run(&["run", "backup"]).code(0);
     // The checks never start: the run is killed while the copy runs.
@@ -718,13 +717,7 @@ fn a_drill_plan_error_names_file_line_and_field() {
 fn docker_drill(t: &Test, name: &str, db_check: &str) -> (Served, Served) {
     let db = Served::with(t, &format!("{name}db"), "db");
     let app = Served::with(t, &format!("{name}app"), "app");
-    docker(&[
-        "exec",
-        &db.container(),
-        "sh",
-        "-c",
-        "echo original > /data/file",
-    ]);
+    db.put("original");
     docker(&[
         "exec",
         &app.container(),
@@ -745,13 +738,7 @@ fn docker_drill(t: &Test, name: &str, db_check: &str) -> (Served, Served) {
     );
     t.run(&["run", "backup"]).code(0);
     // The live data changes: the drill sees the backup's.
-    docker(&[
-        "exec",
-        &db.container(),
-        "sh",
-        "-c",
-        "echo changed > /data/file",
-    ]);
+    db.put("changed");
     (db, app)
 }
 
