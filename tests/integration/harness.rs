@@ -117,6 +117,59 @@ impl Test {
         c
     }
 
+    /// Run the binary with its stdin, stdout and stderr on a terminal (a
+    /// pty, through Python's `pty.fork` and an argv list) and return its
+    /// exit code and what the terminal showed. Each time the screen shows
+    /// one more `[y/n]` prompt, the next of `answers` is typed.
+    pub fn on_a_terminal(&self, args: &[&str], answers: &[&str]) -> (Option<i32>, String) {
+        const DRIVER: &str = r#"
+import os, pty, select, sys
+answers = [a for a in sys.argv[1].split(",") if a]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(sys.argv[2], sys.argv[2:])
+out, asked = b"", 0
+while True:
+    ready, _, _ = select.select([fd], [], [], 300)
+    if not ready:
+        os.kill(pid, 9)
+        break
+    try:
+        data = os.read(fd, 65536)
+    except OSError:
+        break
+    if not data:
+        break
+    out += data
+    while out.count(b"[y/n]") > asked and answers:
+        asked += 1
+        os.write(fd, (answers.pop(0) + "\n").encode())
+_, status = os.waitpid(pid, 0)
+sys.stdout.buffer.write(out)
+sys.exit(os.waitstatus_to_exitcode(status) & 0xff)
+"#;
+        let cmd = self.command(args);
+        let mut py = Command::new("/usr/bin/python3");
+        py.arg("-c")
+            .arg(DRIVER)
+            .arg(answers.join(","))
+            .arg(cmd.get_program())
+            .args(cmd.get_args())
+            .env("TERM", "xterm")
+            .env("COLUMNS", "120");
+        for (k, v) in cmd.get_envs() {
+            match v {
+                Some(v) => py.env(k, v),
+                None => py.env_remove(k),
+            };
+        }
+        let out = py.output().expect("python3 pty");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     pub fn run(&self, args: &[&str]) -> Run {
         Run::from_output(self.command(args).output().expect("run binary"))
     }

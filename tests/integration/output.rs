@@ -151,25 +151,6 @@ fn a_bad_logging_value_is_a_config_error_naming_the_field() {
         .stderr_has("files");
 }
 
-/// Run the binary with its stdin, stdout and stderr on a terminal (a pty,
-/// through Python's `pty.spawn` with an argv list) and return what the
-/// terminal showed.
-fn on_a_terminal(t: &Test, args: &[&str]) -> String {
-    let cmd = t.command(args);
-    let mut argv: Vec<String> = vec![cmd.get_program().to_string_lossy().into_owned()];
-    argv.extend(cmd.get_args().map(|a| a.to_string_lossy().into_owned()));
-    let mut py = std::process::Command::new("/usr/bin/python3");
-    py.arg("-c")
-        .arg("import pty, sys; pty.spawn(sys.argv[1:])")
-        .args(&argv)
-        .env_remove("JOURNAL_STREAM")
-        .env("HOME", t.path("home"))
-        .env("TERM", "xterm")
-        .env("COLUMNS", "120");
-    let out = py.output().expect("python3 pty");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn a_backup_on_a_terminal_shows_its_progress_and_elsewhere_does_not() {
     let t = Test::new();
@@ -181,7 +162,7 @@ fn a_backup_on_a_terminal_shows_its_progress_and_elsewhere_does_not() {
         .collect();
     std::fs::write(t.path("data/web/big.bin"), big).unwrap();
 
-    let screen = on_a_terminal(&t, &["run", "backup"]);
+    let screen = t.on_a_terminal(&["run", "backup"], &[]).1;
     assert!(screen.contains("archiving web_"), "{screen}");
     assert!(screen.contains("files"), "{screen}");
     assert!(screen.contains("MiB") || screen.contains("KiB"), "{screen}");
@@ -195,8 +176,8 @@ fn a_backup_on_a_terminal_shows_its_progress_and_elsewhere_does_not() {
     r.code(0);
     assert!(!r.stderr.contains("archiving"), "{}", r.stderr);
     // --json on a terminal: the document alone, no bars.
-    let screen = on_a_terminal(&t, &["--json", "backups", "verify"]);
+    let screen = t.on_a_terminal(&["--json", "backups", "verify"], &[]).1;
     assert!(!screen.contains("verifying"), "{screen}");
-    let screen = on_a_terminal(&t, &["backups", "verify"]);
+    let screen = t.on_a_terminal(&["backups", "verify"], &[]).1;
     assert!(screen.contains("verifying web_"), "{screen}");
 }

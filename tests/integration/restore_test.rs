@@ -654,6 +654,57 @@ fn a_drill_restores_archives_in_dependency_order_checks_them_and_writes_its_repo
 }
 
 #[test]
+fn a_drill_on_a_terminal_asks_each_manual_step_and_a_no_fails_that_service() {
+    let t = Test::new();
+    drill_config(&t);
+    t.run(&["run", "backup"]).code(0);
+    let plan = t.path("plan.yaml");
+    let plan = plan.to_str().unwrap();
+
+    // Every step confirmed: the drill passes and the runbook says so.
+    let (code, screen) = t.on_a_terminal(&["dr-drill", plan], &["y", "yes", "Y"]);
+    assert_eq!(code, Some(0), "{screen}");
+    assert!(
+        screen.contains("Manual step (db): Count the rows"),
+        "{screen}"
+    );
+    assert!(
+        screen.contains("Manual step (app): Open the app and log in"),
+        "{screen}"
+    );
+    assert!(screen.contains("Manual step: Tell the family"), "{screen}");
+    assert_eq!(screen.matches("[y/n]").count(), 3, "{screen}");
+    let md = newest_report(&t);
+    assert!(md.contains("Count the rows: confirmed"), "{md}");
+    assert!(md.contains("Open the app and log in: confirmed"), "{md}");
+    assert!(md.contains("Tell the family: confirmed"), "{md}");
+
+    // A "no" to the app's step fails the app, and the drill, but the
+    // remaining step is still asked and everything is cleaned up.
+    let (code, screen) = t.on_a_terminal(&["dr-drill", plan], &["y", "n", "y"]);
+    assert_eq!(code, Some(1), "{screen}");
+    assert_eq!(screen.matches("[y/n]").count(), 3, "{screen}");
+    let md = newest_report(&t);
+    assert!(md.contains("Count the rows: confirmed"), "{md}");
+    assert!(
+        md.contains("Open the app and log in: FAILED (answered no)"),
+        "{md}"
+    );
+    assert!(left_in_state(&t).is_empty(), "{:?}", left_in_state(&t));
+}
+
+/// The Markdown report of the latest drill in `reports/`.
+fn newest_report(t: &Test) -> String {
+    let mut reports: Vec<_> = std::fs::read_dir(t.path("reports"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "md"))
+        .collect();
+    reports.sort_by_key(|p| std::fs::metadata(p).unwrap().modified().unwrap());
+    std::fs::read_to_string(reports.last().expect("a Markdown report")).unwrap()
+}
+
+#[test]
 fn a_drill_with_a_broken_dependency_skips_what_needs_it_cleans_up_and_fails() {
     let t = Test::new();
     drill_config(&t);
