@@ -248,7 +248,7 @@ async fn http_with_retry_body(req: &HttpRequest, p: &Policy) -> (u32, Result<Vec
             Ok(resp) => {
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                let body = resp.bytes().await.unwrap_or_default();
+                let body = answer(resp).await;
                 if status.is_success() {
                     return (attempt, Ok(body.to_vec()));
                 }
@@ -438,4 +438,21 @@ async fn command(ch: &Channel<'_>, m: &Message, p: &Policy) -> Result<(), String
             .collect();
         Err(format!("{prog} exited with {}: {}", out.status, err.trim()))
     }
+}
+
+/// Most bytes of a receiver's answer kept: enough for every API's reply
+/// (Slack's `{"ok":...}`, Telegram's, an error page's first lines); a
+/// receiver that answers without end is not read further.
+const ANSWER_MAX: usize = 1 << 20;
+
+async fn answer(mut resp: reqwest::Response) -> Vec<u8> {
+    let mut body = Vec::new();
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        let room = ANSWER_MAX - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() == ANSWER_MAX {
+            break;
+        }
+    }
+    body
 }

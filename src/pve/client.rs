@@ -285,8 +285,7 @@ impl HttpTransport {
             .filter(|r| !r.is_empty())
             .or_else(|| status.canonical_reason().map(str::to_string))
             .unwrap_or_default();
-        let text = resp
-            .text()
+        let text = read_answer(resp, ANSWER_MAX)
             .map_err(|e| PveError::Unreachable(format!("{path}: reading the answer: {e}")))?;
         if status.is_success() {
             let v: Value = serde_json::from_str(&text).map_err(|e| PveError::Decode {
@@ -434,6 +433,24 @@ pub fn encode_form(params: &Params) -> String {
         .join("&")
 }
 
+/// Most bytes of one API answer read. The largest real answers (a long
+/// task log, the resources of a big cluster) stay far below; a server
+/// that sends more is refused rather than read into memory without end.
+const ANSWER_MAX: u64 = 64 << 20;
+
+fn read_answer(resp: reqwest::blocking::Response, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    resp.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(std::io::Error::other(format!(
+            "the answer is larger than {} MiB",
+            max >> 20
+        )));
+    }
+    Ok(String::from_utf8_lossy(&buf).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -494,6 +511,35 @@ mod tests {
             )
             .unwrap_err();
         assert!(e.to_string().contains("does not exist"), "{e}");
+    }
+
+    #[test]
+    fn an_answer_without_end_is_refused_not_read_into_memory() {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", l.local_addr().unwrap());
+        let sent = std::thread::spawn(move || {
+            let (mut c, _) = l.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf);
+            let _ = c.write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{\"data\":\"");
+            let chunk = vec![b'x'; 1 << 16];
+            let mut sent = 0u64;
+            while c.write_all(&chunk).is_ok() {
+                sent += chunk.len() as u64;
+                if sent > 1 << 30 {
+                    break;
+                }
+            }
+            sent
+        });
+        let e = transport(&url)
+            .call(Method::Get, "/cluster/resources", &Vec::new())
+            .unwrap_err();
+        assert!(e.to_string().contains("larger than 64 MiB"), "{e}");
+        drop(e);
+        let sent = sent.join().unwrap();
+        assert!(sent < 1 << 30, "the reader stopped ({sent} bytes sent)");
     }
 
     #[test]

@@ -666,6 +666,44 @@ fn notify_test_reports_each_channel() {
     t.run(&["notify", "test", "nope"]).code(2);
 }
 
+#[test]
+fn a_receiver_that_answers_without_end_is_read_no_further_than_a_mebibyte() {
+    let t = Test::new();
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut c, _) = l.accept().unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut buf = [0u8; 65536];
+        let _ = c.read(&mut buf);
+        let _ = c.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        );
+        let chunk = format!("10000\r\n{}\r\n", "y".repeat(0x10000));
+        let mut sent = 0u64;
+        while c.write_all(chunk.as_bytes()).is_ok() {
+            sent += 0x10000;
+            if sent > 4 << 30 {
+                break;
+            }
+        }
+        sent
+    });
+    t.config(&format!(
+        "notifications:\n  channels:\n    - name: flood\n      type: webhook\n      url: http://127.0.0.1:{port}/hook\nservices: []\n"
+    ));
+    let out = t
+        .command(&["notify", "test", "flood"])
+        .env("HOMELAB_AUTOPILOT_NOTIFY_TIMEOUT", "60")
+        .output()
+        .unwrap();
+    let run = crate::harness::Run::from_output(out);
+    // Delivered (the receiver said 200), without reading to the timeout.
+    run.code(0).stdout_has("sent");
+    let sent = server.join().unwrap();
+    assert!(sent < 64 << 20, "{sent} bytes were read");
+}
+
 /// aiosmtpd from Debian's python3-aiosmtpd under /usr/bin/python3. On CI
 /// (CI=true) it must be there; elsewhere the test skips loudly
 /// (`harness::SMTP`).
