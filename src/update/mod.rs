@@ -12,8 +12,11 @@
 //! container with the same configuration; rollback puts the old container
 //! back), `command` (the admin's `update.command`, `update.rollback_command`),
 //! `guest` (a Proxmox `vm` or `lxc`: snapshot, the package manager's
-//! upgrade inside, rollback to the snapshot; see [`guest`]).
+//! upgrade inside, rollback to the snapshot; see [`guest`]), `caddy` (a
+//! new config file loaded through Caddy's admin API; see [`caddy`]). An
+//! `nginx_proxy_manager` service is a `docker_compose` one.
 
+pub mod caddy;
 pub mod guest;
 pub mod registry;
 pub mod validate;
@@ -105,6 +108,18 @@ pub enum Before {
         package_manager: String,
         snapshot: Option<String>,
     },
+    /// A Caddy config update: where the running config and the last good
+    /// config file are saved inside the transaction (state directory).
+    Caddy {
+        config_file: String,
+        admin_url: String,
+        /// The config file's sha256 when recorded.
+        config_sha256: String,
+        saved_running: String,
+        saved_file: String,
+        /// The last good copy of the config file, kept across runs.
+        good_file: String,
+    },
 }
 
 impl Before {
@@ -114,6 +129,7 @@ impl Before {
             Before::Docker { .. } => "docker",
             Before::Command {} => "command",
             Before::Guest { .. } => "guest",
+            Before::Caddy { .. } => "caddy",
         }
     }
 }
@@ -123,7 +139,8 @@ pub fn kind_of(cfg: &Config, svc: &ServiceConfig) -> std::result::Result<&'stati
     let command = svc.update.as_ref().is_some_and(|u| !u.command.is_empty());
     match svc.service_type {
         _ if command => Ok("command"),
-        ServiceType::DockerCompose => Ok("docker_compose"),
+        ServiceType::DockerCompose | ServiceType::NginxProxyManager => Ok("docker_compose"),
+        ServiceType::Caddy => Ok("caddy"),
         ServiceType::Docker => Ok("docker"),
         ServiceType::Generic | ServiceType::Systemd | ServiceType::Host => Err(format!(
             "type {} has no update of its own: set update.command",
@@ -151,10 +168,12 @@ fn sha256_file(p: &std::path::Path) -> Result<String> {
     Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
 }
 
-/// Record what the service runs now.
-pub fn snapshot(cfg: &Config, svc: &ServiceConfig) -> Result<Before> {
+/// Record what the service runs now (`state_dir`: where a `caddy`
+/// update keeps its saved configs).
+pub fn snapshot(cfg: &Config, svc: &ServiceConfig, state_dir: &std::path::Path) -> Result<Before> {
     match kind_of(cfg, svc).map_err(Error::Usage)? {
         "guest" => guest::snapshot(cfg, svc),
+        "caddy" => caddy::snapshot(svc, state_dir),
         "docker_compose" => {
             let (file, project) = compose_of(svc)?;
             let containers = compose::project_containers(&project)?;
@@ -231,7 +250,7 @@ fn image_checks(before: &Before) -> Vec<(String, String, String)> {
             image_id,
             ..
         } => vec![(container.clone(), image.clone(), image_id.clone())],
-        Before::Command {} | Before::Guest { .. } => Vec::new(),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => Vec::new(),
     }
 }
 
@@ -257,6 +276,14 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             packages: Vec::new(),
         });
     }
+    if let Before::Caddy { .. } = before {
+        return Ok(Check {
+            available: caddy::check(before, pull)?,
+            method: "caddy",
+            images: Vec::new(),
+            packages: Vec::new(),
+        });
+    }
     if let Before::Guest { .. } = before {
         let packages = guest::pending(cfg, before)?;
         return Ok(Check {
@@ -275,7 +302,7 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             Before::Docker { image, .. } => {
                 image::pull(image)?;
             }
-            Before::Command {} | Before::Guest { .. } => {}
+            Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => {}
         }
     }
     let mut images = Vec::new();
@@ -355,6 +382,7 @@ pub fn apply(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<()> {
     let _progress = crate::progress::Progress::spinner(&format!("{}: updating", svc.name));
     match before {
         Before::Guest { .. } => guest::apply(cfg, svc, before),
+        Before::Caddy { .. } => caddy::apply(before),
         Before::DockerCompose { .. } => {
             let (file, project) = compose_of(svc)?;
             compose::up(&file, &project)
@@ -380,6 +408,7 @@ pub fn rollback(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<Ve
     let mut notes = Vec::new();
     match before {
         Before::Guest { .. } => return guest::rollback(cfg, svc, before),
+        Before::Caddy { .. } => return caddy::rollback(before),
         Before::DockerCompose {
             project,
             compose_file,
@@ -440,6 +469,9 @@ pub fn cleanup(cfg: &Config, before: &Before) -> Vec<String> {
     if let Before::Guest { .. } = before {
         return guest::cleanup(cfg, before);
     }
+    if let Before::Caddy { .. } = before {
+        return caddy::cleanup(before);
+    }
     let mut notes = Vec::new();
     let running = after_ids(before).unwrap_or_default();
     let old: Vec<String> = match before {
@@ -459,7 +491,7 @@ pub fn cleanup(cfg: &Config, before: &Before) -> Vec<String> {
             }
             vec![image_id.clone()]
         }
-        Before::Command {} | Before::Guest { .. } => Vec::new(),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => Vec::new(),
     };
     let mut done = std::collections::BTreeSet::new();
     for id in old {
@@ -528,7 +560,7 @@ pub fn current(before: &Before) -> Result<Vec<Running>> {
                 None => Ok(Vec::new()),
             }
         }
-        Before::Command {} | Before::Guest { .. } => Ok(Vec::new()),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => Ok(Vec::new()),
     }
 }
 

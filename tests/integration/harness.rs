@@ -274,6 +274,32 @@ pub fn registry_available() -> Result<(), String> {
     Ok(())
 }
 
+/// A `caddy` binary on the PATH (the `caddy` update tests run their own
+/// on free loopback ports).
+pub const CADDY: Requirement = Requirement {
+    name: "caddy",
+    install: "apt-get install caddy",
+    probe: caddy_available,
+    tests: &[
+        "caddy::a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte",
+        "caddy::a_killed_caddy_update_is_rolled_back_by_the_next_run",
+    ],
+    optional: false,
+};
+
+pub fn caddy_available() -> Result<(), String> {
+    let ok = Command::new("caddy")
+        .arg("version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(())
+    } else {
+        Err("no `caddy` on the PATH".into())
+    }
+}
+
 /// aiosmtpd importable by /usr/bin/python3.
 pub const SMTP: Requirement = Requirement {
     name: "smtp",

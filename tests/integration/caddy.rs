@@ -1,0 +1,319 @@
+//! `run update` of a `type: caddy` service through the binary against a
+//! real Caddy (`caddy run`, started by each test with its admin API and
+//! its site on free loopback ports, its data and config directories in the
+//! test's root).
+
+use crate::harness::{Run, Test};
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn ready() -> bool {
+    crate::harness::require(&crate::harness::CADDY)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// GET http://127.0.0.1:PORT/: (status, body), or None.
+fn get(port: u16) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect_timeout(
+        &format!("127.0.0.1:{port}").parse().unwrap(),
+        Duration::from_secs(2),
+    )
+    .ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(format!("GET / HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\n\r\n").as_bytes())
+        .ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.trim().to_string()))
+}
+
+/// A Caddy of the test's own.
+struct Caddy {
+    child: Child,
+    admin: u16,
+    port: u16,
+    /// The Caddyfile.
+    file: std::path::PathBuf,
+}
+
+impl Caddy {
+    /// A Caddyfile whose site answers `body` with `status`; `extra` goes
+    /// into the site block.
+    fn caddyfile(admin: u16, port: u16, body: &str, status: u16, extra: &str) -> String {
+        format!(
+            "# the test's site\n{{\n\tadmin 127.0.0.1:{admin}\n\tauto_https off\n}}\n\nhttp://:{port} {{\n\tbind 127.0.0.1\n{extra}\trespond \"{body}\" {status}\n}}\n"
+        )
+    }
+
+    fn start(t: &Test) -> Caddy {
+        let (admin, port) = (free_port(), free_port());
+        let dir = t.path("caddy");
+        std::fs::create_dir_all(dir.join("home")).unwrap();
+        let file = dir.join("Caddyfile");
+        std::fs::write(&file, Caddy::caddyfile(admin, port, "v1", 200, "")).unwrap();
+        let child = Command::new("caddy")
+            .args(["run", "--config"])
+            .arg(&file)
+            .args(["--adapter", "caddyfile"])
+            .current_dir(&dir)
+            .env("HOME", dir.join("home"))
+            .env("XDG_DATA_HOME", dir.join("data"))
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("caddy run");
+        let c = Caddy {
+            child,
+            admin,
+            port,
+            file,
+        };
+        c.wait_for(200, "v1");
+        c
+    }
+
+    /// Until the site answers `status` with `body`.
+    fn wait_for(&self, status: u16, body: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = get(self.port);
+            if got.as_ref() == Some(&(status, body.to_string())) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Caddy answers {got:?}, want {status} {body:?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// What the site answers now.
+    fn serves(&self) -> Option<(u16, String)> {
+        get(self.port)
+    }
+
+    fn write(&self, text: &str) {
+        std::fs::write(&self.file, text).unwrap();
+    }
+
+    fn text(&self, body: &str, status: u16, extra: &str) -> String {
+        Caddy::caddyfile(self.admin, self.port, body, status, extra)
+    }
+
+    /// The service, with short validation times (`timeout` for the checks).
+    fn config(&self, t: &Test, timeout: u64) {
+        t.config(&format!(
+            "updates:\n  health_check_timeout_seconds: {timeout}\n  soak_seconds: 1\nservices:\n  - name: web\n    type: caddy\n    backup: false\n    config_file: {}\n    admin_url: http://127.0.0.1:{}\n    health_checks:\n      - type: http\n        url: http://127.0.0.1:{}/\n        body_contains: v\n",
+            self.file.display(),
+            self.admin,
+            self.port
+        ));
+    }
+}
+
+impl Drop for Caddy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_update(t: &Test, args: &[&str]) -> (Run, serde_json::Value) {
+    let mut a = vec!["run", "update", "--json"];
+    a.extend_from_slice(args);
+    let r = t.run(&a);
+    let doc = r.json();
+    let res = doc["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["service"] == "web")
+        .unwrap_or_else(|| panic!("no service web in {doc:#}"))["result"]
+        .clone();
+    (r, res)
+}
+
+/// The files the update keeps in the state directory.
+fn saved(t: &Test) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(t.path("state/caddy/web"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte() {
+    if !ready() {
+        return;
+    }
+    let t = Test::new();
+    let caddy = Caddy::start(&t);
+    caddy.config(&t, 4);
+
+    // The file is what Caddy runs: up_to_date, and kept as the good copy.
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "up_to_date", "{res:#}");
+    assert_eq!(saved(&t), ["good", "good.config-sha256"]);
+    let good = std::fs::read(t.path("state/caddy/web/good")).unwrap();
+    assert_eq!(good, std::fs::read(&caddy.file).unwrap());
+
+    // A dry run reports the new config and changes nothing.
+    let v3 = caddy.text("v3", 200, "\t# v3, hand-edited   \n");
+    caddy.write(&v3);
+    let (r, res) = run_update(&t, &["--dry-run"]);
+    r.code(0);
+    assert_eq!(res["outcome"], "available", "{res:#}");
+    assert_eq!(res["check"]["method"], "caddy");
+    assert!(
+        res["summary"].as_str().unwrap().contains("would"),
+        "{res:#}"
+    );
+    assert_eq!(caddy.serves(), Some((200, "v1".into())));
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v3);
+    assert_eq!(saved(&t), ["good", "good.config-sha256"]);
+
+    // v3: validated, loaded, checked: updated; it becomes the good copy.
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "updated", "{res:#}");
+    assert!(res["validation"]["ok"].as_bool().unwrap());
+    assert_eq!(caddy.serves(), Some((200, "v3".into())));
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v3);
+    assert_eq!(
+        std::fs::read_to_string(t.path("state/caddy/web/good")).unwrap(),
+        v3
+    );
+    assert_eq!(saved(&t), ["good", "good.config-sha256"]);
+
+    // A config `caddy validate` refuses (it adapts, but its regexp does
+    // not compile): aborted, nothing loaded, the admin's file left as
+    // written.
+    let invalid = caddy.text("v4", 200, "\tmap {path} {x} {\n\t\t~[ /a\n\t}\n");
+    caddy.write(&invalid);
+    let (r, res) = run_update(&t, &[]);
+    r.code(1);
+    assert_eq!(res["outcome"], "aborted", "{res:#}");
+    assert!(
+        res["summary"].as_str().unwrap().contains("caddy validate"),
+        "{res:#}"
+    );
+    assert!(res.get("rollback").is_none(), "{res:#}");
+    assert_eq!(caddy.serves(), Some((200, "v3".into())));
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), invalid);
+
+    // A config that loads but fails the health check (HTTP 500): rolled
+    // back, Caddy serves v3 again and the file is v3 byte for byte.
+    caddy.write(&caddy.text("broken", 500, ""));
+    let (r, res) = run_update(&t, &[]);
+    r.code(1);
+    assert_eq!(res["outcome"], "rolled_back", "{res:#}");
+    assert!(!res["validation"]["ok"].as_bool().unwrap());
+    assert!(res["rollback_validation"]["ok"].as_bool().unwrap());
+    let notes = res["rollback"].to_string();
+    assert!(notes.contains("byte for byte"), "{res:#}");
+    assert_eq!(caddy.serves(), Some((200, "v3".into())));
+    assert_eq!(std::fs::read(&caddy.file).unwrap(), v3.as_bytes());
+
+    // Nothing new now: the restored file is what Caddy runs.
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "up_to_date", "{res:#}");
+
+    // No config content reaches the state DB.
+    let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    let rows: Vec<String> = db
+        .prepare("SELECT before || COALESCE(after, '') || detail FROM updates")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    assert!(!rows.is_empty());
+    for row in rows {
+        assert!(!row.contains("static_response"), "{row}");
+        assert!(!row.contains("hand-edited"), "{row}");
+    }
+}
+
+#[test]
+fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
+    if !ready() {
+        return;
+    }
+    let t = Test::new();
+    let caddy = Caddy::start(&t);
+    caddy.config(&t, 60);
+    let v1 = std::fs::read(&caddy.file).unwrap();
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "up_to_date", "{res:#}");
+
+    caddy.write(&caddy.text("broken", 500, ""));
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGKILL while it waits for the broken config to pass its checks.
+    let db = t.path("state/state.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the update never reached validation"
+        );
+        let c = rusqlite::Connection::open(&db).unwrap();
+        let step: Option<String> = c
+            .query_row(
+                "SELECT step FROM updates WHERE finished_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .ok();
+        if step.as_deref() == Some("validating") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(caddy.serves(), Some((500, "broken".into())), "loaded");
+
+    let (r, res) = run_update(&t, &[]);
+    r.code(1);
+    assert_eq!(res["outcome"], "rolled_back", "{res:#}");
+    assert_eq!(res["recovered"], true);
+    assert_eq!(res["step_reached"], "validating");
+    caddy.wait_for(200, "v1");
+    assert_eq!(std::fs::read(&caddy.file).unwrap(), v1);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let open: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM updates WHERE finished_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(open, 0);
+}
