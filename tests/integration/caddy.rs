@@ -232,7 +232,7 @@ fn a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte() {
     let notes = res["rollback"].to_string();
     assert!(notes.contains("byte for byte"), "{res:#}");
     assert_eq!(caddy.serves(), Some((200, "v3".into())));
-    assert_eq!(std::fs::read(&caddy.file).unwrap(), v3.as_bytes());
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v3);
 
     // Nothing new now: the restored file is what Caddy runs.
     let (r, res) = run_update(&t, &[]);
@@ -263,7 +263,7 @@ fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
     let t = Test::new();
     let caddy = Caddy::start(&t);
     caddy.config(&t, 60);
-    let v1 = std::fs::read(&caddy.file).unwrap();
+    let v1 = std::fs::read_to_string(&caddy.file).unwrap();
     let (r, res) = run_update(&t, &[]);
     r.code(0);
     assert_eq!(res["outcome"], "up_to_date", "{res:#}");
@@ -306,7 +306,7 @@ fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
     assert_eq!(res["recovered"], true);
     assert_eq!(res["step_reached"], "validating");
     caddy.wait_for(200, "v1");
-    assert_eq!(std::fs::read(&caddy.file).unwrap(), v1);
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v1);
     let c = rusqlite::Connection::open(&db).unwrap();
     let open: i64 = c
         .query_row(
@@ -316,4 +316,54 @@ fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
         )
         .unwrap();
     assert_eq!(open, 0);
+}
+
+/// The keys of the two types are checked with their positions: a missing
+/// or absent config file, an admin API off the loopback, keys of another
+/// type.
+#[test]
+fn caddy_and_nginx_proxy_manager_keys_are_validated_with_positions() {
+    let t = Test::new();
+    t.config(
+        "services:\n  - name: a\n    type: caddy\n    admin_url: http://192.168.1.5:2019\n  - name: b\n    type: caddy\n    config_file: missing/Caddyfile\n    proxy_url: http://127.0.0.1/\n  - name: c\n    type: nginx_proxy_manager\n    config_file: x\n    admin_url: ftp://127.0.0.1/\n  - name: d\n    type: docker_compose\n    compose_file: /srv/d/compose.yml\n    admin_url: http://127.0.0.1:81/api/\n",
+    );
+    let r = t.run(&["config", "validate"]);
+    r.code(78);
+    let file = t.path("etc/homelab-autopilot.yaml").display().to_string();
+    let has = |line: u32, what: &str| {
+        assert!(
+            r.stderr
+                .lines()
+                .any(|l| l.starts_with(&format!("{file}:{line}:")) && l.contains(what)),
+            "no error at line {line} with {what:?}:\n{}",
+            r.stderr
+        );
+    };
+    has(4, "no authentication");
+    has(7, "does not exist");
+    has(8, "'proxy_url' applies only to type nginx_proxy_manager");
+    has(11, "'config_file' applies only to type caddy");
+    has(12, "URL scheme 'ftp'");
+    has(
+        16,
+        "'admin_url' applies only to type caddy/nginx_proxy_manager",
+    );
+    assert!(
+        r.stderr.contains("missing required key 'config_file'"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr.contains("missing required key 'compose_file'"),
+        "{}",
+        r.stderr
+    );
+
+    // Fixed: accepted (a relative config_file is resolved against the
+    // directory of the file that names it).
+    t.write("etc/Caddyfile", ":8080\nrespond ok\n");
+    t.config(
+        "services:\n  - name: a\n    type: caddy\n    config_file: Caddyfile\n    admin_url: unix//run/caddy/admin.sock\n  - name: c\n    type: nginx_proxy_manager\n    compose_file: /srv/npm/compose.yml\n",
+    );
+    t.run(&["config", "validate"]).code(0);
 }

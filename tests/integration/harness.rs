@@ -249,6 +249,7 @@ pub const REGISTRY: Requirement = Requirement {
         "update::dry_run_reports_the_new_digest_and_changes_nothing",
         "update::a_database_updates_before_its_app_and_a_failed_one_skips_it",
         "update::a_killed_update_is_rolled_back_by_the_next_run",
+        "update::nginx_proxy_manager_updates_as_compose_and_its_default_checks_decide",
     ],
     optional: false,
 };
