@@ -367,3 +367,18 @@ fn caddy_and_nginx_proxy_manager_keys_are_validated_with_positions() {
     );
     t.run(&["config", "validate"]).code(0);
 }
+
+/// examples/proxy.yaml is a valid configuration (its Caddyfile where the
+/// example says it is).
+#[test]
+fn the_proxy_example_is_valid() {
+    let t = Test::new();
+    t.write("Caddyfile", ":80\nrespond ok\n");
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/proxy.yaml"))
+            .unwrap();
+    assert!(example.contains("config_file: /etc/caddy/Caddyfile"));
+    t.config(&example.replace("/etc/caddy/Caddyfile", "{root}/Caddyfile"));
+    let r = t.run(&["config", "validate"]);
+    r.code(0);
+}

@@ -177,7 +177,7 @@ pub(super) fn validate_service(
         | (Some(BackupConsistency::Stop), ServiceType::Systemd) => {}
         (Some(BackupConsistency::Pause), ServiceType::Systemd) => v.err(
             &at.key("backup_consistency"),
-            "'pause' applies only to docker/docker_compose (a systemd unit can be stopped, not paused)",
+            "'pause' applies only to docker/docker_compose/nginx_proxy_manager (a systemd unit can be stopped, not paused)",
         ),
         (Some(c), _) => v.err(
             &at.key("backup_consistency"),
