@@ -15,13 +15,29 @@
 //! state directory, mode 0600, never in the state DB: the record holds
 //! only their paths.
 
-use super::Before;
 use crate::config::{caddy_admin, CaddyAdmin, ServiceConfig, CADDY_ADMIN_DEFAULT};
 use crate::error::{Error, Result};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// The transaction's record: the config file, the admin API, and where
+/// the running config and the last good config file are saved inside the
+/// transaction (state directory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    pub config_file: String,
+    pub admin_url: String,
+    /// The config file's sha256 when recorded.
+    pub config_sha256: String,
+    pub saved_running: String,
+    pub saved_file: String,
+    /// The last good copy of the config file, kept across runs.
+    pub good_file: String,
+}
 
 /// The largest admin API answer read (a config).
 const ANSWER_MAX: u64 = 64 << 20;
@@ -273,7 +289,7 @@ fn keep_good(dir: &Path, file_bytes: &[u8], config_hash: &str) -> Result<()> {
 /// Record the transaction: where the running config and the last good
 /// file will be saved (they are written by [`apply`], inside the
 /// transaction; a dry run writes nothing).
-pub fn snapshot(svc: &ServiceConfig, state_dir: &Path) -> Result<Before> {
+pub fn snapshot(svc: &ServiceConfig, state_dir: &Path) -> Result<Record> {
     let file = svc
         .config_file
         .clone()
@@ -288,7 +304,7 @@ pub fn snapshot(svc: &ServiceConfig, state_dir: &Path) -> Result<Before> {
         std::process::id()
     );
     let (good, _) = good_of(&dir);
-    Ok(Before::Caddy {
+    Ok(Record {
         config_file: file.display().to_string(),
         admin_url: url,
         config_sha256: sha256(&bytes),
@@ -305,16 +321,13 @@ pub fn snapshot(svc: &ServiceConfig, state_dir: &Path) -> Result<Before> {
 /// one must pass `caddy validate` (an error otherwise: nothing changed).
 /// In a real run (`keep`), a file found in effect is kept as the last
 /// good copy.
-pub fn check(before: &Before, keep: bool) -> Result<bool> {
-    let Before::Caddy {
+pub fn check(rec: &Record, keep: bool) -> Result<bool> {
+    let Record {
         config_file,
         admin_url,
         good_file,
         ..
-    } = before
-    else {
-        return Err(Error::Usage("not a caddy record".into()));
-    };
+    } = rec;
     let file = Path::new(config_file);
     let running = running_raw(&admin_of(admin_url)?)?;
     let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
@@ -332,18 +345,15 @@ pub fn check(before: &Before, keep: bool) -> Result<bool> {
 
 /// Save what runs (and the last good file when it matches what runs),
 /// then load the file's config.
-pub fn apply(before: &Before) -> Result<()> {
-    let Before::Caddy {
+pub fn apply(rec: &Record) -> Result<()> {
+    let Record {
         config_file,
         admin_url,
         saved_running,
         saved_file,
         good_file,
         ..
-    } = before
-    else {
-        return Err(Error::Usage("not a caddy record".into()));
-    };
+    } = rec;
     let admin = admin_of(admin_url)?;
     let running = running_raw(&admin)?;
     let saved_running = Path::new(saved_running);
@@ -362,17 +372,14 @@ pub fn apply(before: &Before) -> Result<()> {
 
 /// Put the file back (when a good copy was saved) and load the saved
 /// config again (when it was saved: before that nothing was loaded).
-pub fn rollback(before: &Before) -> Result<Vec<String>> {
-    let Before::Caddy {
+pub fn rollback(rec: &Record) -> Result<Vec<String>> {
+    let Record {
         config_file,
         admin_url,
         saved_running,
         saved_file,
         ..
-    } = before
-    else {
-        return Err(Error::Usage("not a caddy record".into()));
-    };
+    } = rec;
     let mut notes = Vec::new();
     match std::fs::read(saved_file) {
         Ok(bytes) => {
@@ -421,16 +428,13 @@ fn restore_file(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// After a proven update: the file becomes the last good copy (when
 /// Caddy runs its config), and this service's saved configs go.
-pub fn cleanup(before: &Before) -> Vec<String> {
-    let Before::Caddy {
+pub fn cleanup(rec: &Record) -> Vec<String> {
+    let Record {
         config_file,
         admin_url,
         good_file,
         ..
-    } = before
-    else {
-        return Vec::new();
-    };
+    } = rec;
     let mut notes = Vec::new();
     let dir = Path::new(good_file).parent().unwrap_or(Path::new("."));
     let kept = (|| -> Result<bool> {
@@ -459,4 +463,40 @@ pub fn cleanup(before: &Before) -> Vec<String> {
         }
     }
     notes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_record_round_trips_as_a_before() {
+        let rec = Record {
+            config_file: "/etc/caddy/Caddyfile".into(),
+            admin_url: "http://localhost:2019".into(),
+            config_sha256: "ab".into(),
+            saved_running: "/s/caddy/web/1.running.json".into(),
+            saved_file: "/s/caddy/web/1.file".into(),
+            good_file: "/s/caddy/web/good".into(),
+        };
+        let b = super::super::Before::Caddy(rec);
+        let v = serde_json::to_value(&b).unwrap();
+        assert_eq!(v["kind"], "caddy");
+        assert_eq!(v["saved_file"], "/s/caddy/web/1.file");
+        assert_eq!(
+            serde_json::from_value::<super::super::Before>(v).unwrap(),
+            b
+        );
+    }
+
+    #[test]
+    fn configs_compare_by_meaning() {
+        let a = br#"{"apps": {"http": {"servers": {}}}, "admin": {"listen": ":1"}}"#;
+        let b = br#"{"admin":{"listen":":1"},"apps":{"http":{"servers":{}}}}"#;
+        assert_eq!(config_hash(a).unwrap(), config_hash(b).unwrap());
+        assert_ne!(
+            config_hash(a).unwrap(),
+            config_hash(br#"{"admin":{"listen":":2"}}"#).unwrap()
+        );
+    }
 }

@@ -108,18 +108,8 @@ pub enum Before {
         package_manager: String,
         snapshot: Option<String>,
     },
-    /// A Caddy config update: where the running config and the last good
-    /// config file are saved inside the transaction (state directory).
-    Caddy {
-        config_file: String,
-        admin_url: String,
-        /// The config file's sha256 when recorded.
-        config_sha256: String,
-        saved_running: String,
-        saved_file: String,
-        /// The last good copy of the config file, kept across runs.
-        good_file: String,
-    },
+    /// A Caddy config update (see [`caddy::Record`]).
+    Caddy(caddy::Record),
 }
 
 impl Before {
@@ -129,7 +119,7 @@ impl Before {
             Before::Docker { .. } => "docker",
             Before::Command {} => "command",
             Before::Guest { .. } => "guest",
-            Before::Caddy { .. } => "caddy",
+            Before::Caddy(_) => "caddy",
         }
     }
 }
@@ -173,7 +163,7 @@ fn sha256_file(p: &std::path::Path) -> Result<String> {
 pub fn snapshot(cfg: &Config, svc: &ServiceConfig, state_dir: &std::path::Path) -> Result<Before> {
     match kind_of(cfg, svc).map_err(Error::Usage)? {
         "guest" => guest::snapshot(cfg, svc),
-        "caddy" => caddy::snapshot(svc, state_dir),
+        "caddy" => caddy::snapshot(svc, state_dir).map(Before::Caddy),
         "docker_compose" => {
             let (file, project) = compose_of(svc)?;
             let containers = compose::project_containers(&project)?;
@@ -250,7 +240,7 @@ fn image_checks(before: &Before) -> Vec<(String, String, String)> {
             image_id,
             ..
         } => vec![(container.clone(), image.clone(), image_id.clone())],
-        Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => Vec::new(),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => Vec::new(),
     }
 }
 
@@ -276,9 +266,9 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             packages: Vec::new(),
         });
     }
-    if let Before::Caddy { .. } = before {
+    if let Before::Caddy(rec) = before {
         return Ok(Check {
-            available: caddy::check(before, pull)?,
+            available: caddy::check(rec, pull)?,
             method: "caddy",
             images: Vec::new(),
             packages: Vec::new(),
@@ -302,7 +292,7 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             Before::Docker { image, .. } => {
                 image::pull(image)?;
             }
-            Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => {}
+            Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => {}
         }
     }
     let mut images = Vec::new();
@@ -382,7 +372,7 @@ pub fn apply(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<()> {
     let _progress = crate::progress::Progress::spinner(&format!("{}: updating", svc.name));
     match before {
         Before::Guest { .. } => guest::apply(cfg, svc, before),
-        Before::Caddy { .. } => caddy::apply(before),
+        Before::Caddy(rec) => caddy::apply(rec),
         Before::DockerCompose { .. } => {
             let (file, project) = compose_of(svc)?;
             compose::up(&file, &project)
@@ -408,7 +398,7 @@ pub fn rollback(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<Ve
     let mut notes = Vec::new();
     match before {
         Before::Guest { .. } => return guest::rollback(cfg, svc, before),
-        Before::Caddy { .. } => return caddy::rollback(before),
+        Before::Caddy(rec) => return caddy::rollback(rec),
         Before::DockerCompose {
             project,
             compose_file,
@@ -469,8 +459,8 @@ pub fn cleanup(cfg: &Config, before: &Before) -> Vec<String> {
     if let Before::Guest { .. } = before {
         return guest::cleanup(cfg, before);
     }
-    if let Before::Caddy { .. } = before {
-        return caddy::cleanup(before);
+    if let Before::Caddy(rec) = before {
+        return caddy::cleanup(rec);
     }
     let mut notes = Vec::new();
     let running = after_ids(before).unwrap_or_default();
@@ -491,7 +481,7 @@ pub fn cleanup(cfg: &Config, before: &Before) -> Vec<String> {
             }
             vec![image_id.clone()]
         }
-        Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => Vec::new(),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => Vec::new(),
     };
     let mut done = std::collections::BTreeSet::new();
     for id in old {
@@ -560,7 +550,7 @@ pub fn current(before: &Before) -> Result<Vec<Running>> {
                 None => Ok(Vec::new()),
             }
         }
-        Before::Command {} | Before::Guest { .. } | Before::Caddy { .. } => Ok(Vec::new()),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => Ok(Vec::new()),
     }
 }
 

@@ -4,21 +4,13 @@
 //! test's root).
 
 use crate::harness::{Run, Test};
+use crate::update::free_port;
 use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn ready() -> bool {
     crate::harness::require(&crate::harness::CADDY)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET http://127.0.0.1:PORT/: (status, body), or None.
@@ -41,7 +33,10 @@ fn get(port: u16) -> Option<(u16, String)> {
 /// A Caddy of the test's own.
 struct Caddy {
     child: Child,
-    admin: u16,
+    /// The admin address as the Caddyfile gives it.
+    admin: String,
+    /// ... and as the service's `admin_url`.
+    admin_url: String,
     port: u16,
     /// The Caddyfile.
     file: std::path::PathBuf,
@@ -50,18 +45,27 @@ struct Caddy {
 impl Caddy {
     /// A Caddyfile whose site answers `body` with `status`; `extra` goes
     /// into the site block.
-    fn caddyfile(admin: u16, port: u16, body: &str, status: u16, extra: &str) -> String {
+    fn caddyfile(admin: &str, port: u16, body: &str, status: u16, extra: &str) -> String {
         format!(
-            "# the test's site\n{{\n\tadmin 127.0.0.1:{admin}\n\tauto_https off\n}}\n\nhttp://:{port} {{\n\tbind 127.0.0.1\n{extra}\trespond \"{body}\" {status}\n}}\n"
+            "# the test's site\n{{\n\tadmin {admin}\n\tauto_https off\n}}\n\nhttp://:{port} {{\n\tbind 127.0.0.1\n{extra}\trespond \"{body}\" {status}\n}}\n"
         )
     }
 
-    fn start(t: &Test) -> Caddy {
-        let (admin, port) = (free_port(), free_port());
+    /// A Caddy with its admin API on a free loopback port, or on a unix
+    /// socket.
+    fn start(t: &Test, unix: bool) -> Caddy {
+        let port = free_port();
         let dir = t.path("caddy");
         std::fs::create_dir_all(dir.join("home")).unwrap();
+        let (admin, admin_url) = if unix {
+            let sock = format!("unix/{}", dir.join("admin.sock").display());
+            (sock.clone(), sock)
+        } else {
+            let a = format!("127.0.0.1:{}", free_port());
+            (a.clone(), format!("http://{a}"))
+        };
         let file = dir.join("Caddyfile");
-        std::fs::write(&file, Caddy::caddyfile(admin, port, "v1", 200, "")).unwrap();
+        std::fs::write(&file, Caddy::caddyfile(&admin, port, "v1", 200, "")).unwrap();
         let child = Command::new("caddy")
             .args(["run", "--config"])
             .arg(&file)
@@ -78,6 +82,7 @@ impl Caddy {
         let c = Caddy {
             child,
             admin,
+            admin_url,
             port,
             file,
         };
@@ -111,15 +116,15 @@ impl Caddy {
     }
 
     fn text(&self, body: &str, status: u16, extra: &str) -> String {
-        Caddy::caddyfile(self.admin, self.port, body, status, extra)
+        Caddy::caddyfile(&self.admin, self.port, body, status, extra)
     }
 
     /// The service, with short validation times (`timeout` for the checks).
     fn config(&self, t: &Test, timeout: u64) {
         t.config(&format!(
-            "updates:\n  health_check_timeout_seconds: {timeout}\n  soak_seconds: 1\nservices:\n  - name: web\n    type: caddy\n    backup: false\n    config_file: {}\n    admin_url: http://127.0.0.1:{}\n    health_checks:\n      - type: http\n        url: http://127.0.0.1:{}/\n        body_contains: v\n",
+            "updates:\n  health_check_timeout_seconds: {timeout}\n  soak_seconds: 1\nservices:\n  - name: web\n    type: caddy\n    backup: false\n    config_file: {}\n    admin_url: {}\n    health_checks:\n      - type: http\n        url: http://127.0.0.1:{}/\n        body_contains: v\n",
             self.file.display(),
-            self.admin,
+            self.admin_url,
             self.port
         ));
     }
@@ -166,7 +171,7 @@ fn a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte() {
         return;
     }
     let t = Test::new();
-    let caddy = Caddy::start(&t);
+    let caddy = Caddy::start(&t, false);
     caddy.config(&t, 4);
 
     // The file is what Caddy runs: up_to_date, and kept as the good copy.
@@ -255,13 +260,33 @@ fn a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte() {
     }
 }
 
+/// The admin API on a unix socket (`admin unix//PATH`, Caddy's notation,
+/// as `admin_url`).
+#[test]
+fn a_caddy_with_its_admin_api_on_a_unix_socket_is_updated() {
+    if !ready() {
+        return;
+    }
+    let t = Test::new();
+    let caddy = Caddy::start(&t, true);
+    caddy.config(&t, 4);
+    caddy.write(&caddy.text("v3", 200, ""));
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "updated", "{res:#}");
+    assert_eq!(caddy.serves(), Some((200, "v3".into())));
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "up_to_date", "{res:#}");
+}
+
 #[test]
 fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
     if !ready() {
         return;
     }
     let t = Test::new();
-    let caddy = Caddy::start(&t);
+    let caddy = Caddy::start(&t, false);
     caddy.config(&t, 60);
     let v1 = std::fs::read_to_string(&caddy.file).unwrap();
     let (r, res) = run_update(&t, &[]);
@@ -269,35 +294,8 @@ fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
     assert_eq!(res["outcome"], "up_to_date", "{res:#}");
 
     caddy.write(&caddy.text("broken", 500, ""));
-    let mut child = t
-        .command(&["run", "update"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // SIGKILL while it waits for the broken config to pass its checks.
-    let db = t.path("state/state.db");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the update never reached validation"
-        );
-        let c = rusqlite::Connection::open(&db).unwrap();
-        let step: Option<String> = c
-            .query_row(
-                "SELECT step FROM updates WHERE finished_at IS NULL",
-                [],
-                |r| r.get(0),
-            )
-            .ok();
-        if step.as_deref() == Some("validating") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let db = crate::update::kill_update_at(&t, "validating");
     assert_eq!(caddy.serves(), Some((500, "broken".into())), "loaded");
 
     let (r, res) = run_update(&t, &[]);
@@ -307,15 +305,7 @@ fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
     assert_eq!(res["step_reached"], "validating");
     caddy.wait_for(200, "v1");
     assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v1);
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let open: i64 = c
-        .query_row(
-            "SELECT COUNT(*) FROM updates WHERE finished_at IS NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(open, 0);
+    assert_eq!(crate::update::open_updates(&db), 0, "nothing is left open");
 }
 
 /// The keys of the two types are checked with their positions: a missing

@@ -18,7 +18,7 @@ fn ready() -> bool {
     crate::harness::require(&crate::harness::REGISTRY)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -629,37 +629,8 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
         "updates:\n  health_check_timeout_seconds: 60\n  soak_seconds: 2\nservices:\n{}",
         compose_service("web", &file, &project, port, "")
     ));
-    let mut child = t
-        .command(&["run", "update"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill it while it waits for v2 to become healthy.
-    let db = t.path("state/state.db");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the update never reached validation"
-        );
-        if db.exists() {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            let step: Option<String> = c
-                .query_row(
-                    "SELECT step FROM updates WHERE finished_at IS NULL",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok();
-            if step.as_deref() == Some("validating") {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let db = kill_update_at(&t, "validating");
     assert_ne!(lab.project_image(&project), v1_id, "v2 was applied");
     assert!(get(port).is_none(), "v2 serves nothing");
 
@@ -672,16 +643,57 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
     assert_eq!(res["step_reached"], "validating");
     assert_eq!(lab.project_image(&project), v1_id);
     wait_body(port, "v1");
-    // Nothing is left open.
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let open: i64 = c
+    assert_eq!(open_updates(&db), 0, "nothing is left open");
+}
+
+/// Start `run update` and SIGKILL it once its open update reaches
+/// `step`; the state DB's path.
+pub(crate) fn kill_update_at(t: &Test, step: &str) -> std::path::PathBuf {
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = t.path("state/state.db");
+    wait_for_step(&db, step);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    db
+}
+
+/// Until the open update in the state DB `db` reaches `step`.
+fn wait_for_step(db: &std::path::Path, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(Instant::now() < deadline, "the update never reached {step}");
+        if db.exists() {
+            let c = rusqlite::Connection::open(db).unwrap();
+            let now: Option<String> = c
+                .query_row(
+                    "SELECT step FROM updates WHERE finished_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            if now.as_deref() == Some(step) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many updates the state DB `db` has open.
+pub(crate) fn open_updates(db: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
         .query_row(
             "SELECT COUNT(*) FROM updates WHERE finished_at IS NULL",
             [],
             |r| r.get(0),
         )
-        .unwrap();
-    assert_eq!(open, 0);
+        .unwrap()
 }
 
 /// An `nginx_proxy_manager` service is a Compose project: with no
