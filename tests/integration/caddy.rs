@@ -261,9 +261,10 @@ fn a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte() {
 }
 
 /// The admin API on a unix socket (`admin unix//PATH`, Caddy's notation,
-/// as `admin_url`).
+/// as `admin_url`); with `rollback_on_failure: false` a failed config is
+/// `rollback_failed` with the steps to load the saved config by hand.
 #[test]
-fn a_caddy_with_its_admin_api_on_a_unix_socket_is_updated() {
+fn a_caddy_on_a_unix_socket_is_updated_and_says_how_to_roll_back_by_hand() {
     if !ready() {
         return;
     }
@@ -278,6 +279,19 @@ fn a_caddy_with_its_admin_api_on_a_unix_socket_is_updated() {
     let (r, res) = run_update(&t, &[]);
     r.code(0);
     assert_eq!(res["outcome"], "up_to_date", "{res:#}");
+
+    // Without rollbacks, a failed config is rollback_failed with the
+    // steps to put back the saved config by hand.
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace("updates:\n", "updates:\n  rollback_on_failure: false\n"));
+    caddy.write(&caddy.text("broken", 500, ""));
+    let (r, res) = run_update(&t, &[]);
+    r.code(1);
+    assert_eq!(res["outcome"], "rollback_failed", "{res:#}");
+    let steps = res["manual_steps"].to_string();
+    assert!(steps.contains("admin socket"), "{steps}");
+    assert!(steps.contains(".running.json"), "{steps}");
+    assert_eq!(caddy.serves(), Some((500, "broken".into())));
 }
 
 #[test]
