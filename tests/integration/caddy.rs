@@ -152,6 +152,14 @@ fn run_update(t: &Test, args: &[&str]) -> (Run, serde_json::Value) {
     (r, res)
 }
 
+/// How many updates the state DB has recorded.
+fn update_rows(t: &Test) -> i64 {
+    rusqlite::Connection::open(t.path("state/state.db"))
+        .unwrap()
+        .query_row("SELECT COUNT(*) FROM updates", [], |r| r.get(0))
+        .unwrap()
+}
+
 /// The files the update keeps in the state directory.
 fn saved(t: &Test) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(t.path("state/caddy/web"))
@@ -185,6 +193,7 @@ fn a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte() {
     // A dry run reports the new config and changes nothing.
     let v3 = caddy.text("v3", 200, "\t# v3, hand-edited   \n");
     caddy.write(&v3);
+    let rows = update_rows(&t);
     let (r, res) = run_update(&t, &["--dry-run"]);
     r.code(0);
     assert_eq!(res["outcome"], "available", "{res:#}");
@@ -196,6 +205,7 @@ fn a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte() {
     assert_eq!(caddy.serves(), Some((200, "v1".into())));
     assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v3);
     assert_eq!(saved(&t), ["good", "good.config-sha256"]);
+    assert_eq!(update_rows(&t), rows, "the dry run wrote no state");
 
     // v3: validated, loaded, checked: updated; it becomes the good copy.
     let (r, res) = run_update(&t, &[]);
@@ -320,6 +330,47 @@ fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
     caddy.wait_for(200, "v1");
     assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v1);
     assert_eq!(crate::update::open_updates(&db), 0, "nothing is left open");
+}
+
+/// A JSON `config_file` (Caddy's native config, used as it is) is loaded
+/// and kept the same way.
+#[test]
+fn a_json_caddy_config_is_loaded_as_it_is() {
+    if !ready() {
+        return;
+    }
+    let t = Test::new();
+    let caddy = Caddy::start(&t, false);
+    // The JSON of v3, as `caddy adapt` gives it.
+    let v3 = t.path("caddy/v3.caddyfile");
+    std::fs::write(&v3, caddy.text("v3", 200, "")).unwrap();
+    let out = Command::new("caddy")
+        .args(["adapt", "--adapter", "caddyfile", "--config"])
+        .arg(&v3)
+        .env("HOME", t.path("caddy/home"))
+        .env("XDG_DATA_HOME", t.path("caddy/data"))
+        .env("XDG_CONFIG_HOME", t.path("caddy/config"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json = t.path("caddy/caddy.json");
+    std::fs::write(&json, &out.stdout).unwrap();
+    t.config(&format!(
+        "updates:\n  health_check_timeout_seconds: 4\n  soak_seconds: 1\nservices:\n  - name: web\n    type: caddy\n    backup: false\n    config_file: {}\n    admin_url: {}\n",
+        json.display(),
+        caddy.admin_url
+    ));
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "updated", "{res:#}");
+    assert_eq!(caddy.serves(), Some((200, "v3".into())));
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "up_to_date", "{res:#}");
+    assert_eq!(
+        std::fs::read(t.path("state/caddy/web/good")).unwrap(),
+        out.stdout
+    );
 }
 
 /// The keys of the two types are checked with their positions: a missing
