@@ -320,8 +320,9 @@ pub fn snapshot(svc: &ServiceConfig, state_dir: &Path) -> Result<Record> {
 /// Whether the file's config differs from what Caddy runs; a differing
 /// one must pass `caddy validate` (an error otherwise: nothing changed).
 /// In a real run (`keep`), a file found in effect is kept as the last
-/// good copy.
-pub fn check(rec: &Record, keep: bool) -> Result<bool> {
+/// good copy. With an `update.command` (`command`), which makes the new
+/// config inside the transaction, there is always something to do.
+pub fn check(rec: &Record, keep: bool, command: bool) -> Result<bool> {
     let Record {
         config_file,
         admin_url,
@@ -331,7 +332,19 @@ pub fn check(rec: &Record, keep: bool) -> Result<bool> {
     let file = Path::new(config_file);
     let running = running_raw(&admin_of(admin_url)?)?;
     let bytes = std::fs::read(file).map_err(|e| Error::io(file, e))?;
-    let new = adapted(file)?;
+    let new = adapted(file);
+    if command {
+        // The file as it is may be broken; the command may mend it.
+        let in_effect = new
+            .as_deref()
+            .is_ok_and(|n| parse(n).ok() == parse(&running).ok());
+        if keep && in_effect {
+            let dir = Path::new(good_file).parent().unwrap_or(Path::new("."));
+            keep_good(dir, &bytes, &config_hash(&running)?)?;
+        }
+        return Ok(true);
+    }
+    let new = new?;
     if parse(&new)? == parse(&running)? {
         if keep {
             let dir = Path::new(good_file).parent().unwrap_or(Path::new("."));
@@ -344,8 +357,9 @@ pub fn check(rec: &Record, keep: bool) -> Result<bool> {
 }
 
 /// Save what runs (and the last good file when it matches what runs),
-/// then load the file's config.
-pub fn apply(rec: &Record) -> Result<()> {
+/// run the admin's `command` when there is one (it makes the new config;
+/// which must then pass `caddy validate`), then load the file's config.
+pub fn apply(rec: &Record, command: &[String]) -> Result<()> {
     let Record {
         config_file,
         admin_url,
@@ -366,13 +380,20 @@ pub fn apply(rec: &Record) -> Result<()> {
             crate::files::write_atomic(Path::new(saved_file), &bytes, 0o600)?;
         }
     }
-    let new = adapted(Path::new(config_file))?;
+    let file = Path::new(config_file);
+    if !command.is_empty() {
+        super::run_argv("update.command", command, super::COMMAND_TIMEOUT)?;
+        caddy("validate", file)?;
+    }
+    let new = adapted(file)?;
     load(&admin, &new)
 }
 
-/// Put the file back (when a good copy was saved) and load the saved
-/// config again (when it was saved: before that nothing was loaded).
-pub fn rollback(rec: &Record) -> Result<Vec<String>> {
+/// Run the admin's `rollback_command` when there is one (it undoes what
+/// `update.command` did besides the file: a checkout, say), put the file
+/// back (when a good copy was saved) and load the saved config again
+/// (when it was saved: before that nothing was loaded).
+pub fn rollback(rec: &Record, rollback_command: &[String]) -> Result<Vec<String>> {
     let Record {
         config_file,
         admin_url,
@@ -381,6 +402,14 @@ pub fn rollback(rec: &Record) -> Result<Vec<String>> {
         ..
     } = rec;
     let mut notes = Vec::new();
+    if !rollback_command.is_empty() {
+        super::run_argv(
+            "update.rollback_command",
+            rollback_command,
+            super::COMMAND_TIMEOUT,
+        )?;
+        notes.push("update.rollback_command succeeded".into());
+    }
     match std::fs::read(saved_file) {
         Ok(bytes) => {
             // Through a symlink to the file it names (a checkout, say).

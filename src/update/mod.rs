@@ -13,7 +13,8 @@
 //! back), `command` (the admin's `update.command`, `update.rollback_command`),
 //! `guest` (a Proxmox `vm` or `lxc`: snapshot, the package manager's
 //! upgrade inside, rollback to the snapshot; see [`guest`]), `caddy` (a
-//! new config file loaded through Caddy's admin API; see [`caddy`]). An
+//! new config file, made by `update.command` when set, loaded through
+//! Caddy's admin API; see [`caddy`]). An
 //! `nginx_proxy_manager` service is a `docker_compose` one.
 
 pub mod caddy;
@@ -128,9 +129,10 @@ impl Before {
 pub fn kind_of(cfg: &Config, svc: &ServiceConfig) -> std::result::Result<&'static str, String> {
     let command = svc.update.as_ref().is_some_and(|u| !u.command.is_empty());
     match svc.service_type {
+        // Caddy's update.command makes the new config, inside its update.
+        ServiceType::Caddy => Ok("caddy"),
         _ if command => Ok("command"),
         ServiceType::DockerCompose | ServiceType::NginxProxyManager => Ok("docker_compose"),
-        ServiceType::Caddy => Ok("caddy"),
         ServiceType::Docker => Ok("docker"),
         ServiceType::Generic | ServiceType::Systemd | ServiceType::Host => Err(format!(
             "type {} has no update of its own: set update.command",
@@ -268,7 +270,7 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
     }
     if let Before::Caddy(rec) = before {
         return Ok(Check {
-            available: caddy::check(rec, pull)?,
+            available: caddy::check(rec, pull, !update_command(svc).is_empty())?,
             method: "caddy",
             images: Vec::new(),
             packages: Vec::new(),
@@ -328,6 +330,14 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
     })
 }
 
+/// The service's `update.command` (empty when unset).
+fn update_command(svc: &ServiceConfig) -> Vec<String> {
+    svc.update
+        .as_ref()
+        .map(|u| u.command.clone())
+        .unwrap_or_default()
+}
+
 /// What a command of the admin printed, kept short.
 fn run_argv(what: &str, argv: &[String], timeout: u64) -> Result<crate::proc::RunInfo> {
     let out = crate::proc::run(
@@ -372,7 +382,7 @@ pub fn apply(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<()> {
     let _progress = crate::progress::Progress::spinner(&format!("{}: updating", svc.name));
     match before {
         Before::Guest { .. } => guest::apply(cfg, svc, before),
-        Before::Caddy(rec) => caddy::apply(rec),
+        Before::Caddy(rec) => caddy::apply(rec, &update_command(svc)),
         Before::DockerCompose { .. } => {
             let (file, project) = compose_of(svc)?;
             compose::up(&file, &project)
@@ -381,12 +391,7 @@ pub fn apply(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<()> {
             container, image, ..
         } => recreate::recreate(container, image).map(drop),
         Before::Command {} => {
-            let argv = svc
-                .update
-                .as_ref()
-                .map(|u| u.command.clone())
-                .unwrap_or_default();
-            run_argv("update.command", &argv, COMMAND_TIMEOUT).map(drop)
+            run_argv("update.command", &update_command(svc), COMMAND_TIMEOUT).map(drop)
         }
     }
 }
@@ -398,7 +403,10 @@ pub fn rollback(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<Ve
     let mut notes = Vec::new();
     match before {
         Before::Guest { .. } => return guest::rollback(cfg, svc, before),
-        Before::Caddy(rec) => return caddy::rollback(rec),
+        Before::Caddy(rec) => {
+            let argv = svc.update.as_ref().map(|u| u.rollback_command.clone());
+            return caddy::rollback(rec, &argv.unwrap_or_default());
+        }
         Before::DockerCompose {
             project,
             compose_file,

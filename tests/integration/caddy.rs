@@ -332,6 +332,77 @@ fn a_killed_caddy_update_is_rolled_back_by_the_next_run() {
     assert_eq!(crate::update::open_updates(&db), 0, "nothing is left open");
 }
 
+/// `update.command` makes the new config inside the transaction (a copy
+/// from a release directory here, as a `git pull` would): a good one is
+/// loaded; a broken one, or one `caddy validate` refuses, is rolled back to
+/// the file as it was before the command, byte for byte, even on the
+/// service's first update; `update.rollback_command` runs in the rollback.
+#[test]
+fn a_caddy_update_command_makes_the_config_inside_the_transaction() {
+    if !ready() {
+        return;
+    }
+    let t = Test::new();
+    let caddy = Caddy::start(&t, false);
+    let v1 = std::fs::read_to_string(&caddy.file).unwrap();
+    let v3 = caddy.text("v3", 200, "");
+    t.write("releases/v3", &v3);
+    t.write("releases/broken", &caddy.text("broken", 500, ""));
+    t.write(
+        "releases/invalid",
+        &caddy.text("v4", 200, "\tmap {path} {x} {\n\t\t~[ /a\n\t}\n"),
+    );
+    let cfg = |release: &str| {
+        format!(
+            "updates:\n  health_check_timeout_seconds: 4\n  soak_seconds: 1\nservices:\n  - name: web\n    type: caddy\n    backup: false\n    config_file: {}\n    admin_url: {}\n    health_checks:\n      - type: http\n        url: http://127.0.0.1:{}/\n        body_contains: v\n    update:\n      command: [cp, {{root}}/releases/{release}, {}]\n      rollback_command: [touch, {{root}}/rolled-back]\n",
+            caddy.file.display(),
+            caddy.admin_url,
+            caddy.port,
+            caddy.file.display()
+        )
+    };
+
+    // A broken release on the first update: the file is v1 again.
+    t.config(&cfg("broken"));
+    let (r, res) = run_update(&t, &[]);
+    r.code(1);
+    assert_eq!(res["outcome"], "rolled_back", "{res:#}");
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v1);
+    assert_eq!(caddy.serves(), Some((200, "v1".into())));
+    assert!(
+        t.path("rolled-back").exists(),
+        "update.rollback_command ran"
+    );
+
+    // A dry run runs no command.
+    t.config(&cfg("v3"));
+    let (r, res) = run_update(&t, &["--dry-run"]);
+    r.code(0);
+    assert_eq!(res["outcome"], "available", "{res:#}");
+    assert!(
+        res["summary"].as_str().unwrap().contains("update.command"),
+        "{res:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v1);
+
+    let (r, res) = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(res["outcome"], "updated", "{res:#}");
+    assert_eq!(caddy.serves(), Some((200, "v3".into())));
+
+    // One `caddy validate` refuses: rolled back before anything loaded.
+    t.config(&cfg("invalid"));
+    let (r, res) = run_update(&t, &[]);
+    r.code(1);
+    assert_eq!(res["outcome"], "rolled_back", "{res:#}");
+    assert!(
+        res["summary"].as_str().unwrap().contains("caddy validate"),
+        "{res:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&caddy.file).unwrap(), v3);
+    assert_eq!(caddy.serves(), Some((200, "v3".into())));
+}
+
 /// A JSON `config_file` (Caddy's native config, used as it is) is loaded
 /// and kept the same way.
 #[test]

@@ -285,6 +285,7 @@ pub const CADDY: Requirement = Requirement {
         "caddy::a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte",
         "caddy::a_killed_caddy_update_is_rolled_back_by_the_next_run",
         "caddy::a_json_caddy_config_is_loaded_as_it_is",
+        "caddy::a_caddy_update_command_makes_the_config_inside_the_transaction",
         "caddy::a_caddy_on_a_unix_socket_is_updated_and_says_how_to_roll_back_by_hand",
     ],
     optional: false,
