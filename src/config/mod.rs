@@ -13,6 +13,7 @@
 //! without errors goes on to the permission checks (exit 77) and is
 //! returned.
 
+mod caddy;
 mod checks;
 mod daemon;
 pub mod drill;
@@ -30,6 +31,7 @@ mod url;
 mod validate;
 mod yaml;
 
+pub use caddy::{caddy_admin, CaddyAdmin, CADDY_ADMIN_DEFAULT};
 pub use checks::{HealthCheckConfig, HealthCheckType};
 pub use daemon::DaemonConfig;
 pub use http::{parse_listen, HttpAuthConfig, HttpConfig};
@@ -502,6 +504,7 @@ fn resolve_relative_paths(
             .iter_mut()
             .for_each(|p| resolve_path(base, &mut p.path));
         resolve_opt(base, &mut svc.compose_file);
+        resolve_opt(base, &mut svc.config_file);
         let rt_checks = svc
             .restore_testing
             .iter_mut()

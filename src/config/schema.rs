@@ -599,6 +599,11 @@ pub enum ServiceType {
     Docker,
     DockerCompose,
     Systemd,
+    /// Caddy, updated by loading a new config through its admin API.
+    Caddy,
+    /// Nginx Proxy Manager: a Compose project with default checks of its
+    /// admin API and its proxy.
+    NginxProxyManager,
 }
 
 impl ServiceType {
@@ -611,7 +616,18 @@ impl ServiceType {
             ServiceType::Docker => "docker",
             ServiceType::DockerCompose => "docker_compose",
             ServiceType::Systemd => "systemd",
+            ServiceType::Caddy => "caddy",
+            ServiceType::NginxProxyManager => "nginx_proxy_manager",
         }
+    }
+
+    /// A Compose project (`docker_compose`, `nginx_proxy_manager`): backed
+    /// up, monitored and updated as one.
+    pub fn is_compose(&self) -> bool {
+        matches!(
+            self,
+            ServiceType::DockerCompose | ServiceType::NginxProxyManager
+        )
     }
 
     /// A Proxmox guest (`vm` or `lxc`).
@@ -653,9 +669,10 @@ pub struct ServiceConfig {
     pub vmid: Option<u32>,
     /// vm/lxc: the PVE node (found via cluster resources when unset).
     pub node: Option<String>,
-    /// docker_compose: the compose file (absolute after loading).
+    /// docker_compose / nginx_proxy_manager: the compose file (absolute
+    /// after loading).
     pub compose_file: Option<PathBuf>,
-    /// docker_compose: the project name (`-p`).
+    /// docker_compose / nginx_proxy_manager: the project name (`-p`).
     pub compose_project: Option<String>,
     /// docker: the container name.
     pub container: Option<String>,
@@ -663,6 +680,14 @@ pub struct ServiceConfig {
     pub volumes: Vec<String>,
     /// systemd: the unit (`nginx.service`).
     pub unit: Option<String>,
+    /// caddy: the Caddyfile, or a JSON config when it ends in `.json`
+    /// (absolute after loading).
+    pub config_file: Option<PathBuf>,
+    /// caddy: the admin API (default `http://localhost:2019`, loopback
+    /// only); nginx_proxy_manager: its admin API, checked by default.
+    pub admin_url: Option<String>,
+    /// nginx_proxy_manager: the proxy, checked by default.
+    pub proxy_url: Option<String>,
     /// What a backup does to the service while it archives (docs/docker.md);
     /// see [`ServiceConfig::consistency`] for the default.
     pub backup_consistency: Option<BackupConsistency>,
@@ -694,6 +719,9 @@ impl Default for ServiceConfig {
             container: None,
             volumes: Vec::new(),
             unit: None,
+            config_file: None,
+            admin_url: None,
+            proxy_url: None,
             backup_consistency: None,
             update: None,
             depends_on: Vec::new(),
@@ -804,11 +832,12 @@ impl BackupConsistency {
 }
 
 impl ServiceConfig {
-    /// `backup_consistency`, else `stop` for docker / docker_compose and
-    /// `live` for every other type.
+    /// `backup_consistency`, else `stop` for docker and Compose projects
+    /// and `live` for every other type.
     pub fn consistency(&self) -> BackupConsistency {
         self.backup_consistency.unwrap_or(match self.service_type {
-            ServiceType::Docker | ServiceType::DockerCompose => BackupConsistency::Stop,
+            ServiceType::Docker => BackupConsistency::Stop,
+            t if t.is_compose() => BackupConsistency::Stop,
             _ => BackupConsistency::Live,
         })
     }

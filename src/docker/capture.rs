@@ -113,7 +113,7 @@ pub fn plan(svc: &ServiceConfig, project: Option<&str>) -> Result<Plan> {
             })?;
             vec![name]
         }
-        ServiceType::DockerCompose => {
+        t if t.is_compose() => {
             let project = project.ok_or_else(|| {
                 Error::Config(vec![format!(
                     "service {}: no compose project (set compose_project)",
@@ -188,7 +188,7 @@ pub fn plan(svc: &ServiceConfig, project: Option<&str>) -> Result<Plan> {
             }
         }
     }
-    if let (ServiceType::DockerCompose, Some(project)) = (svc.service_type, project) {
+    if let (true, Some(project)) = (svc.service_type.is_compose(), project) {
         // Volumes of the project that no container uses now (a project
         // that is down, a volume of a removed service).
         for vname in project_volumes(project)? {

@@ -22,14 +22,20 @@ use std::time::Duration;
 
 /// The checks of these services: every `health_checks` entry; for a
 /// `type: docker` service a `container` check of its container, for a
-/// `type: docker_compose` service a `compose` check of its project, unless
-/// its health_checks have one of that type; plus an `external` HTTP check
-/// of `external_url`.
+/// Compose project (`docker_compose`, `nginx_proxy_manager`) a `compose`
+/// check of its project, unless its health_checks have one of that type;
+/// for an `nginx_proxy_manager` service without health_checks the checks
+/// of its admin API and its proxy ([`npm_checks`]); plus an `external`
+/// HTTP check of `external_url`.
 pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
     let default_timeout = cfg.monitoring.timeout_seconds.max(1);
     let mut out = Vec::new();
     for svc in services {
         let has = |t| svc.health_checks.iter().any(|c| c.check_type == t);
+        let defaults = match svc.service_type {
+            ServiceType::NginxProxyManager if svc.health_checks.is_empty() => npm_checks(svc),
+            _ => Vec::new(),
+        };
         let implicit = match svc.service_type {
             ServiceType::Docker if !has(HealthCheckType::Container) => {
                 svc.container.as_ref().map(|name| HealthCheckConfig {
@@ -38,15 +44,17 @@ pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
                     ..Default::default()
                 })
             }
-            ServiceType::DockerCompose if !has(HealthCheckType::Compose) => compose_project(svc)
-                .map(|p| HealthCheckConfig {
+            t if t.is_compose() && !has(HealthCheckType::Compose) => {
+                compose_project(svc).map(|p| HealthCheckConfig {
                     check_type: HealthCheckType::Compose,
                     compose_project: Some(p),
                     ..Default::default()
-                }),
+                })
+            }
             _ => None,
         };
-        for c in svc.health_checks.iter().chain(implicit.as_ref()) {
+        let checks = svc.health_checks.iter().chain(&defaults);
+        for c in checks.chain(implicit.as_ref()) {
             let name = check_name(c);
             out.push(CheckSpec {
                 id: format!("{}/{name}", svc.name),
@@ -73,6 +81,34 @@ pub fn specs_for(cfg: &Config, services: &[&ServiceConfig]) -> Vec<CheckSpec> {
         }
     }
     out
+}
+
+/// Nginx Proxy Manager's admin API answers `GET /api/` with its status.
+pub const NPM_ADMIN_URL: &str = "http://127.0.0.1:81/api/";
+/// Nginx Proxy Manager's proxy (its default site answers 200).
+pub const NPM_PROXY_URL: &str = "http://127.0.0.1:80/";
+
+/// The default checks of an `nginx_proxy_manager` service: `admin`, its
+/// admin API (`admin_url`) answering 2xx with `"status":"OK"`, and
+/// `proxy`, the proxy (`proxy_url`) answering 2xx.
+pub fn npm_checks(svc: &ServiceConfig) -> Vec<HealthCheckConfig> {
+    let admin = svc.admin_url.as_deref().unwrap_or(NPM_ADMIN_URL);
+    let proxy = svc.proxy_url.as_deref().unwrap_or(NPM_PROXY_URL);
+    vec![
+        HealthCheckConfig {
+            check_type: HealthCheckType::Http,
+            name: Some("admin".into()),
+            url: Some(admin.to_string()),
+            body_regex: Some(r#""status"\s*:\s*"OK""#.into()),
+            ..Default::default()
+        },
+        HealthCheckConfig {
+            check_type: HealthCheckType::Http,
+            name: Some("proxy".into()),
+            url: Some(proxy.to_string()),
+            ..Default::default()
+        },
+    ]
 }
 
 /// A compose service's project: `compose_project`, else what Compose

@@ -189,7 +189,7 @@ fn mode_of(c: BackupConsistency) -> Mode {
 fn hold_targets(cfg: &crate::config::ServiceConfig, src: &Map) -> RhaiResult<Vec<Target>> {
     Ok(match cfg.service_type {
         ServiceType::Systemd => cfg.unit.iter().cloned().map(Target::Unit).collect(),
-        ServiceType::Docker | ServiceType::DockerCompose => {
+        t if t == ServiceType::Docker || t.is_compose() => {
             let c: crate::archive::Capture = match src.get("capture") {
                 Some(d) => rhai::serde::from_dynamic(&d.flatten_clone()).map_err(|e| {
                     throw(

@@ -164,7 +164,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, svc: Map| -> RhaiResult<Dynamic> {
                 let cfg = service_config(&h, &svc, "update::snapshot")?;
-                let b = update::snapshot(&h.config, cfg).map_err(|e| to_rhai(e, &ctx))?;
+                let b = update::snapshot(&h.config, cfg, &h.paths.state_dir)
+                    .map_err(|e| to_rhai(e, &ctx))?;
                 to_dyn(&b)
             },
         );

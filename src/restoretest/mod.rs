@@ -51,8 +51,12 @@ pub const KIND_DRILL: &str = "drill";
 /// cover it yet.
 pub fn kind_for(t: ServiceType) -> Option<&'static str> {
     match t {
-        ServiceType::Host | ServiceType::Generic | ServiceType::Systemd => Some(KIND_ARCHIVE_COPY),
-        ServiceType::Docker | ServiceType::DockerCompose => Some(KIND_DOCKER),
+        ServiceType::Host | ServiceType::Generic | ServiceType::Systemd | ServiceType::Caddy => {
+            Some(KIND_ARCHIVE_COPY)
+        }
+        ServiceType::Docker | ServiceType::DockerCompose | ServiceType::NginxProxyManager => {
+            Some(KIND_DOCKER)
+        }
         ServiceType::Vm | ServiceType::Lxc => None,
     }
 }

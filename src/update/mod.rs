@@ -12,8 +12,12 @@
 //! container with the same configuration; rollback puts the old container
 //! back), `command` (the admin's `update.command`, `update.rollback_command`),
 //! `guest` (a Proxmox `vm` or `lxc`: snapshot, the package manager's
-//! upgrade inside, rollback to the snapshot; see [`guest`]).
+//! upgrade inside, rollback to the snapshot; see [`guest`]), `caddy` (a
+//! new config file, made by `update.command` when set, loaded through
+//! Caddy's admin API; see [`caddy`]). An
+//! `nginx_proxy_manager` service is a `docker_compose` one.
 
+pub mod caddy;
 pub mod guest;
 pub mod registry;
 pub mod validate;
@@ -105,6 +109,8 @@ pub enum Before {
         package_manager: String,
         snapshot: Option<String>,
     },
+    /// A Caddy config update (see [`caddy::Record`]).
+    Caddy(caddy::Record),
 }
 
 impl Before {
@@ -114,6 +120,7 @@ impl Before {
             Before::Docker { .. } => "docker",
             Before::Command {} => "command",
             Before::Guest { .. } => "guest",
+            Before::Caddy(_) => "caddy",
         }
     }
 }
@@ -122,8 +129,10 @@ impl Before {
 pub fn kind_of(cfg: &Config, svc: &ServiceConfig) -> std::result::Result<&'static str, String> {
     let command = svc.update.as_ref().is_some_and(|u| !u.command.is_empty());
     match svc.service_type {
+        // Caddy's update.command makes the new config, inside its update.
+        ServiceType::Caddy => Ok("caddy"),
         _ if command => Ok("command"),
-        ServiceType::DockerCompose => Ok("docker_compose"),
+        ServiceType::DockerCompose | ServiceType::NginxProxyManager => Ok("docker_compose"),
         ServiceType::Docker => Ok("docker"),
         ServiceType::Generic | ServiceType::Systemd | ServiceType::Host => Err(format!(
             "type {} has no update of its own: set update.command",
@@ -151,10 +160,12 @@ fn sha256_file(p: &std::path::Path) -> Result<String> {
     Ok(format!("{:x}", sha2::Sha256::digest(&bytes)))
 }
 
-/// Record what the service runs now.
-pub fn snapshot(cfg: &Config, svc: &ServiceConfig) -> Result<Before> {
+/// Record what the service runs now (`state_dir`: where a `caddy`
+/// update keeps its saved configs).
+pub fn snapshot(cfg: &Config, svc: &ServiceConfig, state_dir: &std::path::Path) -> Result<Before> {
     match kind_of(cfg, svc).map_err(Error::Usage)? {
         "guest" => guest::snapshot(cfg, svc),
+        "caddy" => caddy::snapshot(svc, state_dir).map(Before::Caddy),
         "docker_compose" => {
             let (file, project) = compose_of(svc)?;
             let containers = compose::project_containers(&project)?;
@@ -231,7 +242,7 @@ fn image_checks(before: &Before) -> Vec<(String, String, String)> {
             image_id,
             ..
         } => vec![(container.clone(), image.clone(), image_id.clone())],
-        Before::Command {} | Before::Guest { .. } => Vec::new(),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => Vec::new(),
     }
 }
 
@@ -257,6 +268,14 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             packages: Vec::new(),
         });
     }
+    if let Before::Caddy(rec) = before {
+        return Ok(Check {
+            available: caddy::check(rec, pull, !update_command(svc).is_empty())?,
+            method: "caddy",
+            images: Vec::new(),
+            packages: Vec::new(),
+        });
+    }
     if let Before::Guest { .. } = before {
         let packages = guest::pending(cfg, before)?;
         return Ok(Check {
@@ -275,7 +294,7 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             Before::Docker { image, .. } => {
                 image::pull(image)?;
             }
-            Before::Command {} | Before::Guest { .. } => {}
+            Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => {}
         }
     }
     let mut images = Vec::new();
@@ -309,6 +328,14 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
         images,
         packages: Vec::new(),
     })
+}
+
+/// The service's `update.command` (empty when unset).
+fn update_command(svc: &ServiceConfig) -> Vec<String> {
+    svc.update
+        .as_ref()
+        .map(|u| u.command.clone())
+        .unwrap_or_default()
 }
 
 /// What a command of the admin printed, kept short.
@@ -355,6 +382,7 @@ pub fn apply(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<()> {
     let _progress = crate::progress::Progress::spinner(&format!("{}: updating", svc.name));
     match before {
         Before::Guest { .. } => guest::apply(cfg, svc, before),
+        Before::Caddy(rec) => caddy::apply(rec, &update_command(svc)),
         Before::DockerCompose { .. } => {
             let (file, project) = compose_of(svc)?;
             compose::up(&file, &project)
@@ -363,12 +391,7 @@ pub fn apply(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<()> {
             container, image, ..
         } => recreate::recreate(container, image).map(drop),
         Before::Command {} => {
-            let argv = svc
-                .update
-                .as_ref()
-                .map(|u| u.command.clone())
-                .unwrap_or_default();
-            run_argv("update.command", &argv, COMMAND_TIMEOUT).map(drop)
+            run_argv("update.command", &update_command(svc), COMMAND_TIMEOUT).map(drop)
         }
     }
 }
@@ -380,6 +403,10 @@ pub fn rollback(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<Ve
     let mut notes = Vec::new();
     match before {
         Before::Guest { .. } => return guest::rollback(cfg, svc, before),
+        Before::Caddy(rec) => {
+            let argv = svc.update.as_ref().map(|u| u.rollback_command.clone());
+            return caddy::rollback(rec, &argv.unwrap_or_default());
+        }
         Before::DockerCompose {
             project,
             compose_file,
@@ -440,6 +467,9 @@ pub fn cleanup(cfg: &Config, before: &Before) -> Vec<String> {
     if let Before::Guest { .. } = before {
         return guest::cleanup(cfg, before);
     }
+    if let Before::Caddy(rec) = before {
+        return caddy::cleanup(rec);
+    }
     let mut notes = Vec::new();
     let running = after_ids(before).unwrap_or_default();
     let old: Vec<String> = match before {
@@ -459,7 +489,7 @@ pub fn cleanup(cfg: &Config, before: &Before) -> Vec<String> {
             }
             vec![image_id.clone()]
         }
-        Before::Command {} | Before::Guest { .. } => Vec::new(),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => Vec::new(),
     };
     let mut done = std::collections::BTreeSet::new();
     for id in old {
@@ -528,7 +558,7 @@ pub fn current(before: &Before) -> Result<Vec<Running>> {
                 None => Ok(Vec::new()),
             }
         }
-        Before::Command {} | Before::Guest { .. } => Ok(Vec::new()),
+        Before::Command {} | Before::Guest { .. } | Before::Caddy(_) => Ok(Vec::new()),
     }
 }
 

@@ -3,7 +3,7 @@
 //! the monitor's code) must all pass within the timeout, and then keep
 //! passing for the soak time; every container must run and, when its
 //! image has a HEALTHCHECK, be `healthy` (not just `starting`); a Proxmox
-//! guest must be `running`; and
+//! guest must be `running`; Caddy's admin API must answer; and
 //! `update.validate_command`, when set, must exit 0.
 
 use crate::config::{Config, ServiceConfig, ServiceType};
@@ -37,7 +37,7 @@ pub struct Validation {
 fn containers_ready(svc: &ServiceConfig) -> Result<(), String> {
     let names: Vec<String> = match svc.service_type {
         ServiceType::Docker => svc.container.iter().cloned().collect(),
-        ServiceType::DockerCompose => {
+        t if t.is_compose() => {
             let Some(p) = crate::monitor::compose_project(svc) else {
                 return Ok(());
             };
@@ -86,6 +86,9 @@ fn round(cfg: &Config, svc: &ServiceConfig) -> (Vec<CheckResult>, Option<String>
         .map(|r| format!("{}: {}", r.name, r.message));
     if failure.is_none() {
         failure = containers_ready(svc).err();
+    }
+    if failure.is_none() && svc.service_type == ServiceType::Caddy {
+        failure = super::caddy::admin_answers(svc).err();
     }
     if failure.is_none()
         && matches!(svc.service_type, ServiceType::Vm | ServiceType::Lxc)

@@ -302,6 +302,7 @@ pub const REGISTRY: Requirement = Requirement {
         "update::dry_run_reports_the_new_digest_and_changes_nothing",
         "update::a_database_updates_before_its_app_and_a_failed_one_skips_it",
         "update::a_killed_update_is_rolled_back_by_the_next_run",
+        "update::nginx_proxy_manager_updates_as_compose_and_its_default_checks_decide",
     ],
     optional: false,
 };
@@ -325,6 +326,35 @@ pub fn registry_available() -> Result<(), String> {
         return Err("neither docker-compose nor docker compose".into());
     }
     Ok(())
+}
+
+/// A `caddy` binary on the PATH (the `caddy` update tests run their own
+/// on free loopback ports).
+pub const CADDY: Requirement = Requirement {
+    name: "caddy",
+    install: "apt-get install caddy",
+    probe: caddy_available,
+    tests: &[
+        "caddy::a_caddy_config_is_loaded_refused_or_rolled_back_byte_for_byte",
+        "caddy::a_killed_caddy_update_is_rolled_back_by_the_next_run",
+        "caddy::a_json_caddy_config_is_loaded_as_it_is",
+        "caddy::a_caddy_update_command_makes_the_config_inside_the_transaction",
+        "caddy::a_caddy_on_a_unix_socket_is_updated_and_says_how_to_roll_back_by_hand",
+    ],
+    optional: false,
+};
+
+pub fn caddy_available() -> Result<(), String> {
+    let ok = Command::new("caddy")
+        .arg("version")
+        .stdin(Stdio::null())
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if ok {
+        Ok(())
+    } else {
+        Err("no `caddy` on the PATH".into())
+    }
 }
 
 /// aiosmtpd importable by /usr/bin/python3.

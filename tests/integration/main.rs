@@ -5,6 +5,7 @@ mod harness;
 
 mod backup;
 mod backup_keys;
+mod caddy;
 mod config_errors;
 mod crash;
 mod daemon;

@@ -3,7 +3,7 @@
 //! requirement's probe again and names the tests that skip (or, under
 //! `CI=true`, fail) without it, plus the skips recorded so far.
 
-use crate::harness::{on_ci, skips, Requirement, DOCKER, REGISTRY, ROOT, SMTP};
+use crate::harness::{on_ci, skips, Requirement, CADDY, DOCKER, REGISTRY, ROOT, SMTP};
 use std::io::Write;
 
 /// Every requirement some test has beyond the repository.
@@ -12,6 +12,7 @@ const REQUIREMENTS: &[&Requirement] = &[
     &REGISTRY,
     &SMTP,
     &ROOT,
+    &CADDY,
     &crate::pve::PVE_SCHEMA,
     &crate::packaging::GROFF,
     &crate::packaging::SYSTEMD_ANALYZE,

@@ -1,8 +1,9 @@
 //! `run update` through the binary against the real Docker engine and a
 //! real registry (`docker-registry` on a free loopback port, started by
-//! each test): images `v1` (serves "v1"), `v2` (exits at once: broken) and
-//! `v3` (serves "v3") are built from an imported busybox rootfs and pushed
-//! under one tag in turn.
+//! each test): images `v1` (serves "v1", and at /api/ the JSON status
+//! Nginx Proxy Manager's API answers), `v2` (exits at once: broken) and
+//! `v3` (serves "v3" and the status) are built from an imported busybox
+//! rootfs and pushed under one tag in turn.
 //!
 //! Names (images, containers, Compose projects, ports) are unique per test
 //! and process, so other tests on the same engine never collide.
@@ -17,7 +18,7 @@ fn ready() -> bool {
     crate::harness::require(&crate::harness::REGISTRY)
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -170,7 +171,7 @@ impl Lab {
             r#"["sh", "-c", "echo broken; exit 3"]"#.to_string()
         } else {
             format!(
-                r#"["sh", "-c", "mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www"]"#
+                r#"["sh", "-c", "mkdir -p /www/api && echo {version} > /www/index.html && echo '{{\"status\":\"OK\",\"version\":\"{version}\"}}' > /www/api/index.html && exec httpd -f -p 8080 -h /www"]"#
             )
         };
         std::fs::write(
@@ -223,7 +224,17 @@ impl Lab {
     /// A Compose project serving `repo:latest` on a free port: (compose
     /// file, project, port).
     fn compose(&self, name: &str, repo: &str) -> (String, String, u16) {
-        let port = free_port();
+        let (file, project, ports) = self.compose_ports(name, repo, 1);
+        (file, project, ports[0])
+    }
+
+    /// A Compose project serving `repo:latest` on `n` free ports.
+    fn compose_ports(&self, name: &str, repo: &str, n: usize) -> (String, String, Vec<u16>) {
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let published: Vec<String> = ports
+            .iter()
+            .map(|p| format!("\"127.0.0.1:{p}:8080\""))
+            .collect();
         let project = format!("{}-{name}", self.prefix).replace('.', "-");
         let dir = self.dir.path().join(format!("compose-{name}"));
         std::fs::create_dir_all(&dir).unwrap();
@@ -231,8 +242,9 @@ impl Lab {
         std::fs::write(
             &file,
             format!(
-                "version: \"2.4\"\nservices:\n  app:\n    image: {}:latest\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
-                self.repo(repo)
+                "version: \"2.4\"\nservices:\n  app:\n    image: {}:latest\n    ports: [{}]\n",
+                self.repo(repo),
+                published.join(", ")
             ),
         )
         .unwrap();
@@ -246,7 +258,7 @@ impl Lab {
             "compose up: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        (file, project, port)
+        (file, project, ports)
     }
 
     /// A plain container of `repo:latest` on a free port: (name, port).
@@ -617,37 +629,8 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
         "updates:\n  health_check_timeout_seconds: 60\n  soak_seconds: 2\nservices:\n{}",
         compose_service("web", &file, &project, port, "")
     ));
-    let mut child = t
-        .command(&["run", "update"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill it while it waits for v2 to become healthy.
-    let db = t.path("state/state.db");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the update never reached validation"
-        );
-        if db.exists() {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            let step: Option<String> = c
-                .query_row(
-                    "SELECT step FROM updates WHERE finished_at IS NULL",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok();
-            if step.as_deref() == Some("validating") {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    let db = kill_update_at(&t, "validating");
     assert_ne!(lab.project_image(&project), v1_id, "v2 was applied");
     assert!(get(port).is_none(), "v2 serves nothing");
 
@@ -660,16 +643,132 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
     assert_eq!(res["step_reached"], "validating");
     assert_eq!(lab.project_image(&project), v1_id);
     wait_body(port, "v1");
-    // Nothing is left open.
-    let c = rusqlite::Connection::open(&db).unwrap();
-    let open: i64 = c
+    assert_eq!(open_updates(&db), 0, "nothing is left open");
+}
+
+/// Start `run update` and SIGKILL it once its open update reaches
+/// `step`; the state DB's path.
+pub(crate) fn kill_update_at(t: &Test, step: &str) -> std::path::PathBuf {
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = t.path("state/state.db");
+    wait_for_step(&db, step);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    db
+}
+
+/// Until the open update in the state DB `db` reaches `step`.
+fn wait_for_step(db: &std::path::Path, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(Instant::now() < deadline, "the update never reached {step}");
+        if db.exists() {
+            let c = rusqlite::Connection::open(db).unwrap();
+            let now: Option<String> = c
+                .query_row(
+                    "SELECT step FROM updates WHERE finished_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            if now.as_deref() == Some(step) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// How many updates the state DB `db` has open.
+pub(crate) fn open_updates(db: &std::path::Path) -> i64 {
+    rusqlite::Connection::open(db)
+        .unwrap()
         .query_row(
             "SELECT COUNT(*) FROM updates WHERE finished_at IS NULL",
             [],
             |r| r.get(0),
         )
-        .unwrap();
-    assert_eq!(open, 0);
+        .unwrap()
+}
+
+/// An `nginx_proxy_manager` service is a Compose project: with no
+/// health_checks of its own, its admin API (`admin_url`, the JSON status)
+/// and its proxy (`proxy_url`) decide the update; the monitor runs the
+/// same checks.
+#[test]
+fn nginx_proxy_manager_updates_as_compose_and_its_default_checks_decide() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("npm");
+    lab.publish("npm", "v1");
+    let (file, project, ports) = lab.compose_ports("npm", "npm", 2);
+    let (admin, proxy) = (ports[0], ports[1]);
+    wait_body(proxy, "v1");
+    let v1_id = lab.project_image(&project);
+    let t = Test::new();
+    config(
+        &t,
+        &format!(
+            "  - name: npm\n    type: nginx_proxy_manager\n    backup: false\n    compose_file: {file}\n    compose_project: {project}\n    admin_url: http://127.0.0.1:{admin}/api/\n    proxy_url: http://127.0.0.1:{proxy}/\n"
+        ),
+    );
+    let checks = |res: &serde_json::Value| -> Vec<String> {
+        let mut v: Vec<String> = res["checks"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no checks in {res:#}"))
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect();
+        v.sort();
+        v
+    };
+
+    // The monitor checks it as the update validates it.
+    let m = t.run(&["run", "monitor", "--json"]);
+    m.code(0);
+    assert_eq!(m.json()["services"][0]["result"]["state"], "up");
+    let st = t.run(&["status", "--json"]).json().to_string();
+    for id in ["npm/admin", "npm/proxy"] {
+        assert!(st.contains(&format!("\"{id}\"")), "{id} not in {st}");
+    }
+
+    // v3: updated, validated by the admin API, the proxy and the project.
+    lab.publish("npm", "v3");
+    let r = run_update(&t, &[]);
+    r.code(0);
+    let doc = r.json();
+    let res = &outcome(&doc, "npm")["result"];
+    assert_eq!(res["outcome"], "updated", "{doc:#}");
+    assert_eq!(res["before"][0]["image_id"], v1_id.as_str());
+    let names = checks(&res["validation"]);
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.contains(&"admin".to_string()) && names.contains(&"proxy".to_string()));
+    wait_body(proxy, "v3");
+    let v3_id = lab.project_image(&project);
+
+    // v2 is broken: its admin API does not answer; rolled back to v3.
+    lab.publish("npm", "v2");
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "npm")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert!(
+        res["validation"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("admin"),
+        "{res:#}"
+    );
+    assert!(res["rollback_validation"]["ok"].as_bool().unwrap());
+    assert_eq!(lab.project_image(&project), v3_id);
+    wait_body(proxy, "v3");
 }
 
 /// A generic service whose update, validation and rollback are the admin's

@@ -21,20 +21,35 @@ pub(super) fn unknown_service(name: &str, names: &HashSet<&str>) -> String {
 
 /// Service keys that only some types accept, and whether `s` sets them
 /// (by value, so `config show` output with `vmid: null` loads back).
-fn typed_service_keys(s: &ServiceConfig) -> [(&'static str, bool, &'static [ServiceType]); 7] {
+fn typed_service_keys(s: &ServiceConfig) -> [(&'static str, bool, &'static [ServiceType]); 10] {
     use ServiceType::*;
     [
         ("vmid", s.vmid.is_some(), &[Vm, Lxc]),
         ("node", s.node.is_some(), &[Vm, Lxc]),
-        ("compose_file", s.compose_file.is_some(), &[DockerCompose]),
+        (
+            "compose_file",
+            s.compose_file.is_some(),
+            &[DockerCompose, NginxProxyManager],
+        ),
         (
             "compose_project",
             s.compose_project.is_some(),
-            &[DockerCompose],
+            &[DockerCompose, NginxProxyManager],
         ),
         ("container", s.container.is_some(), &[Docker]),
-        ("volumes", !s.volumes.is_empty(), &[Docker, DockerCompose]),
+        (
+            "volumes",
+            !s.volumes.is_empty(),
+            &[Docker, DockerCompose, NginxProxyManager],
+        ),
         ("unit", s.unit.is_some(), &[Systemd]),
+        ("config_file", s.config_file.is_some(), &[Caddy]),
+        (
+            "admin_url",
+            s.admin_url.is_some(),
+            &[Caddy, NginxProxyManager],
+        ),
+        ("proxy_url", s.proxy_url.is_some(), &[NginxProxyManager]),
     ]
 }
 
@@ -94,7 +109,7 @@ pub(super) fn validate_service(
                 );
             }
         }
-        ServiceType::DockerCompose => {
+        ServiceType::DockerCompose | ServiceType::NginxProxyManager => {
             v.required(at, "compose_file", &s.compose_file);
             if let Some(p) = &s.compose_project {
                 v.ident(
@@ -117,7 +132,32 @@ pub(super) fn validate_service(
                 v.ident(&at.key("unit"), u, is_unit_name, "systemd unit name");
             }
         }
+        ServiceType::Caddy => {
+            match &s.config_file {
+                None => v.err(
+                    &at.key("config_file"),
+                    "missing required key 'config_file' (type caddy needs its Caddyfile or JSON config)",
+                ),
+                Some(p) if !p.is_file() => v.err(
+                    &at.key("config_file"),
+                    format!("{} does not exist or is not a file", p.display()),
+                ),
+                Some(_) => {}
+            }
+            if let Some(u) = &s.admin_url {
+                if let Err(e) = crate::config::caddy_admin(u) {
+                    v.err(&at.key("admin_url"), e);
+                }
+            }
+        }
         ServiceType::Host | ServiceType::Generic => {}
+    }
+    if t == ServiceType::NginxProxyManager {
+        for (key, url) in [("admin_url", &s.admin_url), ("proxy_url", &s.proxy_url)] {
+            if let Some(u) = url {
+                v.url(&at.key(key), u, &["http", "https"]);
+            }
+        }
     }
     let paths_at = at.key("backup_paths");
     for (i, p) in s.backup_paths.iter().enumerate() {
@@ -130,11 +170,14 @@ pub(super) fn validate_service(
     }
     match (s.backup_consistency, t) {
         (None | Some(BackupConsistency::Live), _)
-        | (Some(_), ServiceType::Docker | ServiceType::DockerCompose)
+        | (
+            Some(_),
+            ServiceType::Docker | ServiceType::DockerCompose | ServiceType::NginxProxyManager,
+        )
         | (Some(BackupConsistency::Stop), ServiceType::Systemd) => {}
         (Some(BackupConsistency::Pause), ServiceType::Systemd) => v.err(
             &at.key("backup_consistency"),
-            "'pause' applies only to docker/docker_compose (a systemd unit can be stopped, not paused)",
+            "'pause' applies only to docker/docker_compose/nginx_proxy_manager (a systemd unit can be stopped, not paused)",
         ),
         (Some(c), _) => v.err(
             &at.key("backup_consistency"),
