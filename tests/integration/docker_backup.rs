@@ -395,7 +395,7 @@ fn backup_consistency_is_checked_against_the_service_type() {
     );
     let r = t.run(&["config", "validate"]);
     r.code(78)
-        .stderr_has("'stop' applies only to type docker/docker_compose/systemd, not generic")
+        .stderr_has("'stop' applies only to type docker/docker_compose/nginx_proxy_manager/systemd, not generic")
         .stderr_has("'pause' applies only to docker/docker_compose");
     t.config(
         "services:\n  - name: nginx\n    type: systemd\n    unit: nginx.service\n    backup_consistency: stop\n  - name: app\n    type: docker\n    container: app\n    backup_consistency: pause\n",

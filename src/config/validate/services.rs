@@ -182,7 +182,7 @@ pub(super) fn validate_service(
         (Some(c), _) => v.err(
             &at.key("backup_consistency"),
             format!(
-                "'{}' applies only to type docker/docker_compose/systemd, not {} (use live)",
+                "'{}' applies only to type docker/docker_compose/nginx_proxy_manager/systemd, not {} (use live)",
                 c.as_str(),
                 t.as_str()
             ),
