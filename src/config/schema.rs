@@ -559,6 +559,11 @@ pub struct TestEnvironmentConfig {
     pub node: Option<String>,
     /// PVE storage id for restored disks.
     pub storage: Option<String>,
+    /// vm / lxc: the VMIDs a restored guest may take, `[first, last]`.
+    pub vmid_range: Option<Vec<u32>>,
+    /// vm / lxc with `isolated_vlan` or `separate_node`: the bridge every
+    /// NIC of a restored guest is moved to (default: its own bridge).
+    pub bridge: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
