@@ -529,6 +529,10 @@ pub struct RestoreTestingConfig {
     pub cleanup_after_test: bool,
     pub cleanup_delay_minutes: u32,
     pub notifications: RestoreTestNotificationsConfig,
+    /// `backups verify`: a PBS snapshot whose last verification is older
+    /// than this (or that was never verified) is verified again by PBS;
+    /// 0: only read its state.
+    pub pbs_verify_max_age_days: u32,
 }
 
 impl Default for RestoreTestingConfig {
@@ -542,6 +546,7 @@ impl Default for RestoreTestingConfig {
             cleanup_after_test: true,
             cleanup_delay_minutes: 5,
             notifications: RestoreTestNotificationsConfig::default(),
+            pbs_verify_max_age_days: 30,
         }
     }
 }

@@ -203,6 +203,34 @@ pub fn describe_plan(cfg: &Config, svc: &ServiceConfig, backup: &BackupRecord) -
     )
 }
 
+/// Tier 1 before a PBS snapshot is restored: when the PBS API is
+/// configured, its verification state, verified again by PBS when older
+/// than `pbs_verify_max_age_days`; a failed verification fails the test.
+fn check_pbs_snapshot(cfg: &Config, env: &Environment) -> Result<()> {
+    if super::integrity::parse_pbs_volid(&env.archive).is_none() {
+        return Ok(());
+    }
+    let Some((pbs, datastore, ns)) = super::integrity::pbs_api(cfg) else {
+        return Ok(());
+    };
+    let max = cfg.global.backup.restore_testing().pbs_verify_max_age_days;
+    let now = chrono::Utc::now().timestamp();
+    let c = super::integrity::verify_pbs(&pbs, &datastore, ns.as_deref(), &env.archive, max, now)?;
+    if c.state == "failed" {
+        return Err(Error::Other(format!(
+            "{}: PBS verification failed{}",
+            env.archive,
+            c.verify_task
+                .map(|t| format!(" (task {t})"))
+                .unwrap_or_default()
+        )));
+    }
+    if let Some(t) = c.verify_task {
+        tracing::info!("{}: verified by PBS first (task {t})", env.archive);
+    }
+    Ok(())
+}
+
 /// Restore, isolate and start the copy; `env.guest` records each step.
 pub fn restore(
     store: &Store,
@@ -213,6 +241,7 @@ pub fn restore(
     let kind = guest_kind(svc.service_type)
         .ok_or_else(|| Error::Usage(format!("service {} is not a vm or lxc", svc.name)))?;
     let range = vmid_range(cfg)?;
+    check_pbs_snapshot(cfg, env)?;
     let pve = client(cfg)?;
     let node = node_for(cfg, svc, Some(&pve))?;
     let (env_name, iso) = isolation(cfg);

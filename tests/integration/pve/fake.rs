@@ -153,6 +153,8 @@ pub struct State {
     pub renewals: usize,
     /// PBS snapshots (PBS flavour).
     pub pbs_snapshots: Vec<Value>,
+    /// Verify jobs of the PBS flavour find the chunks damaged.
+    pub pbs_verify_fails: bool,
     /// Storage configuration beyond id and type (`prune-backups`, a PBS
     /// storage's `server`, `datastore`, ...), as `GET /storage` lists it.
     pub storage_conf: BTreeMap<String, Value>,
@@ -1614,17 +1616,38 @@ fn pbs_route(
             json!({"total": 1000000, "used": 250000, "avail": 750000, "backend-type": "filesystem"}),
         ),
         ("POST", ["admin", "datastore", store, "verify"]) => {
+            let (exit, state) = if st.pbs_verify_fails {
+                (
+                    "verification failed - please check the log for details",
+                    "failed",
+                )
+            } else {
+                ("OK", "ok")
+            };
             let upid = new_task(
                 st,
                 "pbs",
                 "verify",
                 store,
                 None,
-                "OK",
-                vec!["verified".into()],
+                exit,
+                vec!["verify group".into()],
                 vec![],
                 true,
             );
+            // The snapshots verified record the job's outcome and UPID.
+            let time = p.get("backup-time").cloned();
+            for snap in st.pbs_snapshots.iter_mut().filter(|s| {
+                p.get("backup-type")
+                    .is_none_or(|t| s["backup-type"] == t.as_str())
+                    && p.get("backup-id")
+                        .is_none_or(|i| s["backup-id"] == i.as_str())
+                    && time
+                        .as_ref()
+                        .is_none_or(|t| t.parse::<i64>().ok() == s["backup-time"].as_i64())
+            }) {
+                snap["verification"] = json!({"state": state, "upid": upid});
+            }
             ok(json!(upid))
         }
         ("POST", ["admin", "datastore", _, "prune"]) => {

@@ -23,6 +23,11 @@ const NAMESPACE: &str = "        type: namespace\n";
 /// command check run through its agent) and CT `nextcloud` (200), backed
 /// up with `target` (under `global.backup`), restore-tested in `env`.
 fn setup(target: &str, env: &str, extra_global: &str) -> (Fake, Test) {
+    setup_with(target, env, extra_global, "")
+}
+
+/// [`setup`] with `ct` added to the container's service.
+fn setup_with(target: &str, env: &str, extra_global: &str, ct: &str) -> (Fake, Test) {
     let f = pve_fake();
     let t = Test::new();
     t.write("etc/secrets/pve_token", TOKEN_SECRET);
@@ -32,7 +37,7 @@ fn setup(target: &str, env: &str, extra_global: &str) -> (Fake, Test) {
     )
     .unwrap();
     t.config(&format!(
-        "global:\n  hypervisor: proxmox\n  proxmox:\n    api_url: {}\n    token_id: root@pam!autopilot\n    token_secret_file: {{root}}/etc/secrets/pve_token\n    fingerprint: \"{}\"\n{extra_global}  backup:\n    root: {{root}}/backups\n    retention_days: 0\n{target}    restore_testing:\n      rto_target_minutes: 1\n      cleanup_delay_minutes: 0\n      test_environment:\n{env}        storage: local-lvm\n        vmid_range: [{}, {}]\nservices:\n  - name: web\n    type: vm\n    vmid: 100\n    node: pve1\n    restore_testing:\n      health_checks:\n        - type: command\n          name: app is active\n          command: [systemctl, is-active, app]\n  - name: nextcloud\n    type: lxc\n    vmid: 200\n",
+        "global:\n  hypervisor: proxmox\n  proxmox:\n    api_url: {}\n    token_id: root@pam!autopilot\n    token_secret_file: {{root}}/etc/secrets/pve_token\n    fingerprint: \"{}\"\n{extra_global}  backup:\n    root: {{root}}/backups\n    retention_days: 0\n{target}    restore_testing:\n      rto_target_minutes: 1\n      cleanup_delay_minutes: 0\n      test_environment:\n{env}        storage: local-lvm\n        vmid_range: [{}, {}]\nservices:\n  - name: web\n    type: vm\n    vmid: 100\n    node: pve1\n    restore_testing:\n      health_checks:\n        - type: command\n          name: app is active\n          command: [systemctl, is-active, app]\n  - name: nextcloud\n    type: lxc\n    vmid: 200\n{ct}",
         f.url(),
         f.fingerprint,
         RANGE.0,
@@ -378,5 +383,149 @@ fn a_killed_test_leaves_a_guest_the_next_run_destroys() {
     // A later look finds nothing new either (the restore had ended).
     std::thread::sleep(Duration::from_millis(400));
     f.with(|s| s.poll());
+    assert!(copies(&f).is_empty(), "{:?}", copies(&f));
+}
+
+/// The verification state of catalog row 1: (status, verified_at).
+fn row_verification(t: &Test) -> (String, Option<i64>) {
+    let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    db.query_row(
+        "SELECT status, verified_at FROM backups WHERE id = 1",
+        [],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .unwrap()
+}
+
+#[test]
+fn pbs_snapshots_are_verified_again_when_their_verification_is_old() {
+    let pbs = Fake::start(super::schema("pbs-apidata.json"), true);
+    let target = format!(
+        "    proxmox_backup_server:\n      enabled: true\n      storage: pbs\n      server: 127.0.0.1\n      port: {}\n      datastore: store1\n      username: root@pam!autopilot\n      password_file: {{root}}/etc/secrets/pve_token\n      fingerprint: \"{}\"\n",
+        pbs.addr.port(),
+        pbs.fingerprint
+    );
+    let (_f, t) = setup(&target, NAMESPACE, "");
+    t.run(&["run", "backup", "--service", "web"]).code(0);
+    let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    let (kind, volid): (String, String) = db
+        .query_row("SELECT kind, location FROM backups WHERE id = 1", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!(kind, "pbs");
+    let time = chrono::DateTime::parse_from_rfc3339(volid.rsplit('/').next().unwrap())
+        .unwrap()
+        .timestamp();
+    // PBS last verified the snapshot on 2020-01-01: older than 30 days.
+    let old = "UPID:pbs:000004D2:00001A2B:00000001:5E0BE100:verify:store1:root@pam:";
+    pbs.with(|s| {
+        s.pbs_snapshots.push(serde_json::json!({
+            "backup-type": "vm", "backup-id": "100", "backup-time": time,
+            "files": [], "size": 1000, "verification": {"state": "ok", "upid": old},
+        }))
+    });
+    let verifies = || {
+        pbs.requests()
+            .iter()
+            .filter(|r| r.method == "POST" && r.path.ends_with("/verify"))
+            .map(|r| r.params.clone())
+            .collect::<Vec<_>>()
+    };
+    let before = chrono::Utc::now().timestamp();
+    let r = t.run(&["backups", "verify"]);
+    r.code(0);
+    r.stdout_has("verified by PBS now");
+    let v = verifies();
+    assert_eq!(v.len(), 1, "{v:?}");
+    for (k, want) in [
+        ("backup-type", "vm"),
+        ("backup-id", "100"),
+        ("backup-time", time.to_string().as_str()),
+    ] {
+        assert_eq!(param(&v[0], k), Some(want), "{v:?}");
+    }
+    let (status, at) = row_verification(&t);
+    assert_eq!(status, "complete");
+    assert!(at.unwrap() >= before, "{at:?}");
+    // Verified just now: read, not verified again; the row keeps the time
+    // of that verification.
+    let r = t.run(&["backups", "verify"]);
+    r.code(0);
+    r.stdout_has("PBS verified it");
+    assert_eq!(verifies().len(), 1);
+    // A restore test of the snapshot verifies it first when that is due.
+    let old_again = || {
+        pbs.with(|s| {
+            s.pbs_snapshots[0]["verification"] = serde_json::json!({"state": "ok", "upid": old});
+        })
+    };
+    old_again();
+    let r = t.run(&["run", "restore-test", "--service", "web"]);
+    r.code(0);
+    r.stderr_has("verified by PBS first");
+    assert_eq!(verifies().len(), 2);
+    // An old verification again, and this time PBS finds damage.
+    old_again();
+    pbs.with(|s| s.pbs_verify_fails = true);
+    let r = t.run(&["backups", "verify"]);
+    r.code(65);
+    r.stdout_has("PBS verification failed");
+    assert_eq!(verifies().len(), 3);
+    assert_eq!(row_verification(&t).0, "failed_verify");
+}
+
+#[test]
+fn a_dry_run_says_where_and_how_and_changes_nothing() {
+    let (f, t) = setup(TO_STORAGE, VLAN, "");
+    t.run(&["run", "backup"]).code(0);
+    let before = f.requests().len();
+    let r = t.run(&[
+        "run",
+        "restore-test",
+        "--dry-run",
+        "--service",
+        "web",
+        "--service",
+        "nextcloud",
+    ]);
+    r.code(0);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    for want in [
+        "as VM 9900 (the first free VMID of [9900, 9999])",
+        "as CT 9900",
+        "on node pve1, storage local-lvm",
+        "test environment isolated_vlan: every NIC moved to bridge vmbr9, VLAN tag 999",
+    ] {
+        assert!(all.contains(want), "no '{want}' in\n{all}");
+    }
+    let writes: Vec<String> = f.requests()[before..]
+        .iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| format!("{} {}", r.method, r.path))
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(copies(&f).is_empty());
+}
+
+#[test]
+fn checks_a_copy_cannot_take_fail_and_say_why() {
+    let ct = "    restore_testing:\n      health_checks:\n        - type: command\n          name: files there\n          command: [test, -d, /var/www]\n        - type: http\n          name: site answers\n          url: http://192.168.1.20/\n";
+    let (f, t) = setup_with(
+        TO_STORAGE,
+        NAMESPACE,
+        "  scripts:\n    timeout_seconds: 40\n",
+        ct,
+    );
+    t.run(&["run", "backup", "--service", "nextcloud"]).code(0);
+    let r = t.run(&["--json", "run", "restore-test", "--service", "nextcloud"]);
+    r.code(1);
+    let all = format!("{}{}", r.stdout, r.stderr);
+    for want in [
+        "the Proxmox API cannot run commands inside a container",
+        "the copy is disconnected (test_environment type namespace)",
+    ] {
+        assert!(all.contains(want), "no '{want}' in\n{all}");
+    }
     assert!(copies(&f).is_empty(), "{:?}", copies(&f));
 }
