@@ -529,3 +529,31 @@ fn checks_a_copy_cannot_take_fail_and_say_why() {
     }
     assert!(copies(&f).is_empty(), "{:?}", copies(&f));
 }
+
+#[test]
+fn separate_node_restores_on_its_node_on_the_given_bridge() {
+    let env = "        type: separate_node\n        node: pve2\n        bridge: vmbr9\n";
+    let (f, t) = setup(TO_PBS, env, "");
+    t.run(&["run", "backup", "--service", "web"]).code(0);
+    let r = t.run(&["--json", "run", "restore-test", "--service", "web"]);
+    r.code(0);
+    let g = &result_of(&r, "web")["environment"]["guest"];
+    assert_eq!(g["node"], "pve2", "{g}");
+    assert_eq!(g["environment"], "separate_node", "{g}");
+    assert_eq!(calls(&f, "POST", "/nodes/pve2/qemu").len(), 1);
+    assert!(calls(&f, "POST", "/nodes/pve1/qemu").is_empty());
+    let started = configs_at_start(&f);
+    assert_eq!(started.len(), 1, "{started:?}");
+    for (k, n) in started[0].1.iter().filter(|(k, _)| k.starts_with("net")) {
+        assert!(
+            n.contains("bridge=vmbr9") && !n.contains("tag=") && !n.contains("link_down"),
+            "{k}: {n}"
+        );
+    }
+    let vmid = g["vmid"].as_u64().unwrap();
+    assert_eq!(
+        calls(&f, "DELETE", &format!("/nodes/pve2/qemu/{vmid}")).len(),
+        1
+    );
+    assert!(copies(&f).is_empty());
+}
