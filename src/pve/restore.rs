@@ -11,7 +11,8 @@
 //!   or `POST /nodes/{node}/lxc` (`vmid`, `ostemplate` = the archive,
 //!   `restore=1`, `storage`, `unique=1`), with the configuration the copy
 //!   must have from its first moment passed along (`name` / `hostname`,
-//!   `tags`, `description`, `onboot=0`, every `netN` isolated): qemu-server
+//!   `tags`, `description`, `onboot=0`, `protection=0` (a protected copy
+//!   could not be destroyed), every `netN` isolated): qemu-server
 //!   and pve-container apply options given with a restore over the backed
 //!   up ones;
 //! - `GET .../config` to read back what the copy holds, and
@@ -328,7 +329,8 @@ impl Pve {
             .str(name_key(g.kind), &r.name)
             .str("tags", TAG)
             .str("description", &r.description)
-            .bool("onboot", false);
+            .bool("onboot", false)
+            .bool("protection", false);
         for (k, v) in backed_up.iter().filter(|(k, _)| is_net_key(k)) {
             p = p.str(k, isolate_net(v, &r.isolation));
         }
@@ -339,7 +341,8 @@ impl Pve {
 
     /// Read back the copy's configuration and put right what is not as it
     /// must be before it starts: a NIC not isolated, our name or tag
-    /// missing, `onboot` set, a passthrough device or host bind mount.
+    /// missing, `onboot` or `protection` set, a passthrough device or host
+    /// bind mount.
     /// Returns the NICs as they are then; an error when they still are not
     /// isolated.
     pub fn secure_copy(&self, r: &RestoreRequest) -> PveResult<GuestConfig> {
@@ -361,9 +364,11 @@ impl Pve {
             p = p.str("tags", TAG);
             changed = true;
         }
-        if conf.get("onboot").is_some_and(|v| v != "0") {
-            p = p.bool("onboot", false);
-            changed = true;
+        for key in ["onboot", "protection"] {
+            if conf.get(key).is_some_and(|v| v != "0") {
+                p = p.bool(key, false);
+                changed = true;
+            }
         }
         let drop = unsafe_keys(g.kind, &conf);
         if !drop.is_empty() {

@@ -1091,6 +1091,17 @@ fn route(
         }
         ("DELETE", ["nodes", _, kind, _]) if *kind == "qemu" || *kind == "lxc" => {
             let v = vmid.unwrap();
+            if guest_conf(st, v)
+                .get("protection")
+                .is_some_and(|p| p == "1")
+            {
+                let label = if *kind == "qemu" { "VM" } else { "CT" };
+                return err(
+                    false,
+                    500,
+                    &format!("can't remove {label} {v} - protection mode enabled"),
+                );
+            }
             if st.guests[&v].status == "running" && *kind == "qemu" {
                 return err(false, 500, &format!("VM {v} is running - destroy failed"));
             }
@@ -1566,6 +1577,7 @@ fn archive_conf(st: &State, volid: &str) -> GuestConf {
                 "virtio=BC:24:11:00:01:01,bridge=vmbr0,tag=20,trunks=20;30",
             ),
             ("onboot", "1"),
+            ("protection", "1"),
             ("scsi0", "local-lvm:vm-100-disk-0,size=32G"),
             ("tags", "prod"),
         ]

@@ -136,6 +136,7 @@ fn guests_restore_from_vzdump_volumes_onto_the_isolated_vlan_and_go_away() {
         assert_eq!(param(&post, "unique"), Some("1"));
         assert_eq!(param(&post, "tags"), Some("autopilot-restoretest"));
         assert_eq!(param(&post, "onboot"), Some("0"));
+        assert_eq!(param(&post, "protection"), Some("0"));
         if kind == "lxc" {
             assert_eq!(param(&post, "restore"), Some("1"));
         }
@@ -173,6 +174,7 @@ fn guests_restore_from_vzdump_volumes_onto_the_isolated_vlan_and_go_away() {
             Some("autopilot-restoretest")
         );
         assert_eq!(conf.get("onboot").map(String::as_str), Some("0"));
+        assert_eq!(conf.get("protection").map(String::as_str), Some("0"));
         assert!(!conf.contains_key("hostpci0"), "{path}: {conf:?}");
     }
     // The VM was checked through its agent: ping, then the command.
