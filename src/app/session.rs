@@ -543,9 +543,10 @@ fn chosen_backup(
             req.services.join(", ")
         )));
     }
-    if b.kind != crate::catalog::KIND_ARCHIVE {
+    if !crate::restoretest::restorable_kind(&b.kind) {
         return Err(Error::Usage(format!(
-            "--backup {id} is a {} backup of {}; restore tests restore archives",
+            "--backup {id} is a {} backup of {}; restore tests restore archives, vzdump \
+             volumes and PBS snapshots",
             b.kind, b.service
         )));
     }

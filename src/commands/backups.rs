@@ -107,14 +107,21 @@ fn missing_one(b: &BackupRecord) -> (serde_json::Value, String) {
 
 /// A vzdump or PBS row (docs/restore-testing.md, tier 1). A vzdump file
 /// reachable here is verified ([`crate::restoretest::integrity`]) and its
-/// row updated; a storage volume or PBS snapshot that cannot be read from
-/// here is reported `unknown` (None), never as good, and its row is left as
-/// it was: PBS verifies its snapshots itself and the backup run records
-/// that state.
+/// row updated; a PBS snapshot is asked about through the PBS API (when
+/// `proxmox_backup_server` names the server) and verified again there when
+/// its last verification is older than
+/// `restore_testing.pbs_verify_max_age_days`. A storage volume that cannot
+/// be read from here, and a PBS snapshot without the PBS API, are reported
+/// `unknown` (None), never as good, and their rows are left as they were.
 fn verify_guest(
     store: &crate::state::Store,
+    cfg: &crate::config::Config,
+    pbs: Option<&crate::restoretest::integrity::PbsApi>,
     b: &BackupRecord,
 ) -> Result<(Option<bool>, serde_json::Value, String)> {
+    if let (Some((client, datastore, ns)), "pbs") = (pbs, b.kind.as_str()) {
+        return verify_pbs_row(store, cfg, client, datastore, ns.as_deref(), b);
+    }
     let path = Path::new(&b.location);
     if b.kind != "vzdump" || !path.is_absolute() || !path.is_file() {
         let state = match b.verified_at {
@@ -161,6 +168,69 @@ fn verify_guest(
                 format!("FAILED  {}: {e}", b.location),
             ))
         }
+    }
+}
+
+/// A PBS row through the PBS API: its verification state, a new verify
+/// when the last one is too old; the row marked verified (at the time of
+/// that verification) or `failed_verify`.
+fn verify_pbs_row(
+    store: &crate::state::Store,
+    cfg: &crate::config::Config,
+    pbs: &crate::pve::pbs::Pbs,
+    datastore: &str,
+    ns: Option<&str>,
+    b: &BackupRecord,
+) -> Result<(Option<bool>, serde_json::Value, String)> {
+    let now = chrono::Utc::now().timestamp();
+    let max = cfg.global.backup.restore_testing().pbs_verify_max_age_days;
+    let c = match crate::restoretest::integrity::verify_pbs(
+        pbs,
+        datastore,
+        ns,
+        &b.location,
+        max,
+        now,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            return Ok((
+                None,
+                json!({"path": b.location, "id": b.id, "kind": b.kind, "ok": null,
+                       "unknown": true, "error": e.to_string()}),
+                format!("UNKNOWN {}: {e}", b.location),
+            ))
+        }
+    };
+    let how = match (&c.verify_task, c.verified_at) {
+        (Some(t), _) => format!("verified by PBS now (task {t})"),
+        (None, Some(at)) => format!("PBS verified it {}", local_time(at)),
+        (None, None) => "never verified by PBS".into(),
+    };
+    let doc = json!({"path": b.location, "id": b.id, "kind": b.kind,
+                     "ok": c.state == "ok", "pbs": c});
+    match c.state.as_str() {
+        "ok" => {
+            store.set_verified(b.id, true, c.verified_at.unwrap_or(now))?;
+            Ok((Some(true), doc, format!("ok      {} ({how})", b.location)))
+        }
+        "failed" => {
+            store.set_verified(b.id, false, c.verified_at.unwrap_or(now))?;
+            Ok((
+                Some(false),
+                doc,
+                format!("FAILED  {}: PBS verification failed ({how})", b.location),
+            ))
+        }
+        _ => Ok((
+            None,
+            json!({"path": b.location, "id": b.id, "kind": b.kind, "ok": null,
+                   "unknown": true, "pbs": c}),
+            format!(
+                "UNKNOWN {}: never verified by PBS (pbs_verify_max_age_days is 0)",
+                b.location
+            ),
+        )),
     }
 }
 
@@ -216,8 +286,13 @@ fn verify(env: &Setup, service: Option<&str>, target: Option<&str>) -> Result<Re
     let mut all_ok = true;
     let (mut checked, mut missing, mut skipped) = (0, 0, 0);
     let mut unknown_n = 0;
+    let pbs = if guests.iter().any(|b| b.kind == "pbs") {
+        crate::restoretest::integrity::pbs_api(&cfg)
+    } else {
+        None
+    };
     for b in guests.iter().filter(|b| b.status.is_present()) {
-        let (ok, doc, line) = verify_guest(&store, b)?;
+        let (ok, doc, line) = verify_guest(&store, &cfg, pbs.as_ref(), b)?;
         match ok {
             Some(ok) => {
                 checked += 1;

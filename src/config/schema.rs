@@ -529,6 +529,10 @@ pub struct RestoreTestingConfig {
     pub cleanup_after_test: bool,
     pub cleanup_delay_minutes: u32,
     pub notifications: RestoreTestNotificationsConfig,
+    /// `backups verify`: a PBS snapshot whose last verification is older
+    /// than this (or that was never verified) is verified again by PBS;
+    /// 0: only read its state.
+    pub pbs_verify_max_age_days: u32,
 }
 
 impl Default for RestoreTestingConfig {
@@ -542,6 +546,7 @@ impl Default for RestoreTestingConfig {
             cleanup_after_test: true,
             cleanup_delay_minutes: 5,
             notifications: RestoreTestNotificationsConfig::default(),
+            pbs_verify_max_age_days: 30,
         }
     }
 }
@@ -559,6 +564,11 @@ pub struct TestEnvironmentConfig {
     pub node: Option<String>,
     /// PVE storage id for restored disks.
     pub storage: Option<String>,
+    /// vm / lxc: the VMIDs a restored guest may take, `[first, last]`.
+    pub vmid_range: Option<Vec<u32>>,
+    /// vm / lxc with `isolated_vlan` or `separate_node`: the bridge every
+    /// NIC of a restored guest is moved to (default: its own bridge).
+    pub bridge: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

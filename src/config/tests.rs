@@ -904,22 +904,33 @@ fn backup_paths_take_a_path_or_a_mapping_with_optional() {
 }
 
 #[test]
-fn pending_sections_are_refused_where_they_are_written() {
+fn a_vmid_range_is_ordered_within_pve_ids_and_holds_no_service() {
     let tmp = tempfile::tempdir().unwrap();
-    let main = write(
-        tmp.path(),
-        "c.yaml",
-        "global:\n  backup:\n    restore_testing:\n      test_environment: {node: pve1}\nupdates:\n  keep_snapshot_hours: 4\nservices:\n  - name: web\n    type: generic\n    backup_paths: [/srv]\n    update: {command: [x], snapshot: true}\n",
-        0o600,
-    );
+    let cfg = |range: &str| {
+        format!(
+            "global:\n  backup:\n    restore_testing:\n      test_environment: {{vmid_range: {range}, bridge: vmbr9}}\n  hypervisor: proxmox\n  proxmox: {{local: true}}\nservices:\n  - name: web\n    type: vm\n    vmid: 9950\n    node: pve1\n"
+        )
+    };
+    let main = write(tmp.path(), "c.yaml", &cfg("[9900, 9940]"), 0o600);
+    if let Err(e) = load(&main, &LoadOptions::default()) {
+        panic!("{e}");
+    }
     let m = main.display();
-    let errs = config_errors(&main);
-    // The keys of guest updates (keep_snapshot_hours, update.snapshot)
-    // are accepted: only the pending section is refused.
-    assert_eq!(
-        errs,
-        [format!(
-            "{m}:4:7: global.backup.restore_testing.test_environment: not available in this version: it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run; remove it"
-        )]
-    );
+    let at = format!("{m}:4:26: global.backup.restore_testing.test_environment.vmid_range:");
+    for (range, want) in [
+        ("[9999, 9900]", "first must not be above last"),
+        ("[50, 9900]", "must be within 100 and 999999999"),
+        ("[9900]", "expected two VMIDs"),
+        (
+            "[9900, 9999]",
+            "holds VMID 9950 of service web (services[0].vmid)",
+        ),
+    ] {
+        std::fs::write(&main, cfg(range)).unwrap();
+        let errs = config_errors(&main);
+        assert!(
+            errs.len() == 1 && errs[0].starts_with(&at) && errs[0].contains(want),
+            "{range}: {errs:?}"
+        );
+    }
 }

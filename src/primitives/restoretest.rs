@@ -47,7 +47,7 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 return Ok(Array::new());
             }
             let s = store(&h, "restore_test::sweep")?;
-            let lines = restoretest::sweep(s, h.run_id).map_err(|e| to_rhai(e, &ctx))?;
+            let lines = restoretest::sweep(s, &h.config, h.run_id).map_err(|e| to_rhai(e, &ctx))?;
             for l in &lines {
                 let level = if l.starts_with("could not") {
                     tracing::Level::WARN
@@ -174,14 +174,21 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                         Some(&cfg.name),
                     ));
                 };
-                if dry_run(
-                    &h,
-                    &ctx,
-                    &format!(
-                        "restore backup {} ({}) into an isolated copy",
-                        b.id, b.location
-                    ),
-                ) {
+                let plan =
+                    if restoretest::kind_for(cfg.service_type) == Some(restoretest::KIND_GUEST) {
+                        // Reads only: the free VMID, the node.
+                        if h.dry_run {
+                            restoretest::guest::describe_plan(&h.config, cfg, &b)
+                        } else {
+                            String::new()
+                        }
+                    } else {
+                        format!(
+                            "restore backup {} ({}) into an isolated copy",
+                            b.id, b.location
+                        )
+                    };
+                if dry_run(&h, &ctx, &plan) {
                     let mut m = Map::new();
                     m.insert("dry_run".into(), true.into());
                     m.insert("backup_id".into(), Dynamic::from(b.id));
@@ -206,7 +213,23 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             move |ctx: NativeCallContext, env: Map| -> RhaiResult<Dynamic> {
                 let mut env = env_of(env)?;
                 let s = store(&h, "restore_test::restore")?;
-                let res = restoretest::restore(s, &mut env);
+                let res = if env.kind == restoretest::KIND_GUEST {
+                    let svc = h
+                        .config
+                        .services
+                        .iter()
+                        .find(|c| c.name == env.service)
+                        .ok_or_else(|| {
+                            super::throw(
+                                "not_found",
+                                format!("restore_test::restore: no service {}", env.service),
+                                None,
+                            )
+                        })?;
+                    restoretest::guest::restore(s, &h.config, svc, &mut env)
+                } else {
+                    restoretest::restore(s, &mut env)
+                };
                 // What was made is in the map either way, for cleanup.
                 res.map_err(|e| to_rhai(e, &ctx))?;
                 if let Some(p) = &env.project {
@@ -221,6 +244,21 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                                 .map(|c| c.name.as_str())
                                 .collect::<Vec<_>>()
                                 .join(", ")
+                        ),
+                    );
+                }
+                if let Some(g) = &env.guest {
+                    log_env(
+                        &h,
+                        &env,
+                        &format!(
+                            "copy {} ({} {}) started on node {} ({}: {})",
+                            g.name,
+                            g.kind,
+                            g.vmid.unwrap_or_default(),
+                            g.node,
+                            g.environment,
+                            g.network
                         ),
                     );
                 }
@@ -245,7 +283,11 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 }
                 let watch = h.watch.clone();
                 let cancel = move || watch.cancel.load(std::sync::atomic::Ordering::Relaxed);
-                let checked = restoretest::run_checks(&h.config, cfg, &env, allowed, &cancel);
+                let checked = if env.kind == restoretest::KIND_GUEST {
+                    restoretest::guest::run_checks(&h.config, cfg, &env, allowed, &cancel)
+                } else {
+                    restoretest::run_checks(&h.config, cfg, &env, allowed, &cancel)
+                };
                 to_dyn(&checked)
             },
         );
@@ -305,20 +347,32 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 let mut out = Map::new();
                 if rt.cleanup_after_test && rt.cleanup_delay_minutes == 0 {
                     let s = store(&h, "restore_test::cleanup")?;
-                    let rm = restoretest::remove(s, env.id, Some(&env.dir))
+                    let rm = restoretest::remove(s, &h.config, env.id, Some(&env.dir))
                         .map_err(|e| to_rhai(e, &ctx))?;
-                    log_env(
-                        &h,
-                        &env,
-                        &format!(
+                    let line = if env.kind == restoretest::KIND_GUEST {
+                        // The record: the script's map may predate the restore.
+                        let rec = s
+                            .restore_test(env.id)
+                            .ok()
+                            .flatten()
+                            .map(|r| r.environment)
+                            .unwrap_or_default();
+                        format!(
+                            "removed the copy of restore test {}: {}",
+                            env.id,
+                            restoretest::guest::describe(&rec)
+                        )
+                    } else {
+                        format!(
                             "removed the copy of restore test {}: {} container(s), {} network(s), \
                              {} volume(s)",
                             env.id,
                             rm.containers.len(),
                             rm.networks.len(),
                             rm.volumes.len()
-                        ),
-                    );
+                        )
+                    };
+                    log_env(&h, &env, &line);
                     out.insert("removed".into(), true.into());
                 } else {
                     let line = if rt.cleanup_after_test {
@@ -347,7 +401,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             move |ctx: NativeCallContext, env: Map| -> RhaiResult<()> {
                 let env = env_of(env)?;
                 let s = store(&h, "restore_test::remove")?;
-                restoretest::remove(s, env.id, Some(&env.dir)).map_err(|e| to_rhai(e, &ctx))?;
+                restoretest::remove(s, &h.config, env.id, Some(&env.dir))
+                    .map_err(|e| to_rhai(e, &ctx))?;
                 Ok(())
             },
         );

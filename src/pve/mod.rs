@@ -18,6 +18,7 @@ pub mod guest;
 pub mod local;
 pub mod ops;
 pub mod pbs;
+pub mod restore;
 pub mod tasks;
 pub mod tls;
 pub mod types;

@@ -32,6 +32,8 @@ pub struct PbsSnapshot {
     pub comment: Option<String>,
     /// `ok`, `failed`, or `none` (never verified).
     pub verification: String,
+    /// When the last verification started (from its task's UPID).
+    pub verified_at: Option<i64>,
     pub files: Vec<String>,
 }
 
@@ -197,8 +199,24 @@ fn snapshot_from(v: &Value) -> PbsSnapshot {
             .as_str()
             .unwrap_or("none")
             .to_string(),
+        verified_at: v["verification"]["upid"].as_str().and_then(upid_starttime),
         files,
     }
+}
+
+/// When the task of a UPID started: the `starttime` field (hex unix
+/// seconds), 5th in a PVE UPID, 6th in a PBS one (which has a task id
+/// before it).
+pub fn upid_starttime(upid: &str) -> Option<i64> {
+    let parts: Vec<&str> = upid.split(':').collect();
+    let i = match parts.len() {
+        9 => 4,
+        10 => 5,
+        _ => return None,
+    };
+    (parts.first() == Some(&"UPID"))
+        .then(|| i64::from_str_radix(parts[i], 16).ok())
+        .flatten()
 }
 
 /// A host-path backup with `proxmox-backup-client`.
@@ -316,5 +334,11 @@ mod tests {
         let s = snapshot_from(&v);
         assert_eq!(s.files, ["index.json.blob"]);
         assert_eq!(s.verification, "ok");
+        assert_eq!(s.verified_at, None);
+        let pbs = "UPID:pbs:000004D2:00001A2B:00000001:68A60E01:verify:store1:root@pam:";
+        assert_eq!(upid_starttime(pbs), Some(0x68A6_0E01));
+        let pve = "UPID:pve1:0006C7D9:0029F72D:68A60E01:vzrestore:104:root@pam:";
+        assert_eq!(upid_starttime(pve), Some(0x68A6_0E01));
+        assert_eq!(upid_starttime("x"), None);
     }
 }

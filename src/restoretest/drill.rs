@@ -131,7 +131,7 @@ pub fn run(
         steps: Vec::new(),
     };
     let started_at = chrono::Utc::now().timestamp();
-    for line in super::sweep(store, run_id)? {
+    for line in super::sweep(store, cfg, run_id)? {
         book.add(None, "cleanup", line, true);
     }
     let order = plan.ordered();
@@ -201,7 +201,7 @@ pub fn run(
     // Cleanup, always: the copies newest first, then the network.
     let mut cleaned = true;
     for env in envs.iter().rev() {
-        match super::remove(store, env.id, Some(&env.dir)) {
+        match super::remove(store, cfg, env.id, Some(&env.dir)) {
             Ok(rm) => book.add(
                 Some(&env.service),
                 "cleanup",
@@ -223,7 +223,7 @@ pub fn run(
             }
         }
     }
-    match super::remove(store, drill_row, Some(&drill_dir)) {
+    match super::remove(store, cfg, drill_row, Some(&drill_dir)) {
         Ok(rm) if !rm.networks.is_empty() => book.add(
             None,
             "cleanup",

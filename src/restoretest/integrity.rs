@@ -3,6 +3,10 @@
 //! containers), and for `.zst` a full decode (zstd checks every frame). A
 //! file compressed with something we cannot decode (`.gz`, `.lzo`) is
 //! checked by size and its compressor's magic bytes only.
+//!
+//! A PBS snapshot is verified by PBS itself: its recorded verification
+//! state is read, and a verify job started (and waited for) when the last
+//! verification is older than `restore_testing.pbs_verify_max_age_days`.
 
 use crate::error::{Error, Result};
 use serde::Serialize;
@@ -96,9 +100,137 @@ pub fn verify_vzdump(path: &Path) -> Result<VzdumpCheck> {
     })
 }
 
+/// What PBS says of one snapshot (`verify_pbs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PbsCheck {
+    pub datastore: String,
+    pub backup_type: String,
+    pub backup_id: String,
+    pub backup_time: i64,
+    /// `ok`, `failed` or `none` (never verified).
+    pub state: String,
+    /// When the verification that gave `state` ran.
+    pub verified_at: Option<i64>,
+    /// The verify task this check started, if it started one.
+    pub verify_task: Option<String>,
+}
+
+/// The PBS API client, datastore and namespace of
+/// `global.backup.proxmox_backup_server`.
+pub type PbsApi = (crate::pve::pbs::Pbs, String, Option<String>);
+
+/// [`PbsApi`], when `proxmox_backup_server` names a server and a datastore
+/// (a client that cannot be built is logged as a warning).
+pub fn pbs_api(cfg: &crate::config::Config) -> Option<PbsApi> {
+    let p = cfg.global.backup.proxmox_backup_server.as_ref()?;
+    let datastore = p.datastore.clone()?;
+    p.server.as_ref()?;
+    match crate::pve::connect::pbs_from_config(p) {
+        Ok((pbs, warnings)) => {
+            for w in warnings {
+                tracing::warn!("{w}");
+            }
+            Some((pbs, datastore, p.namespace.clone()))
+        }
+        Err(e) => {
+            tracing::warn!("PBS snapshots cannot be asked about: {e}");
+            None
+        }
+    }
+}
+
+/// `(type, id, time)` of a PBS volume id as PVE lists it:
+/// `<storage>:backup/<vm|ct|host>/<id>/<RFC 3339 time>`.
+pub fn parse_pbs_volid(volid: &str) -> Option<(String, String, i64)> {
+    let (_, name) = volid.split_once(':')?;
+    let mut p = name.strip_prefix("backup/")?.splitn(3, '/');
+    let (t, id, time) = (p.next()?, p.next()?, p.next()?);
+    if !["vm", "ct", "host"].contains(&t) || id.is_empty() {
+        return None;
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(time).ok()?.timestamp();
+    Some((t.into(), id.into(), time))
+}
+
+/// A PBS snapshot's verification: its state as PBS recorded it, and a
+/// new verify (waited for) when it was never verified or its last
+/// verification is older than `max_age_days` (0: never start one).
+pub fn verify_pbs(
+    pbs: &crate::pve::pbs::Pbs,
+    datastore: &str,
+    ns: Option<&str>,
+    volid: &str,
+    max_age_days: u32,
+    now: i64,
+) -> Result<PbsCheck> {
+    let (t, id, time) = parse_pbs_volid(volid).ok_or_else(|| {
+        Error::Usage(format!(
+            "{volid}: not a PBS backup volume (<storage>:backup/<type>/<id>/<time>)"
+        ))
+    })?;
+    let snaps = pbs
+        .snapshots(datastore, ns, Some(&t), Some(&id))
+        .map_err(Error::Pve)?;
+    let snap = snaps
+        .iter()
+        .find(|s| s.backup_time == time)
+        .ok_or_else(|| {
+            Error::Other(format!(
+                "{volid}: snapshot {t}/{id}/{time} is not in datastore {datastore}"
+            ))
+        })?;
+    let mut out = PbsCheck {
+        datastore: datastore.into(),
+        backup_type: t.clone(),
+        backup_id: id.clone(),
+        backup_time: time,
+        state: snap.verification.clone(),
+        verified_at: snap.verified_at,
+        verify_task: None,
+    };
+    let max_age = i64::from(max_age_days) * 86400;
+    let due = max_age_days > 0
+        && (out.state == "none" || out.verified_at.is_none_or(|v| now - v > max_age));
+    if due {
+        match pbs.verify(datastore, ns, Some(&t), Some(&id), Some(time)) {
+            Ok(r) => {
+                out.state = "ok".into();
+                out.verified_at = Some(now);
+                out.verify_task = Some(r.upid);
+            }
+            Err(crate::pve::PveError::TaskFailed { upid, .. }) => {
+                out.state = "failed".into();
+                out.verified_at = Some(now);
+                out.verify_task = Some(upid);
+            }
+            Err(e) => return Err(Error::Pve(e)),
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pbs_volids_name_their_snapshot() {
+        assert_eq!(
+            parse_pbs_volid("pbs:backup/vm/100/2026-01-02T03:04:05Z"),
+            Some(("vm".into(), "100".into(), 1_767_323_045))
+        );
+        assert_eq!(
+            parse_pbs_volid("pbs:backup/ct/200/2026-01-02T03:04:05Z").map(|v| v.0),
+            Some("ct".into())
+        );
+        for bad in [
+            "local:backup/vzdump-qemu-100-2026_01_02-03_04_05.vma.zst",
+            "pbs:backup/vm/100/yesterday",
+            "pbs:images/vm/100/2026-01-02T03:04:05Z",
+        ] {
+            assert_eq!(parse_pbs_volid(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn vma_and_tar_dumps_are_read_and_corruption_is_found() {

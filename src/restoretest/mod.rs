@@ -16,6 +16,9 @@
 //!   namespace; a name that is not one of the copy's is refused, so a check
 //!   never reaches the live service.
 //!
+//! - `vm` / `lxc`: restored through the Proxmox API into a throwaway guest
+//!   of the reserved VMID range, isolated before it starts (guest.rs).
+//!
 //! Crash safety: the `restore_tests` row (state DB) exists before anything
 //! is built, every Docker object carries the copy's name as a label
 //! ([`crate::docker::isolate::LABEL`]), and the temp dir is named after the
@@ -24,6 +27,7 @@
 
 mod checks;
 pub mod drill;
+pub mod guest;
 pub mod integrity;
 mod select;
 
@@ -46,6 +50,8 @@ pub const KIND_ARCHIVE_COPY: &str = "archive";
 pub const KIND_DOCKER: &str = "docker";
 /// A disaster-recovery drill's own row: its shared network (drill.rs).
 pub const KIND_DRILL: &str = "drill";
+/// A Proxmox guest restored from a vzdump volume or PBS snapshot (guest.rs).
+pub const KIND_GUEST: &str = "guest";
 
 /// The kind of copy a service type gets, None when restore tests do not
 /// cover it yet.
@@ -57,8 +63,14 @@ pub fn kind_for(t: ServiceType) -> Option<&'static str> {
         ServiceType::Docker | ServiceType::DockerCompose | ServiceType::NginxProxyManager => {
             Some(KIND_DOCKER)
         }
-        ServiceType::Vm | ServiceType::Lxc => None,
+        ServiceType::Vm | ServiceType::Lxc => Some(KIND_GUEST),
     }
+}
+
+/// Whether a restore test can restore a catalog row of this kind: our
+/// archives, vzdump volumes and PBS snapshots.
+pub fn restorable_kind(kind: &str) -> bool {
+    matches!(kind, KIND_ARCHIVE | "vzdump" | "pbs")
 }
 
 /// A container of a Docker copy.
@@ -113,6 +125,9 @@ pub struct Environment {
     /// this copy.
     #[serde(default)]
     pub shared_network: bool,
+    /// A vm / lxc copy.
+    #[serde(default)]
+    pub guest: Option<guest::GuestCopy>,
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -120,10 +135,10 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 /// The newest backup of `service` that can be restored: an archive whose
-/// file is there and that was verified.
+/// file is there, a vzdump volume or a PBS snapshot, verified.
 pub fn latest_backup(store: &Store, service: &str) -> Result<Option<BackupRecord>> {
     Ok(store.backups(Some(service), false)?.into_iter().find(|b| {
-        b.kind == KIND_ARCHIVE && b.status == BackupStatus::Complete && b.verified_at.is_some()
+        restorable_kind(&b.kind) && b.status == BackupStatus::Complete && b.verified_at.is_some()
     }))
 }
 
@@ -560,10 +575,19 @@ pub fn finish(
     })
 }
 
-/// Remove a test's copy: its Docker objects (by label), its temp dir; then
+/// Remove a test's copy: its guest (guest.rs, refused unless it is
+/// certainly a copy), its Docker objects (by label), its temp dir; then
 /// mark the row cleaned up.
-pub fn remove(store: &Store, id: i64, dir: Option<&Path>) -> Result<isolate::Removed> {
+pub fn remove(
+    store: &Store,
+    cfg: &Config,
+    id: i64,
+    dir: Option<&Path>,
+) -> Result<isolate::Removed> {
     let rec = store.restore_test(id)?;
+    if let Some(r) = rec.as_ref().filter(|r| r.kind == KIND_GUEST) {
+        guest::remove(cfg, &r.environment)?;
+    }
     let project = rec
         .as_ref()
         .filter(|r| {
@@ -626,7 +650,7 @@ fn remove_tree(dir: &Path) -> Result<()> {
 /// Remove what earlier runs left: tests a dead run never finished, and
 /// finished ones whose `cleanup_delay_minutes` has passed. `current`: this
 /// run's id, whose tests are left alone. Lines for the log.
-pub fn sweep(store: &Store, current: Option<i64>) -> Result<Vec<String>> {
+pub fn sweep(store: &Store, cfg: &Config, current: Option<i64>) -> Result<Vec<String>> {
     let now = chrono::Utc::now().timestamp();
     let mut lines = Vec::new();
     // Newest first: a drill's copies (their containers) go before the
@@ -635,7 +659,7 @@ pub fn sweep(store: &Store, current: Option<i64>) -> Result<Vec<String>> {
         if r.run_id.is_some() && r.run_id == current {
             continue;
         }
-        lines.push(describe_removal(&r, remove(store, r.id, None)));
+        lines.push(describe_removal(&r, remove(store, cfg, r.id, None)));
     }
     Ok(lines)
 }
@@ -647,6 +671,12 @@ fn describe_removal(r: &RestoreTestRecord, res: Result<isolate::Removed>) -> Str
         "kept for inspection until now"
     };
     match res {
+        Ok(_) if r.kind == KIND_GUEST => format!(
+            "removed the copy of restore test {} ({}, {why}): {}",
+            r.id,
+            r.service,
+            guest::describe(&r.environment)
+        ),
         Ok(rm) => format!(
             "removed the copy of restore test {} ({}, {why}): {} container(s), {} network(s), {} \
              volume(s)",

@@ -187,7 +187,67 @@ pub(crate) fn validate(
     for (svc, origin) in cfg.services.iter().zip(origins) {
         services::validate_service(&v, &origin.at(), svc, cfg, &names);
     }
+    validate_vmid_range(&v, &root.key("global"), cfg, origins);
     refuse_pending(&v, cfg, origins);
+}
+
+/// pve-bridge-id: `[-_.\w\d]+` (a bridge such as `vmbr1`).
+fn is_bridge(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+}
+
+/// `restore_testing.test_environment.vmid_range`: `[first, last]`, in
+/// order, within PVE's VMIDs (100..=999999999), and holding no configured
+/// service's `vmid` (a restored copy must never take a real guest's id).
+fn validate_vmid_range(v: &Validator, global: &At, cfg: &Config, origins: &[ServiceOrigin]) {
+    let Some(rt) = &cfg.global.backup.restore_testing else {
+        return;
+    };
+    let Some(r) = &rt.test_environment.vmid_range else {
+        return;
+    };
+    let at = global
+        .key("backup")
+        .key("restore_testing")
+        .key("test_environment")
+        .key("vmid_range");
+    let [first, last] = r[..] else {
+        v.err(
+            &at,
+            format!(
+                "expected two VMIDs [first, last], found {} value(s)",
+                r.len()
+            ),
+        );
+        return;
+    };
+    let (lo, hi) = (100, 999_999_999);
+    if first < lo || last > hi {
+        v.err(
+            &at,
+            format!("must be within {lo} and {hi}, found [{first}, {last}]"),
+        );
+    } else if first > last {
+        v.err(
+            &at,
+            format!("first must not be above last, found [{first}, {last}]"),
+        );
+    }
+    for (svc, origin) in cfg.services.iter().zip(origins) {
+        if let Some(id) = svc.vmid.filter(|id| (first..=last).contains(id)) {
+            v.err(
+                &at,
+                format!(
+                    "[{first}, {last}] holds VMID {id} of service {} ({}): restored copies must \
+                     never take a real guest's id",
+                    svc.name,
+                    origin.at().key("vmid").path
+                ),
+            );
+        }
+    }
 }
 
 /// Sections of the schema read only by workflows this version does not
@@ -202,10 +262,7 @@ pub(crate) const REFUSED: &[&str] = &["global.backup.proxmox_backup_server.sync_
 
 /// Sections accepted by the schema that nothing in this version reads yet,
 /// with why: refused (exit 78) rather than silently ignored.
-pub(crate) const PENDING: &[(&str, &str)] = &[(
-    "global.backup.restore_testing.test_environment",
-    "it sets up restore tests of Proxmox guests (vm, lxc), which this version does not run",
-)];
+pub(crate) const PENDING: &[(&str, &str)] = &[];
 
 fn refuse_pending(v: &Validator, cfg: &Config, origins: &[ServiceOrigin]) {
     #[cfg(test)]
@@ -436,6 +493,14 @@ fn validate_backup(v: &Validator, at: &At, b: &BackupConfig) {
         }
         if let Some(s) = &env.storage {
             v.ident(&eat.key("storage"), s, is_storage_id, "PVE storage id");
+        }
+        if let Some(b) = &env.bridge {
+            v.ident(
+                &eat.key("bridge"),
+                b,
+                is_bridge,
+                "bridge (expected a name such as vmbr1)",
+            );
         }
     }
 }

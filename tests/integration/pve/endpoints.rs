@@ -124,7 +124,18 @@ fn param_drift(official: &Schema, o: &Value, compact: &Schema, c: &Value) -> Vec
         (Value::String(f), _) if c["format"].as_str() != Some(f) => {
             out.push(format!("format {} (official {f})", c["format"]))
         }
-        (Value::Object(_), _) => out.push("the official format is a property string".into()),
+        (Value::Object(sub), _) => match c["format"].as_str().and_then(schema::property_format) {
+            Some((keys, _)) => {
+                let mine: BTreeSet<&str> = keys.into_iter().collect();
+                let theirs: BTreeSet<&str> = sub.keys().map(String::as_str).collect();
+                if mine != theirs {
+                    out.push(format!(
+                        "property string keys {mine:?} (official {theirs:?})"
+                    ));
+                }
+            }
+            None => out.push("the official format is a property string".into()),
+        },
         (Value::Null, Value::Null) if !c["format"].is_null() => {
             out.push(format!("format {} (official: none)", c["format"]))
         }

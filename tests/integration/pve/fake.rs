@@ -25,6 +25,9 @@ pub const TOKEN_ID: &str = "root@pam!autopilot";
 pub const TOKEN_SECRET: &str = "5e1f0c1a-sentinel-secret-0000feedbeef";
 pub const PASSWORD: &str = "sentinel-password-7f3a";
 
+/// A guest configuration, `key -> value` as in its config file.
+pub type GuestConf = BTreeMap<String, String>;
+
 #[derive(Debug, Clone)]
 pub struct Guest {
     pub kind: &'static str,
@@ -81,6 +84,8 @@ enum Effect {
     AddSnapshot(u32, Value),
     RemoveSnapshot(u32, String),
     CreateGuest(u32, Guest),
+    /// A restore's guest configuration (set with the guest).
+    SetConfig(u32, GuestConf),
     RemoveGuest(u32),
     WriteFile(PathBuf),
     SetStatus(u32, &'static str),
@@ -148,6 +153,8 @@ pub struct State {
     pub renewals: usize,
     /// PBS snapshots (PBS flavour).
     pub pbs_snapshots: Vec<Value>,
+    /// Verify jobs of the PBS flavour find the chunks damaged.
+    pub pbs_verify_fails: bool,
     /// Storage configuration beyond id and type (`prune-backups`, a PBS
     /// storage's `server`, `datastore`, ...), as `GET /storage` lists it.
     pub storage_conf: BTreeMap<String, Value>,
@@ -175,6 +182,19 @@ pub struct State {
     pub agent_runs: Vec<(u32, Vec<String>)>,
     /// Agent exec results by pid.
     agent_results: BTreeMap<i64, Value>,
+    /// Guest configurations (`GET/PUT .../config`), by VMID; guests
+    /// without one answer a minimal config of their kind.
+    pub configs: BTreeMap<u32, GuestConf>,
+    /// The configuration inside a backup volume (`vzdump/extractconfig`,
+    /// and what a restore creates), by volid; default: a guest of the
+    /// volume's kind with one NIC on vmbr0 (and the agent on, for a VM).
+    pub archive_configs: BTreeMap<String, GuestConf>,
+    /// Exit codes of programs run through the agent in VMs without a
+    /// modelled OS (by argv[0]; default 0).
+    pub agent_exit: BTreeMap<String, i64>,
+    /// The configuration of each guest as it was when a start was asked
+    /// for, in order.
+    pub started_configs: Vec<(u32, GuestConf)>,
     counter: u32,
 }
 
@@ -185,6 +205,11 @@ pub struct Fake {
 }
 
 impl State {
+    /// Finish the tasks whose time is up (the fake does on every request).
+    pub fn poll(&mut self) {
+        tick(self);
+    }
+
     /// Forget every ticket, as after their 2 h lifetime.
     pub fn expire_tickets(&mut self) {
         self.tickets.clear();
@@ -663,8 +688,12 @@ fn tick(st: &mut State) {
                 Effect::CreateGuest(v, g) => {
                     st.guests.insert(v, g);
                 }
+                Effect::SetConfig(v, c) => {
+                    st.configs.insert(v, c);
+                }
                 Effect::RemoveGuest(v) => {
                     st.guests.remove(&v);
+                    st.configs.remove(&v);
                 }
                 Effect::WriteFile(p) => {
                     let data = zstd::encode_all(&b"fake vma archive payload"[..], 3).unwrap();
@@ -940,6 +969,10 @@ fn route(
         }
         ("POST", [_, _, _, _, "status", action]) => {
             let v = vmid.unwrap();
+            if *action == "start" {
+                let conf = guest_conf(st, v);
+                st.started_configs.push((v, conf));
+            }
             let st_to = if *action == "start" {
                 "running"
             } else {
@@ -1058,6 +1091,17 @@ fn route(
         }
         ("DELETE", ["nodes", _, kind, _]) if *kind == "qemu" || *kind == "lxc" => {
             let v = vmid.unwrap();
+            if guest_conf(st, v)
+                .get("protection")
+                .is_some_and(|p| p == "1")
+            {
+                let label = if *kind == "qemu" { "VM" } else { "CT" };
+                return err(
+                    false,
+                    500,
+                    &format!("can't remove {label} {v} - protection mode enabled"),
+                );
+            }
             if st.guests[&v].status == "running" && *kind == "qemu" {
                 return err(false, 500, &format!("VM {v} is running - destroy failed"));
             }
@@ -1085,14 +1129,22 @@ fn route(
                 return err(false, 500, "no command");
             }
             let v = vmid.unwrap();
-            if !st.os.contains_key(&v) {
-                return ok(json!({"pid": "4242"}));
-            }
             if st.guests[&v].status != "running" {
                 return err(false, 500, &format!("VM {v} is not running"));
             }
             let argv: Vec<String> = cmd.into_iter().cloned().collect();
             st.agent_runs.push((v, argv.clone()));
+            if !st.os.contains_key(&v) {
+                let code = st.agent_exit.get(&argv[0]).copied().unwrap_or(0);
+                st.counter += 1;
+                let pid = 1000 + i64::from(st.counter);
+                let mut r = json!({"exited": 1, "exitcode": code, "out-data": "hello\n"});
+                if code != 0 {
+                    r["err-data"] = json!(format!("{}: check failed\n", argv[0]));
+                }
+                st.agent_results.insert(pid, r);
+                return ok(json!({ "pid": pid.to_string() }));
+            }
             let Some(result) = agent_command(st.os.get_mut(&v).unwrap(), &argv) else {
                 return err(
                     false,
@@ -1111,7 +1163,7 @@ fn route(
         }
         ("GET", [_, _, "qemu", _, "agent", "exec-status"]) => {
             let pid: i64 = p.get("pid").and_then(|s| s.parse().ok()).unwrap_or(0);
-            if !st.os.contains_key(&vmid.unwrap()) {
+            if !st.os.contains_key(&vmid.unwrap()) && !st.agent_results.contains_key(&pid) {
                 return ok(json!({"exited": 1, "exitcode": 0, "out-data": "hello\n"}));
             }
             match st.agent_results.get(&pid) {
@@ -1162,6 +1214,71 @@ fn route(
         }
         ("POST", ["nodes", _, kind]) if *kind == "qemu" || *kind == "lxc" => {
             restore(st, &node, kind, p)
+        }
+        ("GET", ["nodes", _, "vzdump", "extractconfig"]) => {
+            let vol = p["volume"].clone();
+            let exists = st
+                .storages
+                .values()
+                .any(|(_, vols)| vols.iter().any(|x| x["volid"] == vol.as_str()));
+            if !exists {
+                return err(false, 500, &format!("volume '{vol}' does not exist"));
+            }
+            let conf = archive_conf(st, &vol);
+            let mut text = String::from("#backed up by vzdump\n");
+            for (k, v) in &conf {
+                text.push_str(&format!("{k}: {v}\n"));
+            }
+            // A snapshot section after the current config.
+            text.push_str("\n[before-upgrade]\nname: old\n");
+            ok(json!(text))
+        }
+        ("GET", [_, _, _, _, "config"]) => {
+            let v = vmid.unwrap();
+            let mut conf = guest_conf(st, v);
+            conf.insert(
+                "digest".into(),
+                "0123456789abcdef0123456789abcdef01234567".into(),
+            );
+            ok(json!(conf))
+        }
+        ("PUT", [_, _, kind, _, "config"]) => {
+            let v = vmid.unwrap();
+            if let Some(l) = &st.guests[&v].lock {
+                let label = if *kind == "qemu" { "VM" } else { "CT" };
+                return err(false, 500, &format!("{label} is locked ({l})"));
+            }
+            let mut conf = guest_conf(st, v);
+            if let Some(d) = p.get("delete") {
+                for k in d.split([',', ';', ' ']).filter(|k| !k.is_empty()) {
+                    conf.remove(k);
+                }
+            }
+            for (k, val) in p
+                .iter()
+                .filter(|(k, _)| !["delete", "digest"].contains(&k.as_str()))
+            {
+                conf.insert(k.clone(), val.clone());
+            }
+            let name_key = if *kind == "qemu" { "name" } else { "hostname" };
+            if let Some(n) = conf.get(name_key).cloned() {
+                st.guests.get_mut(&v).unwrap().name = n;
+            }
+            st.configs.insert(v, conf);
+            ok(Value::Null)
+        }
+        ("POST", [_, _, "qemu", _, "agent", "ping"]) => {
+            let v = vmid.unwrap();
+            if st.guests[&v].status != "running" {
+                return err(false, 500, &format!("VM {v} is not running"));
+            }
+            let on = guest_conf(st, v)
+                .get("agent")
+                .is_some_and(|a| a == "1" || a.contains("enabled=1"));
+            if !on {
+                return err(false, 500, "No QEMU guest agent configured");
+            }
+            ok(json!({"result": {}}))
         }
         _ => err(
             false,
@@ -1354,10 +1471,61 @@ fn restore(
     if !exists {
         return err(false, 500, &format!("volume '{archive}' does not exist"));
     }
+    let of_lxc = archive.contains("vzdump-lxc-") || archive.contains(":backup/ct/");
+    if of_lxc != (kind == "lxc") {
+        return err(
+            false,
+            500,
+            &format!("'{archive}' is not a backup of a {kind} guest"),
+        );
+    }
+    // The backed-up config, with the options given along (qemu-server's
+    // override_conf, pve-container's restore options) over it.
+    let mut conf = archive_conf(st, &archive);
+    let not_config = [
+        "vmid",
+        "archive",
+        "ostemplate",
+        "restore",
+        "storage",
+        "unique",
+        "force",
+        "start",
+        "bwlimit",
+        "pool",
+        "live-restore",
+    ];
+    for (k, val) in p.iter().filter(|(k, _)| !not_config.contains(&k.as_str())) {
+        conf.insert(k.clone(), val.clone());
+    }
+    if p.get("unique").map(String::as_str) == Some("1") {
+        // New MAC addresses.
+        st.counter += 1;
+        let n = st.counter;
+        for (k, val) in conf.iter_mut().filter(|(k, _)| k.starts_with("net")) {
+            *val = val
+                .split(',')
+                .map(|item| match item.split_once('=') {
+                    Some((key, mac)) if mac.len() == 17 && mac.matches(':').count() == 5 => {
+                        format!(
+                            "{key}=BC:24:11:FE:{n:02X}:{:02X}",
+                            k[3..].parse::<u8>().unwrap_or(0)
+                        )
+                    }
+                    _ => item.to_string(),
+                })
+                .collect::<Vec<_>>()
+                .join(",");
+        }
+    }
+    let name_key = if kind == "qemu" { "name" } else { "hostname" };
     let g = Guest {
         kind: if kind == "qemu" { "qemu" } else { "lxc" },
         node: node.into(),
-        name: format!("restored-{v}"),
+        name: conf
+            .get(name_key)
+            .cloned()
+            .unwrap_or_else(|| format!("restored-{v}")),
         status: "stopped".into(),
         lock: None,
         snapshots: vec![],
@@ -1375,10 +1543,62 @@ fn restore(
         Some(v),
         "OK",
         vec![format!("restoring '{archive}'")],
-        vec![Effect::CreateGuest(v, g)],
+        vec![Effect::CreateGuest(v, g), Effect::SetConfig(v, conf)],
         false,
     );
     ok(json!(upid))
+}
+
+/// The configuration inside a backup volume.
+fn archive_conf(st: &State, volid: &str) -> GuestConf {
+    if let Some(c) = st.archive_configs.get(volid) {
+        return c.clone();
+    }
+    let lxc = volid.contains("vzdump-lxc-") || volid.contains(":backup/ct/");
+    let pairs: &[(&str, &str)] = if lxc {
+        &[
+            ("arch", "amd64"),
+            ("hostname", "nextcloud"),
+            ("memory", "2048"),
+            ("net0", "name=eth0,bridge=vmbr0,hwaddr=BC:24:11:00:02:00,ip=192.168.1.20/24,gw=192.168.1.1,type=veth"),
+            ("onboot", "1"),
+            ("ostype", "debian"),
+            ("rootfs", "local-lvm:vm-200-disk-0,size=8G"),
+            ("tags", "prod"),
+        ]
+    } else {
+        &[
+            ("agent", "1"),
+            ("memory", "2048"),
+            ("name", "web"),
+            ("net0", "virtio=BC:24:11:00:01:00,bridge=vmbr0,firewall=1"),
+            (
+                "net1",
+                "virtio=BC:24:11:00:01:01,bridge=vmbr0,tag=20,trunks=20;30",
+            ),
+            ("onboot", "1"),
+            ("protection", "1"),
+            ("scsi0", "local-lvm:vm-100-disk-0,size=32G"),
+            ("tags", "prod"),
+        ]
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// A guest's configuration: the one held, or a minimal one of its kind.
+fn guest_conf(st: &State, v: u32) -> GuestConf {
+    if let Some(c) = st.configs.get(&v) {
+        return c.clone();
+    }
+    let g = &st.guests[&v];
+    let name_key = if g.kind == "qemu" { "name" } else { "hostname" };
+    GuestConf::from([
+        (name_key.to_string(), g.name.clone()),
+        ("memory".to_string(), "2048".to_string()),
+    ])
 }
 
 fn pbs_route(
@@ -1408,17 +1628,38 @@ fn pbs_route(
             json!({"total": 1000000, "used": 250000, "avail": 750000, "backend-type": "filesystem"}),
         ),
         ("POST", ["admin", "datastore", store, "verify"]) => {
+            let (exit, state) = if st.pbs_verify_fails {
+                (
+                    "verification failed - please check the log for details",
+                    "failed",
+                )
+            } else {
+                ("OK", "ok")
+            };
             let upid = new_task(
                 st,
                 "pbs",
                 "verify",
                 store,
                 None,
-                "OK",
-                vec!["verified".into()],
+                exit,
+                vec!["verify group".into()],
                 vec![],
                 true,
             );
+            // The snapshots verified record the job's outcome and UPID.
+            let time = p.get("backup-time").cloned();
+            for snap in st.pbs_snapshots.iter_mut().filter(|s| {
+                p.get("backup-type")
+                    .is_none_or(|t| s["backup-type"] == t.as_str())
+                    && p.get("backup-id")
+                        .is_none_or(|i| s["backup-id"] == i.as_str())
+                    && time
+                        .as_ref()
+                        .is_none_or(|t| t.parse::<i64>().ok() == s["backup-time"].as_i64())
+            }) {
+                snap["verification"] = json!({"state": state, "upid": upid});
+            }
             ok(json!(upid))
         }
         ("POST", ["admin", "datastore", _, "prune"]) => {

@@ -5,6 +5,7 @@
 
 mod endpoints;
 mod fake;
+mod restore;
 mod runs;
 mod schema;
 mod updates;

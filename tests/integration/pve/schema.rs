@@ -460,9 +460,14 @@ pub const FORMATS: &[&str] = &[
     "pbs-ns",
     "pbs-userid",
     "prune-backups",
+    "pve-qm-net",
+    "pve-lxc-net",
 ];
 
 fn check_format(f: &str, v: &str) -> Result<(), String> {
+    if let Some(r) = check_named_property_string(f, v) {
+        return r;
+    }
     if let Some(item) = f.strip_suffix("-list") {
         for part in Regex::new(r"[,;\s]+")
             .unwrap()
@@ -524,20 +529,126 @@ fn check_property_string(sub: &serde_json::Map<String, Value>, v: &str) -> Resul
         .find(|(_, d)| is_true(&d["default_key"]))
         .map(|(k, _)| k.clone());
     for kv in v.split(',').filter(|s| !s.is_empty()) {
-        let (k, _val) = match kv.split_once('=') {
+        let (k, val) = match kv.split_once('=') {
             Some((k, val)) => (k.to_string(), val),
             None => match &default_key {
                 Some(k) => (k.clone(), kv),
                 None => return Err(format!("invalid format - value without key '{kv}'")),
             },
         };
-        if !sub.contains_key(&k) {
+        let Some(def) = sub.get(&k) else {
             return Err(format!(
                 "invalid format - property string: unknown key '{k}'"
             ));
-        }
+        };
+        check_property_value(&k, def, val)?;
     }
     Ok(())
+}
+
+/// One value inside a property string (PVE::JSONSchema::parse_property_string:
+/// booleans through parse_boolean, integers within their bounds).
+fn check_property_value(k: &str, def: &Value, val: &str) -> Result<(), String> {
+    match def["type"].as_str() {
+        Some("boolean") => {
+            let ok = ["1", "0", "on", "off", "yes", "no", "true", "false"]
+                .contains(&val.to_ascii_lowercase().as_str());
+            if !ok {
+                return Err(format!(
+                    "invalid format - {k}: type check ('boolean') failed - got '{val}'"
+                ));
+            }
+        }
+        Some("integer") => {
+            let n: i64 = val.parse().map_err(|_| {
+                format!("invalid format - {k}: type check ('integer') failed - got '{val}'")
+            })?;
+            let (min, max) = (num(&def["minimum"]), num(&def["maximum"]));
+            if min.is_some_and(|m| (n as f64) < m) || max.is_some_and(|m| (n as f64) > m) {
+                return Err(format!(
+                    "invalid format - {k}: value must be between {min:?} and {max:?}"
+                ));
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Property-string formats of the compact description: their keys, and
+/// the definitions of the keys whose values are checked (as in the
+/// official schema).
+pub fn property_format(name: &str) -> Option<(Vec<&'static str>, Value)> {
+    let typed = serde_json::json!({
+        "link_down": {"type": "boolean"},
+        "firewall": {"type": "boolean"},
+        "tag": {"type": "integer", "minimum": 1, "maximum": 4094},
+    });
+    let keys = match name {
+        "pve-qm-net" => vec![
+            "bridge",
+            "e1000",
+            "e1000-82540em",
+            "e1000-82544gc",
+            "e1000-82545em",
+            "e1000e",
+            "firewall",
+            "i82551",
+            "i82557b",
+            "i82559er",
+            "link_down",
+            "macaddr",
+            "model",
+            "mtu",
+            "ne2k_isa",
+            "ne2k_pci",
+            "pcnet",
+            "queues",
+            "rate",
+            "rtl8139",
+            "tag",
+            "trunks",
+            "virtio",
+            "vmxnet3",
+        ],
+        "pve-lxc-net" => vec![
+            "bridge",
+            "firewall",
+            "gw",
+            "gw6",
+            "host-managed",
+            "hwaddr",
+            "ip",
+            "ip6",
+            "link_down",
+            "mtu",
+            "name",
+            "rate",
+            "tag",
+            "trunks",
+            "type",
+        ],
+        _ => return None,
+    };
+    Some((keys, typed))
+}
+
+fn check_named_property_string(name: &str, v: &str) -> Option<Result<(), String>> {
+    let (keys, typed) = property_format(name)?;
+    Some((|| {
+        for kv in v.split(',').filter(|s| !s.is_empty()) {
+            let Some((k, val)) = kv.split_once('=') else {
+                return Err(format!("invalid format - value without key '{kv}'"));
+            };
+            if !keys.contains(&k) {
+                return Err(format!(
+                    "invalid format - property string: unknown key '{k}'"
+                ));
+            }
+            check_property_value(k, &typed[k], val)?;
+        }
+        Ok(())
+    })())
 }
 
 pub fn percent_decode(s: &str) -> String {

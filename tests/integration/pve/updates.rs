@@ -48,7 +48,7 @@ fn setup(version: &str, available: &str, broken: &[&str]) -> (Fake, Test) {
     (f, t)
 }
 
-fn result_of(r: &Run, name: &str) -> serde_json::Value {
+pub(super) fn result_of(r: &Run, name: &str) -> serde_json::Value {
     let doc = r.json();
     doc["services"]
         .as_array()
