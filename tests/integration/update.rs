@@ -794,3 +794,89 @@ fn a_step_overridden_for_one_service_decides_its_update() {
         .contains("refused by the override"));
     assert!(!t.path("app/next").exists(), "rollback_command ran");
 }
+
+/// `run update --recover`: after a SIGKILL during an update, it finishes
+/// that update (rolled back from the record) and updates nothing else,
+/// though another service has an update to run; with nothing left open it
+/// says so and exits 0; it belongs to the update workflow alone.
+#[test]
+fn recover_finishes_a_killed_update_and_updates_nothing_else() {
+    let t = Test::new();
+    t.write("app/current", "good v1\n");
+    t.write("releases/v1", "good v1\n");
+    t.write("releases/v2", "bad v2\n");
+    // The update installs v2, says so, and hangs until the test lets it go
+    // (the killed run's child would otherwise outlive it).
+    t.config(
+        "updates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 0\nservices:\n  - name: app\n    type: generic\n    backup: false\n    health_checks:\n      - type: command\n        command: [grep, -q, good, {root}/app/current]\n    update:\n      command: [sh, -c, 'cp {root}/releases/v2 {root}/app/current && touch {root}/applied && while [ ! -e {root}/release ]; do sleep 0.1; done']\n      rollback_command: [cp, {root}/releases/v1, {root}/app/current]\n  - name: other\n    type: generic\n    backup: false\n    update:\n      command: [touch, {root}/other-updated]\n",
+    );
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = t.path("state/state.db");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "the update never started");
+        if t.path("applied").exists() {
+            let c = rusqlite::Connection::open(&db).unwrap();
+            let step: Option<String> = c
+                .query_row(
+                    "SELECT step FROM updates WHERE finished_at IS NULL AND service = 'app'",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            if step.as_deref() == Some("applying") {
+                break;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    t.write("release", "");
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "bad v2\n"
+    );
+
+    let r = run_update(&t, &["--recover"]);
+    r.code(1);
+    let doc = r.json();
+    let services = doc["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1, "only the killed update: {doc:#}");
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert_eq!(res["recovered"], true);
+    assert_eq!(res["step_reached"], "applying");
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "good v1\n"
+    );
+    assert!(
+        !t.path("other-updated").exists(),
+        "--recover updated another service"
+    );
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let other: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM updates WHERE service = 'other'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(other, 0);
+
+    // Nothing left to finish: exit 0, and a line that says so.
+    let r = t.run(&["run", "update", "--recover"]);
+    r.code(0).stderr_has("nothing to recover");
+    assert!(!t.path("other-updated").exists());
+
+    // Only the update workflow has something to recover.
+    t.run(&["run", "backup", "--recover"])
+        .code(2)
+        .stderr_has("--recover applies to the update workflow");
+}
