@@ -364,6 +364,29 @@ fn outcome<'a>(doc: &'a serde_json::Value, service: &str) -> &'a serde_json::Val
         .unwrap_or_else(|| panic!("no service {service} in {doc:#}"))
 }
 
+/// Wait until the open update in the state DB `db` has reached `step` and
+/// `also()` holds.
+fn wait_for_step(db: &std::path::Path, step: &str, also: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(Instant::now() < deadline, "the update never reached {step}");
+        if db.exists() && also() {
+            let c = rusqlite::Connection::open(db).unwrap();
+            let now: Option<String> = c
+                .query_row(
+                    "SELECT step FROM updates WHERE finished_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            if now.as_deref() == Some(step) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run_update(t: &Test, args: &[&str]) -> Run {
     let mut a = vec!["run", "update", "--json"];
     a.extend_from_slice(args);
@@ -625,27 +648,7 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
         .unwrap();
     // Kill it while it waits for v2 to become healthy.
     let db = t.path("state/state.db");
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        assert!(
-            Instant::now() < deadline,
-            "the update never reached validation"
-        );
-        if db.exists() {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            let step: Option<String> = c
-                .query_row(
-                    "SELECT step FROM updates WHERE finished_at IS NULL",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok();
-            if step.as_deref() == Some("validating") {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_step(&db, "validating", || true);
     child.kill().unwrap();
     child.wait().unwrap();
     assert_ne!(lab.project_image(&project), v1_id, "v2 was applied");
@@ -817,24 +820,7 @@ fn recover_finishes_a_killed_update_and_updates_nothing_else() {
         .spawn()
         .unwrap();
     let db = t.path("state/state.db");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        assert!(Instant::now() < deadline, "the update never started");
-        if t.path("applied").exists() {
-            let c = rusqlite::Connection::open(&db).unwrap();
-            let step: Option<String> = c
-                .query_row(
-                    "SELECT step FROM updates WHERE finished_at IS NULL AND service = 'app'",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok();
-            if step.as_deref() == Some("applying") {
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_step(&db, "applying", || t.path("applied").exists());
     child.kill().unwrap();
     child.wait().unwrap();
     t.write("release", "");
@@ -879,4 +865,97 @@ fn recover_finishes_a_killed_update_and_updates_nothing_else() {
     t.run(&["run", "backup", "--recover"])
         .code(2)
         .stderr_has("--recover applies to the update workflow");
+}
+
+/// `update.require_backup_hours`: with no recent verified backup one is
+/// taken by the backup workflow before the update starts; with a fresh one
+/// none is; when the backup fails the service is skipped, nothing changed;
+/// and the key must be a positive number.
+#[test]
+fn an_update_needs_a_recent_backup_and_takes_one_when_there_is_none() {
+    let t = Test::new();
+    t.write("app/data", "v1\n");
+    let cfg = |paths: &str, hours: &str| {
+        format!(
+            "global:\n  backup:\n    root: {{root}}/backups\nupdates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 0\nservices:\n  - name: app\n    type: generic\n    backup_paths: [{paths}]\n    update:\n      command: [cp, {{root}}/app/data, {{root}}/app/updated]\n      require_backup_hours: {hours}\n"
+        )
+    };
+    let backups = |t: &Test| -> Vec<(i64, i64)> {
+        let c = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+        let mut st = c
+            .prepare("SELECT id, created_at FROM backups WHERE service = 'app' ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let started = |t: &Test| -> i64 {
+        let c = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+        c.query_row(
+            "SELECT started_at FROM updates WHERE service = 'app' AND outcome = 'updated' \
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+
+    // No backup at all: one is taken, then the update runs.
+    t.config(&cfg("{root}/app", "24"));
+    let r = run_update(&t, &[]);
+    r.code(0);
+    let doc = r.json();
+    assert_eq!(
+        outcome(&doc, "app")["result"]["outcome"],
+        "updated",
+        "{doc:#}"
+    );
+    assert!(t.path("app/updated").exists());
+    let taken = backups(&t);
+    assert_eq!(taken.len(), 1, "{doc:#}");
+    assert!(
+        taken[0].1 <= started(&t),
+        "the backup came after the update began"
+    );
+    let archive = t.run(&["backups", "list", "--json"]).json().to_string();
+    assert!(archive.contains("app_"), "{archive}");
+
+    // A fresh one exists now: none is taken.
+    std::fs::remove_file(t.path("app/updated")).unwrap();
+    run_update(&t, &[]).code(0);
+    assert!(t.path("app/updated").exists());
+    assert_eq!(backups(&t).len(), 1);
+
+    // Older than the limit (0.0001 h is under a second): another is taken.
+    std::thread::sleep(Duration::from_millis(1100));
+    t.config(&cfg("{root}/app", "0.0001"));
+    run_update(&t, &[]).code(0);
+    assert_eq!(backups(&t).len(), 2);
+
+    // The backup cannot be taken (its path is gone): skipped, not updated.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::remove_file(t.path("app/updated")).unwrap();
+    t.config(&cfg("{root}/gone", "0.0001"));
+    let r = run_update(&t, &[]);
+    r.code(0);
+    let doc = r.json();
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "skipped", "{doc:#}");
+    let reason = res["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("require_backup_hours") && reason.contains("taking one failed"),
+        "{reason}"
+    );
+    assert!(!t.path("app/updated").exists(), "updated without a backup");
+    assert_eq!(backups(&t).len(), 2);
+
+    // Not a positive number: the file, line and key.
+    for bad in ["0", "-2", "soon"] {
+        t.config(&cfg("{root}/app", bad));
+        t.run(&["config", "validate"])
+            .code(78)
+            .stderr_has("homelab-autopilot.yaml:")
+            .stderr_has("require_backup_hours");
+    }
 }

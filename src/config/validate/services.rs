@@ -190,6 +190,14 @@ pub(super) fn validate_service(
                 );
             }
         }
+        if u.require_backup_hours
+            .is_some_and(|h| !(h.is_finite() && h > 0.0))
+        {
+            v.err(
+                &at.key("update").key("require_backup_hours"),
+                "must be a positive number of hours",
+            );
+        }
     }
     for (i, d) in s.depends_on.iter().enumerate() {
         let here = at.key("depends_on").item(v.diag, i);
