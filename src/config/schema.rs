@@ -830,6 +830,9 @@ pub struct ServiceUpdateConfig {
     /// A verified backup of the service at most this many hours old must
     /// exist before it is updated; one is taken when there is none.
     pub require_backup_hours: Option<f64>,
+    /// docker_compose: back up the project's volumes before the update and
+    /// restore them on rollback.
+    pub backup_volumes: bool,
 }
 
 impl Default for ServiceUpdateConfig {
@@ -841,6 +844,7 @@ impl Default for ServiceUpdateConfig {
             validate_command: Vec::new(),
             rollback_command: Vec::new(),
             require_backup_hours: None,
+            backup_volumes: false,
         }
     }
 }

@@ -8,7 +8,10 @@
 //! - `update::snapshot(svc)`: the record of what runs now;
 //! - `update::check(svc, before)`: anything new? Pulls the images (nothing
 //!   running changes); in a dry run asks the registries instead, pulling
-//!   nothing;
+//!   nothing. With `update.backup_volumes` and something new, the
+//!   project's volumes are backed up here, by the backup workflow's
+//!   `backup_service` (`volume_backup`: the catalog ID; a failed backup
+//!   throws, so nothing has changed), and `update::begin` records that ID;
 //! - `update::begin(svc, before)` → `txn`, `update::step(txn, step)`,
 //!   `update::finish(txn, outcome, result)`: the transaction's row in the
 //!   state DB (a dry run writes nothing);
@@ -38,6 +41,60 @@ use std::time::Duration;
 /// How each service's update ended in this process's run (for
 /// `blocked_by`; a dry run has no state DB to keep it in).
 static OUTCOMES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// The volume backup `update::check` took per service, for the record
+/// `update::begin` writes next.
+static VOLUME_BACKUPS: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+
+/// `update.backup_volumes`: back up a Compose project before its update,
+/// through the backup workflow's own step; the backup's catalog ID.
+fn backup_volumes(h: &Host, ctx: &NativeCallContext, svc: &Map) -> RhaiResult<i64> {
+    let name = svc.get("name").map(|n| n.to_string()).unwrap_or_default();
+    h.event(
+        tracing::Level::INFO,
+        Some(&name),
+        "update.backup_volumes: backing up the volumes before the update",
+    );
+    let r = super::workflow::run_step(h, ctx, "backup", "backup_service", svc.clone())?;
+    let id = r
+        .read_lock::<Map>()
+        .and_then(|m| m.get("id").and_then(|i| i.as_int().ok()));
+    match id {
+        Some(id) if id > 0 => {
+            h.event(
+                tracing::Level::INFO,
+                Some(&name),
+                &format!("volumes backed up: backup {id}"),
+            );
+            Ok(id)
+        }
+        _ => Err(throw(
+            "update",
+            "update.backup_volumes: the backup workflow took no backup",
+            Some(&name),
+        )),
+    }
+}
+
+/// The archive and checksum of a catalogued backup.
+fn backup_archive(
+    h: &Host,
+    ctx: &NativeCallContext,
+    id: i64,
+) -> RhaiResult<(std::path::PathBuf, Option<String>)> {
+    let row = match &h.store {
+        Some(store) => store.backup(id).map_err(|e| to_rhai(e, ctx))?,
+        None => None,
+    };
+    let b = row.ok_or_else(|| {
+        throw(
+            "not_found",
+            format!("the volume backup {id} of the update is not in the catalog"),
+            None,
+        )
+    })?;
+    Ok((b.location.into(), b.sha256))
+}
 
 /// A transaction as scripts carry it.
 #[derive(Serialize, Deserialize)]
@@ -178,7 +235,21 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 let before = before_of(before)?;
                 let c = update::check(&h.config, cfg, &before, !h.dry_run)
                     .map_err(|e| to_rhai(e, &ctx))?;
-                to_dyn(&c)
+                let mut out = to_dyn(&c)?;
+                let wanted = cfg.update.as_ref().is_some_and(|u| u.backup_volumes);
+                if c.available && wanted && !h.dry_run {
+                    if let Before::DockerCompose { .. } = before {
+                        let id = backup_volumes(&h, &ctx, &svc)?;
+                        VOLUME_BACKUPS
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(cfg.name.clone(), id);
+                        if let Some(mut m) = out.write_lock::<Map>() {
+                            m.insert("volume_backup".into(), Dynamic::from(id));
+                        }
+                    }
+                }
+                Ok(out)
             },
         );
     let h = host.clone();
@@ -188,7 +259,16 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, svc: Map, before: Map| -> RhaiResult<Dynamic> {
                 let cfg = service_config(&h, &svc, "update::begin")?;
-                let before = before_of(before)?;
+                let mut before = before_of(before)?;
+                if let Before::DockerCompose { volume_backup, .. } = &mut before {
+                    let taken = VOLUME_BACKUPS
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&cfg.name);
+                    if taken.is_some() {
+                        *volume_backup = taken;
+                    }
+                }
                 let mut id = None;
                 if let (Some(store), false) = (&h.store, h.dry_run) {
                     let pid = std::process::id();
@@ -288,8 +368,22 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 if dry_run(&h, &ctx, "roll back") {
                     return Ok(Array::new());
                 }
-                let notes =
-                    update::rollback(&h.config, cfg, &t.before).map_err(|e| to_rhai(e, &ctx))?;
+                let mut notes = Vec::new();
+                if let Before::DockerCompose {
+                    volume_backup: Some(id),
+                    ..
+                } = &t.before
+                {
+                    // The containers stop and the volumes come back before
+                    // the old images start.
+                    let (archive, sha256) = backup_archive(&h, &ctx, *id)?;
+                    notes =
+                        update::restore_volumes(&t.before, &archive, sha256, h.store.as_deref())
+                            .map_err(|e| to_rhai(e, &ctx))?;
+                }
+                notes.extend(
+                    update::rollback(&h.config, cfg, &t.before).map_err(|e| to_rhai(e, &ctx))?,
+                );
                 for n in &notes {
                     h.event(tracing::Level::INFO, Some(&cfg.name), n);
                 }

@@ -194,7 +194,7 @@ fn run_parallel(
 }
 
 /// `workflow::run_step(workflow, step, svc)`: see the module docs.
-fn run_step(
+pub(super) fn run_step(
     h: &Host,
     ctx: &NativeCallContext,
     workflow: &str,

@@ -1,8 +1,9 @@
 //! `run update` through the binary against the real Docker engine and a
 //! real registry (`docker-registry` on a free loopback port, started by
-//! each test): images `v1` (serves "v1"), `v2` (exits at once: broken) and
-//! `v3` (serves "v3") are built from an imported busybox rootfs and pushed
-//! under one tag in turn.
+//! each test): images `v1` (serves "v1"), `v2` (broken: writes "migrated"
+//! into `/data/state`, as a data migration would, then exits) and `v3`
+//! (serves "v3") are built from an imported busybox rootfs and pushed under
+//! one tag in turn.
 //!
 //! Names (images, containers, Compose projects, ports) are unique per test
 //! and process, so other tests on the same engine never collide.
@@ -162,12 +163,14 @@ impl Lab {
         format!("127.0.0.1:{}/{}/{repo}", self.port, self.prefix)
     }
 
-    /// Build `version` of `repo` (v2 exits at once), tagged `repo:version`.
+    /// Build `version` of `repo` (v2 migrates /data, then exits), tagged
+    /// `repo:version`.
     fn build(&self, repo: &str, version: &str) -> String {
         let ctx = self.dir.path().join(format!("build-{repo}-{version}"));
         std::fs::create_dir_all(&ctx).unwrap();
         let cmd = if version == "v2" {
-            r#"["sh", "-c", "echo broken; exit 3"]"#.to_string()
+            r#"["sh", "-c", "mkdir -p /data && echo migrated > /data/state; echo broken; exit 3"]"#
+                .to_string()
         } else {
             format!(
                 r#"["sh", "-c", "mkdir -p /www && echo {version} > /www/index.html && exec httpd -f -p 8080 -h /www"]"#
@@ -223,6 +226,15 @@ impl Lab {
     /// A Compose project serving `repo:latest` on a free port: (compose
     /// file, project, port).
     fn compose(&self, name: &str, repo: &str) -> (String, String, u16) {
+        self.compose_project(name, repo, false)
+    }
+
+    /// The same, with the project's volume `data` mounted at /data.
+    fn compose_with_volume(&self, name: &str, repo: &str) -> (String, String, u16) {
+        self.compose_project(name, repo, true)
+    }
+
+    fn compose_project(&self, name: &str, repo: &str, volume: bool) -> (String, String, u16) {
         let port = free_port();
         let project = format!("{}-{name}", self.prefix).replace('.', "-");
         let dir = self.dir.path().join(format!("compose-{name}"));
@@ -231,8 +243,13 @@ impl Lab {
         std::fs::write(
             &file,
             format!(
-                "version: \"2.4\"\nservices:\n  app:\n    image: {}:latest\n    ports: [\"127.0.0.1:{port}:8080\"]\n",
-                self.repo(repo)
+                "version: \"2.4\"\nservices:\n  app:\n    image: {}:latest\n    ports: [\"127.0.0.1:{port}:8080\"]\n{}",
+                self.repo(repo),
+                if volume {
+                    "    volumes: [\"data:/data\"]\nvolumes:\n  data: {}\n"
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();
@@ -310,7 +327,7 @@ fn compose(file: &str, project: &str, args: &[&str]) -> std::process::Output {
 impl Drop for Lab {
     fn drop(&mut self) {
         for (file, project) in self.projects.borrow().iter() {
-            let _ = compose(file, project, &["down", "--rmi", "all", "-t", "1"]);
+            let _ = compose(file, project, &["down", "-v", "--rmi", "all", "-t", "1"]);
         }
         for c in self.containers.borrow().iter() {
             for name in [c.clone(), format!("{c}-hla-previous")] {
@@ -958,4 +975,102 @@ fn an_update_needs_a_recent_backup_and_takes_one_when_there_is_none() {
             .stderr_has("homelab-autopilot.yaml:")
             .stderr_has("require_backup_hours");
     }
+}
+
+/// `update.backup_volumes`: v2 migrates the project's volume and fails its
+/// checks. Without the key the rollback brings v1 back on the migrated
+/// data; with it, the volume backup taken before the update (recorded in
+/// the transaction) is restored before v1 starts again.
+#[test]
+fn a_volume_backup_taken_before_the_update_is_restored_by_the_rollback() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("vol");
+    lab.publish("app", "v1");
+    let (file, project, port) = lab.compose_with_volume("web", "app");
+    wait_body(port, "v1");
+    let v1_id = lab.project_image(&project);
+    let mountpoint = docker(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &format!("{project}_data"),
+    ]);
+    let state = std::path::Path::new(&mountpoint).join("state");
+    std::fs::write(&state, "original\n").unwrap();
+    lab.publish("app", "v2");
+    let t = Test::new();
+    let cfg = |extra: &str| {
+        format!(
+            "global:\n  backup:\n    root: {{root}}/backups\nupdates:\n  health_check_timeout_seconds: 6\n  soak_seconds: 2\nservices:\n{}",
+            compose_service("web", &file, &project, port, extra)
+        )
+    };
+
+    // Without it, v1 comes back on what v2 wrote.
+    t.config(&cfg(""));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    assert_eq!(
+        outcome(&doc, "web")["result"]["outcome"],
+        "rolled_back",
+        "{doc:#}"
+    );
+    wait_body(port, "v1");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "migrated\n");
+
+    // With it, the volume is as it was before the update.
+    std::fs::write(&state, "original\n").unwrap();
+    t.config(&cfg("    update:\n      backup_volumes: true\n"));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    let id = res["check"]["volume_backup"]
+        .as_i64()
+        .expect("a volume backup");
+    assert!(
+        res["rollback"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("restored")),
+        "{res:#}"
+    );
+    assert_eq!(lab.project_image(&project), v1_id);
+    wait_body(port, "v1");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "original\n");
+    // The backup is in the catalog, taken before the transaction began,
+    // and the transaction's record names it.
+    let c = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    let (created, status): (i64, String) = c
+        .query_row(
+            "SELECT created_at, status FROM backups WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "complete");
+    let (started, before): (i64, String) = c
+        .query_row(
+            "SELECT started_at, before FROM updates WHERE outcome = 'rolled_back' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(created <= started);
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(before["volume_backup"], id);
+
+    // Only a Compose project has volumes to back up.
+    t.config(
+        "services:\n  - name: app\n    type: generic\n    backup: false\n    update:\n      command: [\"true\"]\n      backup_volumes: true\n",
+    );
+    t.run(&["config", "validate"])
+        .code(78)
+        .stderr_has("update.backup_volumes");
 }
