@@ -22,7 +22,8 @@
 //!   soak (defaults: `updates.health_check_timeout_seconds`,
 //!   `updates.soak_seconds`);
 //! - `update::before(txn)`, `update::current(txn)`: what ran / runs (image,
-//!   ID, digest);
+//!   ID, digest; for a guest its upgraded packages' versions, bounded:
+//!   `#{count, packages: [#{name, from, to}], more, text}`);
 //! - `update::unfinished()`: open transactions of processes that are gone.
 //!
 //! Lower-level, for scripts of their own: `docker::pull(ref)`,
@@ -42,9 +43,16 @@ use std::time::Duration;
 /// `blocked_by`; a dry run has no state DB to keep it in).
 static OUTCOMES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
 
-/// The volume backup `update::check` took per service, for the record
-/// `update::begin` writes next.
-static VOLUME_BACKUPS: Mutex<BTreeMap<String, i64>> = Mutex::new(BTreeMap::new());
+/// What `update::check` found per service that belongs in the record
+/// `update::begin` writes next: the volume backup it took, a guest's
+/// pending packages with their versions.
+static CHECKED: Mutex<BTreeMap<String, Checked>> = Mutex::new(BTreeMap::new());
+
+#[derive(Default)]
+struct Checked {
+    volume_backup: Option<i64>,
+    packages: Vec<crate::pve::guest::PackageChange>,
+}
 
 /// `update.backup_volumes`: back up a Compose project before its update,
 /// through the backup workflow's own step; the backup's catalog ID.
@@ -236,19 +244,35 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 let c = update::check(&h.config, cfg, &before, !h.dry_run)
                     .map_err(|e| to_rhai(e, &ctx))?;
                 let mut out = to_dyn(&c)?;
+                let mut checked = Checked::default();
+                if let Before::Guest { .. } = before {
+                    let changes = update::guest::Packages::new(&c.changes);
+                    if c.available {
+                        h.event(
+                            tracing::Level::INFO,
+                            Some(&cfg.name),
+                            &format!("upgradable: {}", changes.text),
+                        );
+                    }
+                    if let Some(mut m) = out.write_lock::<Map>() {
+                        m.insert("changes".into(), to_dyn(&changes)?);
+                    }
+                    checked.packages = c.changes.clone();
+                }
                 let wanted = cfg.update.as_ref().is_some_and(|u| u.backup_volumes);
                 if c.available && wanted && !h.dry_run {
                     if let Before::DockerCompose { .. } = before {
                         let id = backup_volumes(&h, &ctx, &svc)?;
-                        VOLUME_BACKUPS
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .insert(cfg.name.clone(), id);
+                        checked.volume_backup = Some(id);
                         if let Some(mut m) = out.write_lock::<Map>() {
                             m.insert("volume_backup".into(), Dynamic::from(id));
                         }
                     }
                 }
+                CHECKED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(cfg.name.clone(), checked);
                 Ok(out)
             },
         );
@@ -260,14 +284,21 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             move |ctx: NativeCallContext, svc: Map, before: Map| -> RhaiResult<Dynamic> {
                 let cfg = service_config(&h, &svc, "update::begin")?;
                 let mut before = before_of(before)?;
-                if let Before::DockerCompose { volume_backup, .. } = &mut before {
-                    let taken = VOLUME_BACKUPS
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .remove(&cfg.name);
-                    if taken.is_some() {
-                        *volume_backup = taken;
+                let checked = CHECKED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&cfg.name)
+                    .unwrap_or_default();
+                match &mut before {
+                    Before::DockerCompose { volume_backup, .. }
+                        if checked.volume_backup.is_some() =>
+                    {
+                        *volume_backup = checked.volume_backup;
                     }
+                    Before::Guest { packages, .. } if packages.is_empty() => {
+                        *packages = checked.packages;
+                    }
+                    _ => {}
                 }
                 let mut id = None;
                 if let (Some(store), false) = (&h.store, h.dry_run) {
@@ -424,15 +455,22 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, txn: Map| -> RhaiResult<Dynamic> {
                 let t = txn_of(txn)?;
+                if let Before::Guest { .. } = t.before {
+                    return to_dyn(&update::guest::packages_before(&t.before));
+                }
                 to_dyn(&update::previous(&t.before).map_err(|e| to_rhai(e, &ctx))?)
             },
         );
+    let h = host.clone();
     FuncRegistration::new("current")
         .with_volatility(true)
         .set_into_module(
             &mut m,
             move |ctx: NativeCallContext, txn: Map| -> RhaiResult<Dynamic> {
                 let t = txn_of(txn)?;
+                if let Before::Guest { .. } = t.before {
+                    return to_dyn(&update::guest::packages_now(&h.config, &t.before));
+                }
                 to_dyn(&update::current(&t.before).map_err(|e| to_rhai(e, &ctx))?)
             },
         );

@@ -109,6 +109,10 @@ pub enum Before {
         vmid: u32,
         package_manager: String,
         snapshot: Option<String>,
+        /// The packages the upgrade was to change, with their versions
+        /// before and the new ones (from the check).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        packages: Vec<crate::pve::guest::PackageChange>,
     },
 }
 
@@ -221,6 +225,10 @@ pub struct Check {
     /// A guest's packages with an upgrade pending.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
+    /// A guest's pending upgrades with their versions, all of them (the
+    /// result shows them bounded: [`guest::Packages`]).
+    #[serde(skip)]
+    pub changes: Vec<crate::pve::guest::PackageChange>,
 }
 
 fn image_checks(before: &Before) -> Vec<(String, String, String)> {
@@ -261,15 +269,17 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             method: "command",
             images: Vec::new(),
             packages: Vec::new(),
+            changes: Vec::new(),
         });
     }
     if let Before::Guest { .. } = before {
-        let packages = guest::pending(cfg, before)?;
+        let changes = guest::pending(cfg, before)?;
         return Ok(Check {
-            available: !packages.is_empty(),
+            available: !changes.is_empty(),
             method: "packages",
             images: Vec::new(),
-            packages,
+            packages: changes.iter().map(|c| c.name.clone()).collect(),
+            changes,
         });
     }
     if pull {
@@ -314,6 +324,7 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
         method: if pull { "pull" } else { "registry" },
         images,
         packages: Vec::new(),
+        changes: Vec::new(),
     })
 }
 

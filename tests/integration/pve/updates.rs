@@ -90,6 +90,33 @@ fn a_vm_is_snapshotted_upgraded_through_the_agent_and_old_snapshots_of_ours_go()
     assert_eq!(web["outcome"], "updated", "{web}");
     assert_eq!(web["check"]["packages"][0], "webapp", "{web}");
     assert_eq!(f.with(|s| s.os[&100].version.clone()), "2");
+    // The versions: from the simulation, and installed after the upgrade
+    // (dpkg-query through the agent, an argv).
+    assert_eq!(
+        web["check"]["changes"]["packages"][0],
+        serde_json::json!({"name": "webapp", "from": "1", "to": "2"}),
+        "{web}"
+    );
+    assert_eq!(web["before"]["count"], 1, "{web}");
+    assert_eq!(web["before"]["packages"][0]["from"], "1", "{web}");
+    assert_eq!(web["after"]["packages"][0]["to"], "2", "{web}");
+    assert_eq!(
+        web["after"]["text"], "1 package: webapp 1 \u{2192} 2",
+        "{web}"
+    );
+    let asked = f.with(|s| s.agent_runs.clone());
+    assert!(
+        asked.iter().any(|(v, a)| *v == 100
+            && a == &[
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package} ${Version}\\n",
+                "--",
+                "webapp"
+            ]),
+        "{asked:?}"
+    );
     // The new snapshot was taken before the upgrade and is kept; the old
     // one of ours is gone; the admin's are untouched.
     let new = ours_new(&f);
@@ -155,6 +182,24 @@ fn a_vm_whose_check_fails_after_the_upgrade_is_rolled_back_and_started() {
         "{web}"
     );
     assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
+    // After the rollback the package is at its old version again.
+    assert_eq!(web["after"]["packages"][0]["to"], "1", "{web}");
+    // ... and the rollback's notification says so.
+    let doc = r.json();
+    let sent = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["event"] == "rollback_executed")
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(
+        sent["data"]["before"]["text"], "1 package: webapp 1",
+        "{sent}"
+    );
+    assert_eq!(
+        sent["data"]["after"]["text"], "1 package: webapp 1 \u{2192} 1",
+        "{sent}"
+    );
     assert_eq!(f.with(|s| s.guests[&100].status.clone()), "running");
     assert_eq!(
         std::fs::read_to_string(t.path("guest-health")).unwrap(),
@@ -188,6 +233,11 @@ fn a_dry_run_lists_the_pending_packages_and_changes_nothing() {
     let web = result_of(&r, "web");
     assert_eq!(web["outcome"], "available", "{web}");
     assert_eq!(web["check"]["packages"][0], "webapp", "{web}");
+    assert_eq!(
+        web["check"]["changes"]["text"], "1 package: webapp 1 \u{2192} 2",
+        "{web}"
+    );
+    r.stderr_has("upgradable: 1 package: webapp 1 \u{2192} 2");
     assert!(
         web["summary"]
             .as_str()
