@@ -330,3 +330,118 @@ fn a_guest_update_killed_while_validating_is_rolled_back_by_the_next_run() {
     assert_eq!(f.with(|s| s.guests[&100].status.clone()), "running");
     assert_eq!(requests(&f, "POST", "/rollback"), 1);
 }
+
+/// An `lxc` with `proxmox.local: true`: the snapshot through the API, the
+/// commands inside the container through `pct exec VMID -- argv`. Proxmox
+/// cannot run here, so `pct` is a stand-in on PATH that records its argv
+/// and answers as a Debian container whose upgrade takes webapp 1 → 2.
+#[test]
+fn a_container_in_local_mode_is_upgraded_through_pct_exec() {
+    let (f, t) = setup("1", "2", &[]);
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace("    fingerprint:", "    local: true\n    fingerprint:"));
+    let log = t.path("pct-argv");
+    let state = t.path("ct-version");
+    t.write(
+        "bin/pct",
+        &format!(
+            r#"#!/bin/sh
+for a in "$@"; do printf '%s\037' "$a" >> {log}; done
+printf '\n' >> {log}
+[ "$1 $2 $3" = "exec 200 --" ] || {{ echo "not a pct exec of 200: $*" >&2; exit 2; }}
+shift 3
+v=$(cat {state} 2>/dev/null || echo 1)
+case "$1 $2" in
+  "cat /etc/os-release") printf 'ID=debian\nVERSION_ID="12"\n' ;;
+  "apt-get update") echo "Reading package lists..." ;;
+  "apt-get -s") [ "$v" = 1 ] && echo "Inst webapp [1] (2 Debian:12/stable [amd64])"; true ;;
+  "env DEBIAN_FRONTEND=noninteractive") echo 2 > {state}; echo "Setting up webapp" ;;
+  "dpkg-query -W") echo "webapp $v" ;;
+  *) echo "E: not in this stand-in: $*" >&2; exit 100 ;;
+esac
+"#,
+            log = log.display(),
+            state = state.display()
+        ),
+    );
+    std::fs::set_permissions(
+        t.path("bin/pct"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        t.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = crate::harness::Run::from_output(
+        t.command(&["--json", "run", "update", "--service", "nextcloud"])
+            .env("PATH", path)
+            .output()
+            .unwrap(),
+    );
+    r.code(0);
+    let ct = result_of(&r, "nextcloud");
+    assert_eq!(ct["outcome"], "updated", "{ct}");
+    assert_eq!(
+        ct["after"]["text"], "1 package: webapp 1 \u{2192} 2",
+        "{ct}"
+    );
+    let calls: Vec<Vec<String>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.trim_end_matches('\u{1f}')
+                .split('\u{1f}')
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    let pct = |a: &[&str]| -> Vec<String> {
+        ["exec", "200", "--"]
+            .iter()
+            .chain(a)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    assert_eq!(
+        calls,
+        [
+            pct(&["cat", "/etc/os-release"]),
+            pct(&["apt-get", "update"]),
+            pct(&["apt-get", "-s", "dist-upgrade"]),
+            pct(&["apt-get", "update"]),
+            pct(&[
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "-y",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "dist-upgrade"
+            ]),
+            pct(&[
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package} ${Version}\\n",
+                "--",
+                "webapp"
+            ]),
+        ]
+    );
+    // The snapshot went through the API, before the upgrade; no agent.
+    let snaps: Vec<String> = f.with(|s| {
+        s.guests[&200]
+            .snapshots
+            .iter()
+            .map(|v| v["name"].as_str().unwrap_or_default().to_string())
+            .collect()
+    });
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert!(snaps[0].starts_with("autopilot-pre-update-2"), "{snaps:?}");
+    assert_eq!(requests(&f, "POST", "/lxc/200/snapshot"), 1);
+    assert!(f.with(|s| s.agent_runs.is_empty()));
+}
