@@ -58,8 +58,12 @@ fn result_of(r: &Run, name: &str) -> serde_json::Value {
 }
 
 fn snapshots(f: &Fake) -> Vec<String> {
+    snapshots_of(f, 100)
+}
+
+fn snapshots_of(f: &Fake, vmid: u32) -> Vec<String> {
     f.with(|s| {
-        s.guests[&100]
+        s.guests[&vmid]
             .snapshots
             .iter()
             .map(|v| v["name"].as_str().unwrap_or_default().to_string())
@@ -433,13 +437,7 @@ esac
         ]
     );
     // The snapshot went through the API, before the upgrade; no agent.
-    let snaps: Vec<String> = f.with(|s| {
-        s.guests[&200]
-            .snapshots
-            .iter()
-            .map(|v| v["name"].as_str().unwrap_or_default().to_string())
-            .collect()
-    });
+    let snaps = snapshots_of(&f, 200);
     assert_eq!(snaps.len(), 1, "{snaps:?}");
     assert!(snaps[0].starts_with("autopilot-pre-update-2"), "{snaps:?}");
     assert_eq!(requests(&f, "POST", "/lxc/200/snapshot"), 1);
