@@ -330,7 +330,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, txn: Map, step: &str| -> RhaiResult<()> {
                 let t = txn_of(txn)?;
-                if let (Some(store), Some(id)) = (&h.store, t.id) {
+                // A dry run writes nothing, also to a killed run's open row.
+                if let (Some(store), Some(id), false) = (&h.store, t.id, h.dry_run) {
                     store.update_step(id, step).map_err(|e| to_rhai(e, &ctx))?;
                 }
                 Ok(())
@@ -536,7 +537,7 @@ fn finish(
         ));
     }
     note_outcome(service, outcome);
-    if let (Some(store), Some(id)) = (&h.store, id) {
+    if let (Some(store), Some(id), false) = (&h.store, id, h.dry_run) {
         let v = crate::script::host::dynamic_to_json(&Dynamic::from_map(result));
         let after = v.get("after").cloned();
         store

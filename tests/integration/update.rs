@@ -845,6 +845,25 @@ fn recover_finishes_a_killed_update_and_updates_nothing_else() {
         std::fs::read_to_string(t.path("app/current")).unwrap(),
         "bad v2\n"
     );
+    let open = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM updates WHERE finished_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+
+    // A dry run says what it would do and leaves the row open.
+    let r = run_update(&t, &["--recover", "--dry-run"]);
+    r.stderr_has("would roll back");
+    assert_eq!(open(), 1);
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "bad v2\n"
+    );
 
     let r = run_update(&t, &["--recover"]);
     r.code(1);
@@ -863,6 +882,7 @@ fn recover_finishes_a_killed_update_and_updates_nothing_else() {
         !t.path("other-updated").exists(),
         "--recover updated another service"
     );
+    assert_eq!(open(), 0);
     let c = rusqlite::Connection::open(&db).unwrap();
     let other: i64 = c
         .query_row(
