@@ -1000,7 +1000,8 @@ fn an_update_needs_a_recent_backup_and_takes_one_when_there_is_none() {
 /// `update.backup_volumes`: v2 migrates the project's volume and fails its
 /// checks. Without the key the rollback brings v1 back on the migrated
 /// data; with it, the volume backup taken before the update (recorded in
-/// the transaction) is restored before v1 starts again.
+/// the transaction) is restored before v1 starts again, also by
+/// `run update --recover` after the run was killed.
 #[test]
 fn a_volume_backup_taken_before_the_update_is_restored_by_the_rollback() {
     if !ready() {
@@ -1022,12 +1023,13 @@ fn a_volume_backup_taken_before_the_update_is_restored_by_the_rollback() {
     std::fs::write(&state, "original\n").unwrap();
     lab.publish("app", "v2");
     let t = Test::new();
-    let cfg = |extra: &str| {
+    let cfg_waiting = |extra: &str, timeout: u32| {
         format!(
-            "global:\n  backup:\n    root: {{root}}/backups\nupdates:\n  health_check_timeout_seconds: 6\n  soak_seconds: 2\nservices:\n{}",
+            "global:\n  backup:\n    root: {{root}}/backups\nupdates:\n  health_check_timeout_seconds: {timeout}\n  soak_seconds: 2\nservices:\n{}",
             compose_service("web", &file, &project, port, extra)
         )
     };
+    let cfg = |extra: &str| cfg_waiting(extra, 6);
 
     // Without it, v1 comes back on what v2 wrote.
     t.config(&cfg(""));
@@ -1085,6 +1087,34 @@ fn a_volume_backup_taken_before_the_update_is_restored_by_the_rollback() {
     assert!(created <= started);
     let before: serde_json::Value = serde_json::from_str(&before).unwrap();
     assert_eq!(before["volume_backup"], id);
+
+    // Killed after v2 migrated the volume: `--recover` restores it from
+    // the backup the record names.
+    std::fs::write(&state, "original\n").unwrap();
+    t.config(&cfg_waiting(
+        "    update:\n      backup_volumes: true\n",
+        120,
+    ));
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_step(&t.path("state/state.db"), "validating", || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s == "migrated\n")
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let r = run_update(&t, &["--recover"]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert_eq!(res["recovered"], true);
+    assert_eq!(lab.project_image(&project), v1_id);
+    wait_body(port, "v1");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "original\n");
 
     // Only a Compose project has volumes to back up.
     t.config(
