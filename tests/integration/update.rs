@@ -381,6 +381,20 @@ fn outcome<'a>(doc: &'a serde_json::Value, service: &str) -> &'a serde_json::Val
         .unwrap_or_else(|| panic!("no service {service} in {doc:#}"))
 }
 
+/// Start `run update`, and SIGKILL it once its open update has reached
+/// `step` and `also()` holds.
+fn kill_update_at(t: &Test, step: &str, also: impl Fn() -> bool) {
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_step(&t.path("state/state.db"), step, also);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 /// Wait until the open update in the state DB `db` has reached `step` and
 /// `also()` holds.
 fn wait_for_step(db: &std::path::Path, step: &str, also: impl Fn() -> bool) {
@@ -657,17 +671,9 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
         "updates:\n  health_check_timeout_seconds: 60\n  soak_seconds: 2\nservices:\n{}",
         compose_service("web", &file, &project, port, "")
     ));
-    let mut child = t
-        .command(&["run", "update"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
     // Kill it while it waits for v2 to become healthy.
+    kill_update_at(&t, "validating", || true);
     let db = t.path("state/state.db");
-    wait_for_step(&db, "validating", || true);
-    child.kill().unwrap();
-    child.wait().unwrap();
     assert_ne!(lab.project_image(&project), v1_id, "v2 was applied");
     assert!(get(port).is_none(), "v2 serves nothing");
 
@@ -830,16 +836,8 @@ fn recover_finishes_a_killed_update_and_updates_nothing_else() {
     t.config(
         "updates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 0\nservices:\n  - name: app\n    type: generic\n    backup: false\n    health_checks:\n      - type: command\n        command: [grep, -q, good, {root}/app/current]\n    update:\n      command: [sh, -c, 'cp {root}/releases/v2 {root}/app/current && touch {root}/applied && while [ ! -e {root}/release ]; do sleep 0.1; done']\n      rollback_command: [cp, {root}/releases/v1, {root}/app/current]\n  - name: other\n    type: generic\n    backup: false\n    update:\n      command: [touch, {root}/other-updated]\n",
     );
-    let mut child = t
-        .command(&["run", "update"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    kill_update_at(&t, "applying", || t.path("applied").exists());
     let db = t.path("state/state.db");
-    wait_for_step(&db, "applying", || t.path("applied").exists());
-    child.kill().unwrap();
-    child.wait().unwrap();
     t.write("release", "");
     assert_eq!(
         std::fs::read_to_string(t.path("app/current")).unwrap(),
@@ -1095,17 +1093,9 @@ fn a_volume_backup_taken_before_the_update_is_restored_by_the_rollback() {
         "    update:\n      backup_volumes: true\n",
         120,
     ));
-    let mut child = t
-        .command(&["run", "update"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_for_step(&t.path("state/state.db"), "validating", || {
+    kill_update_at(&t, "validating", || {
         std::fs::read_to_string(&state).is_ok_and(|s| s == "migrated\n")
     });
-    child.kill().unwrap();
-    child.wait().unwrap();
     let r = run_update(&t, &["--recover"]);
     r.code(1);
     let doc = r.json();
