@@ -216,6 +216,9 @@ impl PackageManager {
                     }
                 }
             })
+            // What the guest printed is its own: a "name" that would be
+            // an option of the next command is not one.
+            .filter(|c| !c.name.is_empty() && !c.name.starts_with('-'))
             .collect()
     }
 
@@ -457,6 +460,9 @@ mod tests {
                 c("linux-image-6.1", None, Some("6.1.9"))
             ]
         );
+        assert!(PackageManager::Apt
+            .parse_changes("Inst --force-yes [1] (2 x)\n")
+            .is_empty());
         let apk = "(1/1) Upgrading musl (1.2.4-r1 -> 1.2.4-r2)\n";
         assert_eq!(
             PackageManager::Apk.parse_changes(apk),

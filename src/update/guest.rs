@@ -177,7 +177,8 @@ pub fn pending(cfg: &Config, before: &Before) -> Result<Vec<PackageChange>> {
     Ok(out)
 }
 
-/// The installed versions of `changes`' packages, by name.
+/// The installed versions of the first [`NAMED`] of `changes`' packages
+/// (the ones a report names), by name.
 fn installed(
     pve: &Pve,
     r: &GuestRef,
@@ -185,7 +186,7 @@ fn installed(
     pm: PackageManager,
     changes: &[PackageChange],
 ) -> Result<BTreeMap<String, String>> {
-    let names: Vec<String> = changes.iter().map(|c| c.name.clone()).collect();
+    let names: Vec<String> = changes.iter().take(NAMED).map(|c| c.name.clone()).collect();
     if names.is_empty() {
         return Ok(BTreeMap::new());
     }
