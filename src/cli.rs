@@ -171,6 +171,10 @@ pub struct RunArgs {
     /// Log exactly what would be done, and do nothing
     #[arg(long)]
     pub dry_run: bool,
+    /// update: only finish what a killed run left unfinished (roll back or
+    /// validate again); update nothing else
+    #[arg(long)]
+    pub recover: bool,
 }
 
 #[derive(Debug, Subcommand)]

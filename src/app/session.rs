@@ -42,6 +42,8 @@ pub struct RunRequest {
     /// latest verified one.
     pub backup: Option<i64>,
     pub dry_run: bool,
+    /// `--recover` (update): only finish what a killed run left.
+    pub recover: bool,
 }
 
 /// What a run did, for the command to print.
@@ -157,6 +159,12 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
             known.join(", ")
         )));
     }
+    if req.recover && req.workflow != "update" {
+        return Err(Error::Usage(format!(
+            "--recover applies to the update workflow, not '{}'",
+            req.workflow
+        )));
+    }
     let chosen = match req.backup {
         Some(id) => Some(chosen_backup(setup, &paths, req, id)?),
         None => None,
@@ -222,6 +230,7 @@ fn prepare(setup: &Setup, req: &RunRequest) -> Result<Prepared> {
         &req.workflow,
     );
     host.backup_id = req.backup;
+    host.recover = req.recover;
     let host = Arc::new(host);
     Ok(Prepared {
         cfg,

@@ -1,4 +1,4 @@
-//! `run WORKFLOW [--service NAME]... [--backup ID] [--dry-run]`: the run session
+//! `run WORKFLOW [--service NAME]... [--backup ID] [--dry-run] [--recover]`: the run session
 //! ([`crate::app::session`]) does the work; this prints its report.
 
 use super::Report;
@@ -13,6 +13,7 @@ pub fn run(setup: &Setup, args: &RunArgs) -> Result<Report> {
         services: args.services.clone(),
         backup: args.backup,
         dry_run: args.dry_run,
+        recover: args.recover,
     };
     let report = session::run(setup, &req)?;
     let text = render_text(&report);

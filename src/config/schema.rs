@@ -866,6 +866,12 @@ pub struct ServiceUpdateConfig {
     pub validate_command: Vec<String>,
     /// argv run to undo a failed update.
     pub rollback_command: Vec<String>,
+    /// A verified backup of the service at most this many hours old must
+    /// exist before it is updated; one is taken when there is none.
+    pub require_backup_hours: Option<f64>,
+    /// docker_compose: back up the project's volumes before the update and
+    /// restore them on rollback.
+    pub backup_volumes: bool,
 }
 
 impl Default for ServiceUpdateConfig {
@@ -876,6 +882,8 @@ impl Default for ServiceUpdateConfig {
             snapshot: None,
             validate_command: Vec::new(),
             rollback_command: Vec::new(),
+            require_backup_hours: None,
+            backup_volumes: false,
         }
     }
 }

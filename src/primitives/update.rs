@@ -8,7 +8,10 @@
 //! - `update::snapshot(svc)`: the record of what runs now;
 //! - `update::check(svc, before)`: anything new? Pulls the images (nothing
 //!   running changes); in a dry run asks the registries instead, pulling
-//!   nothing;
+//!   nothing. With `update.backup_volumes` and something new, the
+//!   project's volumes are backed up here, by the backup workflow's
+//!   `backup_service` (`volume_backup`: the catalog ID; a failed backup
+//!   throws, so nothing has changed), and `update::begin` records that ID;
 //! - `update::begin(svc, before)` → `txn`, `update::step(txn, step)`,
 //!   `update::finish(txn, outcome, result)`: the transaction's row in the
 //!   state DB (a dry run writes nothing);
@@ -19,7 +22,8 @@
 //!   soak (defaults: `updates.health_check_timeout_seconds`,
 //!   `updates.soak_seconds`);
 //! - `update::before(txn)`, `update::current(txn)`: what ran / runs (image,
-//!   ID, digest);
+//!   ID, digest; for a guest its upgraded packages' versions, bounded:
+//!   `#{count, packages: [#{name, from, to}], more, text}`);
 //! - `update::unfinished()`: open transactions of processes that are gone.
 //!
 //! Lower-level, for scripts of their own: `docker::pull(ref)`,
@@ -38,6 +42,67 @@ use std::time::Duration;
 /// How each service's update ended in this process's run (for
 /// `blocked_by`; a dry run has no state DB to keep it in).
 static OUTCOMES: Mutex<BTreeMap<String, String>> = Mutex::new(BTreeMap::new());
+
+/// What `update::check` found per service that belongs in the record
+/// `update::begin` writes next: the volume backup it took, a guest's
+/// pending packages with their versions.
+static CHECKED: Mutex<BTreeMap<String, Checked>> = Mutex::new(BTreeMap::new());
+
+#[derive(Default)]
+struct Checked {
+    volume_backup: Option<i64>,
+    packages: Vec<crate::pve::guest::PackageChange>,
+}
+
+/// `update.backup_volumes`: back up a Compose project before its update,
+/// through the backup workflow's own step; the backup's catalog ID.
+fn backup_volumes(h: &Host, ctx: &NativeCallContext, svc: &Map) -> RhaiResult<i64> {
+    let name = svc.get("name").map(|n| n.to_string()).unwrap_or_default();
+    h.event(
+        tracing::Level::INFO,
+        Some(&name),
+        "update.backup_volumes: backing up the volumes before the update",
+    );
+    let r = super::workflow::run_step(h, ctx, "backup", "backup_service", svc.clone())?;
+    let id = r
+        .read_lock::<Map>()
+        .and_then(|m| m.get("id").and_then(|i| i.as_int().ok()));
+    match id {
+        Some(id) if id > 0 => {
+            h.event(
+                tracing::Level::INFO,
+                Some(&name),
+                &format!("volumes backed up: backup {id}"),
+            );
+            Ok(id)
+        }
+        _ => Err(throw(
+            "update",
+            "update.backup_volumes: the backup workflow took no backup",
+            Some(&name),
+        )),
+    }
+}
+
+/// The archive and checksum of a catalogued backup.
+fn backup_archive(
+    h: &Host,
+    ctx: &NativeCallContext,
+    id: i64,
+) -> RhaiResult<(std::path::PathBuf, Option<String>)> {
+    let row = match &h.store {
+        Some(store) => store.backup(id).map_err(|e| to_rhai(e, ctx))?,
+        None => None,
+    };
+    let b = row.ok_or_else(|| {
+        throw(
+            "not_found",
+            format!("the volume backup {id} of the update is not in the catalog"),
+            None,
+        )
+    })?;
+    Ok((b.location.into(), b.sha256))
+}
 
 /// A transaction as scripts carry it.
 #[derive(Serialize, Deserialize)]
@@ -179,7 +244,37 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 let before = before_of(before)?;
                 let c = update::check(&h.config, cfg, &before, !h.dry_run)
                     .map_err(|e| to_rhai(e, &ctx))?;
-                to_dyn(&c)
+                let mut out = to_dyn(&c)?;
+                let mut checked = Checked::default();
+                if let Before::Guest { .. } = before {
+                    let changes = update::guest::Packages::new(&c.changes);
+                    if c.available {
+                        h.event(
+                            tracing::Level::INFO,
+                            Some(&cfg.name),
+                            &format!("upgradable: {}", changes.text),
+                        );
+                    }
+                    if let Some(mut m) = out.write_lock::<Map>() {
+                        m.insert("changes".into(), to_dyn(&changes)?);
+                    }
+                    checked.packages = c.changes.clone();
+                }
+                let wanted = cfg.update.as_ref().is_some_and(|u| u.backup_volumes);
+                if c.available && wanted && !h.dry_run {
+                    if let Before::DockerCompose { .. } = before {
+                        let id = backup_volumes(&h, &ctx, &svc)?;
+                        checked.volume_backup = Some(id);
+                        if let Some(mut m) = out.write_lock::<Map>() {
+                            m.insert("volume_backup".into(), Dynamic::from(id));
+                        }
+                    }
+                }
+                CHECKED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(cfg.name.clone(), checked);
+                Ok(out)
             },
         );
     let h = host.clone();
@@ -189,7 +284,23 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, svc: Map, before: Map| -> RhaiResult<Dynamic> {
                 let cfg = service_config(&h, &svc, "update::begin")?;
-                let before = before_of(before)?;
+                let mut before = before_of(before)?;
+                let checked = CHECKED
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&cfg.name)
+                    .unwrap_or_default();
+                match &mut before {
+                    Before::DockerCompose { volume_backup, .. }
+                        if checked.volume_backup.is_some() =>
+                    {
+                        *volume_backup = checked.volume_backup;
+                    }
+                    Before::Guest { packages, .. } if packages.is_empty() => {
+                        *packages = checked.packages;
+                    }
+                    _ => {}
+                }
                 let mut id = None;
                 if let (Some(store), false) = (&h.store, h.dry_run) {
                     let pid = std::process::id();
@@ -220,7 +331,8 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, txn: Map, step: &str| -> RhaiResult<()> {
                 let t = txn_of(txn)?;
-                if let (Some(store), Some(id)) = (&h.store, t.id) {
+                // A dry run writes nothing, also to a killed run's open row.
+                if let (Some(store), Some(id), false) = (&h.store, t.id, h.dry_run) {
                     store.update_step(id, step).map_err(|e| to_rhai(e, &ctx))?;
                 }
                 Ok(())
@@ -289,8 +401,22 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 if dry_run(&h, &ctx, "roll back") {
                     return Ok(Array::new());
                 }
-                let notes =
-                    update::rollback(&h.config, cfg, &t.before).map_err(|e| to_rhai(e, &ctx))?;
+                let mut notes = Vec::new();
+                if let Before::DockerCompose {
+                    volume_backup: Some(id),
+                    ..
+                } = &t.before
+                {
+                    // The containers stop and the volumes come back before
+                    // the old images start.
+                    let (archive, sha256) = backup_archive(&h, &ctx, *id)?;
+                    notes =
+                        update::restore_volumes(&t.before, &archive, sha256, h.store.as_deref())
+                            .map_err(|e| to_rhai(e, &ctx))?;
+                }
+                notes.extend(
+                    update::rollback(&h.config, cfg, &t.before).map_err(|e| to_rhai(e, &ctx))?,
+                );
                 for n in &notes {
                     h.event(tracing::Level::INFO, Some(&cfg.name), n);
                 }
@@ -331,15 +457,22 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, txn: Map| -> RhaiResult<Dynamic> {
                 let t = txn_of(txn)?;
+                if let Before::Guest { .. } = t.before {
+                    return to_dyn(&update::guest::packages_before(&t.before));
+                }
                 to_dyn(&update::previous(&t.before).map_err(|e| to_rhai(e, &ctx))?)
             },
         );
+    let h = host.clone();
     FuncRegistration::new("current")
         .with_volatility(true)
         .set_into_module(
             &mut m,
             move |ctx: NativeCallContext, txn: Map| -> RhaiResult<Dynamic> {
                 let t = txn_of(txn)?;
+                if let Before::Guest { .. } = t.before {
+                    return to_dyn(&update::guest::packages_now(&h.config, &t.before));
+                }
                 to_dyn(&update::current(&t.before).map_err(|e| to_rhai(e, &ctx))?)
             },
         );
@@ -405,7 +538,7 @@ fn finish(
         ));
     }
     note_outcome(service, outcome);
-    if let (Some(store), Some(id)) = (&h.store, id) {
+    if let (Some(store), Some(id), false) = (&h.store, id, h.dry_run) {
         let v = crate::script::host::dynamic_to_json(&Dynamic::from_map(result));
         let after = v.get("after").cloned();
         store

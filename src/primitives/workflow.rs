@@ -8,10 +8,21 @@
 //! `workflow::each_service(ctx, "step", #{ total: N, per_node: M })` runs up
 //! to N services at once, and at most M of one Proxmox node (`svc.node`) at
 //! once. The default is one at a time, in order.
+//!
+//! `workflow::run_step("backup", "backup_service", svc)` runs one step of
+//! *another* workflow for one service within this run (the update
+//! workflow's backup before an update): that workflow's program with the
+//! user's layers and the service's own override, this run's state, run ID
+//! and dry-run flag, `ctx.workflow` naming that workflow; its lock is held
+//! meanwhile, so it never runs beside a run of that workflow. It returns
+//! what the step returns; what the step throws is thrown.
 
 use super::{throw, to_u64, RhaiResult};
 use crate::script::{Host, ServiceOutcome};
-use rhai::{Array, Dynamic, EvalAltResult, FuncRegistration, Map, Module, NativeCallContext};
+use rhai::{
+    Array, CallFnOptions, Dynamic, EvalAltResult, FuncRegistration, Map, Module, NativeCallContext,
+    Scope,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
@@ -182,6 +193,56 @@ fn run_parallel(
         .collect())
 }
 
+/// `workflow::run_step(workflow, step, svc)`: see the module docs.
+pub(super) fn run_step(
+    h: &Host,
+    ctx: &NativeCallContext,
+    workflow: &str,
+    step: &str,
+    svc: Map,
+) -> RhaiResult<Dynamic> {
+    let svc = Dynamic::from_map(svc);
+    let (name, _) = name_and_node(&svc)?;
+    let fail = |kind: &str, msg: String| throw(kind, msg, Some(&name));
+    if workflow == h.workflow {
+        return Err(fail(
+            "invalid_argument",
+            format!("workflow::run_step: call {step} directly within the {workflow} workflow"),
+        ));
+    }
+    let _lock = if h.dry_run {
+        None
+    } else {
+        Some(
+            crate::lock::acquire(&h.paths.lock_dir, workflow)
+                .map_err(|e| fail(e.kind(), e.to_string()))?,
+        )
+    };
+    let engine = ctx.engine();
+    let program =
+        crate::script::Program::load(engine, &h.scripts, workflow, std::slice::from_ref(&name))
+            .map_err(|e| fail(e.kind(), e.to_string()))?;
+    if !program.has_fn(step, 2) {
+        return Err(fail(
+            "invalid_argument",
+            format!("workflow::run_step: the {workflow} workflow has no fn {step}(svc, ctx)"),
+        ));
+    }
+    let mut run_ctx = h.ctx_map(&[]);
+    run_ctx.remove("services");
+    run_ctx.insert("workflow".into(), workflow.into());
+    let options = CallFnOptions::new()
+        .with_tag(Dynamic::from(name.clone()))
+        .eval_ast(true);
+    engine.call_fn_with_options::<Dynamic>(
+        options,
+        &mut Scope::new(),
+        program.ast_for(&name),
+        step,
+        (svc, Dynamic::from_map(run_ctx)),
+    )
+}
+
 pub(super) fn module(host: &Arc<Host>) -> Module {
     let mut m = Module::new();
     let h = host.clone();
@@ -200,6 +261,15 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             &mut m,
             move |ctx: NativeCallContext, run_ctx: Map, step: &str, opts: Map| {
                 each_service(&h, &ctx, run_ctx, step, opts)
+            },
+        );
+    let h = host.clone();
+    FuncRegistration::new("run_step")
+        .with_volatility(true)
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext, workflow: &str, step: &str, svc: Map| {
+                run_step(&h, &ctx, workflow, step, svc)
             },
         );
     let h = host.clone();

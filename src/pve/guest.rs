@@ -164,31 +164,152 @@ impl PackageManager {
 
     /// The packages a simulation's output names.
     pub fn parse_pending(self, out: &str) -> Vec<String> {
+        self.parse_changes(out)
+            .into_iter()
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// The packages a simulation's output names, with the versions it
+    /// gives: apt and apk say both, dnf only the new one.
+    pub fn parse_changes(self, out: &str) -> Vec<PackageChange> {
         out.lines()
             .filter_map(|l| {
                 let l = l.trim();
                 match self {
-                    // "Inst libssl3 [3.0.1] (3.0.2 Debian:12/stable [amd64])"
-                    PackageManager::Apt => l.strip_prefix("Inst ").map(word),
+                    // "Inst libssl3 [3.0.1] (3.0.2 Debian:12/stable [amd64])";
+                    // a new package has no "[old]".
+                    PackageManager::Apt => l.strip_prefix("Inst ").map(|r| {
+                        let (name, rest) = r.split_once(' ').unwrap_or((r, ""));
+                        let from = rest
+                            .strip_prefix('[')
+                            .and_then(|x| x.split_once(']'))
+                            .map(|(v, _)| v.to_string());
+                        let to = rest
+                            .split_once('(')
+                            .map(|(_, x)| word(x))
+                            .filter(|v| !v.is_empty());
+                        PackageChange::new(name, from, to)
+                    }),
                     // "(1/2) Upgrading musl (1.2.4-r1 -> 1.2.4-r2)"
                     PackageManager::Apk => l
                         .split_once(") Upgrading ")
                         .filter(|(n, _)| n.starts_with('('))
-                        .map(|(_, r)| word(r)),
+                        .map(|(_, r)| {
+                            let (name, rest) = r.split_once(' ').unwrap_or((r, ""));
+                            let versions = rest
+                                .trim()
+                                .strip_prefix('(')
+                                .and_then(|x| x.strip_suffix(')'))
+                                .and_then(|x| x.split_once(" -> "));
+                            PackageChange::new(
+                                name,
+                                versions.map(|(a, _)| a.to_string()),
+                                versions.map(|(_, b)| b.to_string()),
+                            )
+                        }),
                     // "openssl-libs.x86_64   1:3.0.7-27.el9   baseos"
                     PackageManager::Dnf => {
                         let f: Vec<&str> = l.split_whitespace().collect();
                         (f.len() == 3 && f[0].contains('.') && !l.starts_with("Obsoleting"))
-                            .then(|| f[0].to_string())
+                            .then(|| PackageChange::new(f[0], None, Some(f[1].to_string())))
                     }
                 }
             })
+            // What the guest printed is its own: a "name" that would be
+            // an option of the next command is not one.
+            .filter(|c| !c.name.is_empty() && !c.name.starts_with('-'))
             .collect()
+    }
+
+    /// The command that prints the installed version of each of `names`
+    /// (names a simulation gave), one `name version` line each; a name
+    /// not installed is left out of its output (and may make it exit
+    /// non-zero).
+    pub fn installed(self, names: &[String]) -> Vec<String> {
+        let mut argv: Vec<String> = match self {
+            PackageManager::Apt => ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "--"]
+                .map(String::from)
+                .to_vec(),
+            // apk prints "musl-1.2.4-r2 x86_64 {musl} (MIT) [installed]".
+            PackageManager::Apk => ["apk", "list", "--installed"].map(String::from).to_vec(),
+            PackageManager::Dnf => [
+                "rpm",
+                "-q",
+                "--qf",
+                "%{NAME}.%{ARCH} %{EPOCH}:%{VERSION}-%{RELEASE}\\n",
+                "--",
+            ]
+            .map(String::from)
+            .to_vec(),
+        };
+        argv.extend(names.iter().cloned());
+        argv
+    }
+
+    /// The versions an [`installed`](Self::installed) command printed, by
+    /// package name (only of `names`).
+    pub fn parse_installed(
+        self,
+        out: &str,
+        names: &[String],
+    ) -> std::collections::BTreeMap<String, String> {
+        let mut found = std::collections::BTreeMap::new();
+        for l in out.lines() {
+            let first = l.split_whitespace().next().unwrap_or("");
+            match self {
+                PackageManager::Apt | PackageManager::Dnf => {
+                    let mut f = l.split_whitespace();
+                    if let (Some(n), Some(v), None) = (f.next(), f.next(), f.next()) {
+                        if names.iter().any(|x| x == n) {
+                            let v = v.strip_prefix("(none):").unwrap_or(v);
+                            let v = v.strip_prefix("0:").unwrap_or(v);
+                            found.insert(n.to_string(), v.to_string());
+                        }
+                    }
+                }
+                // "<name>-<version>": the version starts with a digit, so
+                // "musl-utils-1.2" is not a version of "musl".
+                PackageManager::Apk => {
+                    for n in names {
+                        if let Some(v) = first
+                            .strip_prefix(n.as_str())
+                            .and_then(|r| r.strip_prefix('-'))
+                            .filter(|v| v.starts_with(|c: char| c.is_ascii_digit()))
+                        {
+                            found.insert(n.clone(), v.to_string());
+                        }
+                    }
+                }
+            }
+        }
+        found
     }
 
     /// Whether a pending-list command's exit code is a success.
     pub fn pending_ok(self, code: i64) -> bool {
         code == 0 || (self == PackageManager::Dnf && code == 100)
+    }
+}
+
+/// One package an upgrade changes, with its version before and after
+/// where known.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PackageChange {
+    pub name: String,
+    #[serde(default)]
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+impl PackageChange {
+    fn new(name: &str, from: Option<String>, to: Option<String>) -> PackageChange {
+        PackageChange {
+            name: name.to_string(),
+            from,
+            to,
+        }
     }
 }
 
@@ -324,6 +445,68 @@ mod tests {
         );
         assert!(PackageManager::Dnf.pending_ok(100));
         assert!(!PackageManager::Apt.pending_ok(100));
+    }
+
+    #[test]
+    fn versions_are_read_from_simulations_and_installed_lists() {
+        let c = |n: &str, f: Option<&str>, t: Option<&str>| {
+            PackageChange::new(n, f.map(String::from), t.map(String::from))
+        };
+        let apt = "Inst libssl3 [3.0.1] (3.0.2 Debian:12/stable [amd64])\nInst linux-image-6.1 (6.1.9 Debian:12/stable [amd64])\n";
+        assert_eq!(
+            PackageManager::Apt.parse_changes(apt),
+            [
+                c("libssl3", Some("3.0.1"), Some("3.0.2")),
+                c("linux-image-6.1", None, Some("6.1.9"))
+            ]
+        );
+        assert!(PackageManager::Apt
+            .parse_changes("Inst --force-yes [1] (2 x)\n")
+            .is_empty());
+        let apk = "(1/1) Upgrading musl (1.2.4-r1 -> 1.2.4-r2)\n";
+        assert_eq!(
+            PackageManager::Apk.parse_changes(apk),
+            [c("musl", Some("1.2.4-r1"), Some("1.2.4-r2"))]
+        );
+        let dnf = "curl.x86_64  7.76.1-29.el9  baseos\n";
+        assert_eq!(
+            PackageManager::Dnf.parse_changes(dnf),
+            [c("curl.x86_64", None, Some("7.76.1-29.el9"))]
+        );
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let apt_argv = PackageManager::Apt.installed(&names(&["libssl3"]));
+        assert_eq!(
+            apt_argv,
+            [
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package} ${Version}\\n",
+                "--",
+                "libssl3"
+            ]
+        );
+        let got =
+            PackageManager::Apt.parse_installed("libssl3 3.0.2\nother 1\n", &names(&["libssl3"]));
+        assert_eq!(got.get("libssl3").map(String::as_str), Some("3.0.2"));
+        assert_eq!(got.len(), 1);
+        let got = PackageManager::Apk.parse_installed(
+            "musl-utils-1.2.4-r2 x86_64 {musl} (MIT) [installed]\nmusl-1.2.4-r2 x86_64 {musl} (MIT) [installed]\n",
+            &names(&["musl"]),
+        );
+        assert_eq!(got.get("musl").map(String::as_str), Some("1.2.4-r2"));
+        let got = PackageManager::Dnf.parse_installed(
+            "curl.x86_64 (none):7.76.1-29.el9\nopenssl-libs.x86_64 1:3.0.7-27.el9\n",
+            &names(&["curl.x86_64", "openssl-libs.x86_64"]),
+        );
+        assert_eq!(
+            got.get("curl.x86_64").map(String::as_str),
+            Some("7.76.1-29.el9")
+        );
+        assert_eq!(
+            got.get("openssl-libs.x86_64").map(String::as_str),
+            Some("1:3.0.7-27.el9")
+        );
     }
 
     #[test]

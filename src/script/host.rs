@@ -64,6 +64,9 @@ pub struct Host {
     pub limits: Limits,
     /// `run restore-test --backup ID`: the backup to test (`ctx.backup_id`).
     pub backup_id: Option<i64>,
+    /// `run update --recover`: only finish what a killed run left
+    /// (`ctx.recover`).
+    pub recover: bool,
     /// Run events not yet in the state DB (see [`Host::event`]).
     events: Mutex<EventBuffer>,
 }
@@ -150,6 +153,7 @@ impl Host {
             partial: AtomicUsize::new(0),
             limits,
             backup_id: None,
+            recover: false,
             events: Mutex::new(EventBuffer::default()),
         }
     }
@@ -357,6 +361,9 @@ impl Host {
         ctx.insert("services".into(), svcs.into());
         if let Some(id) = self.backup_id {
             ctx.insert("backup_id".into(), Dynamic::from(id));
+        }
+        if self.recover {
+            ctx.insert("recover".into(), true.into());
         }
         ctx
     }

@@ -10,8 +10,10 @@
 use super::Before;
 use crate::config::{Config, ServiceConfig, ServiceType};
 use crate::error::{Error, Result};
-use crate::pve::guest::{self as g, PackageManager};
+use crate::pve::guest::{self as g, PackageChange, PackageManager};
 use crate::pve::{connect, GuestKind, GuestRef, Pve};
+use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How long one upgrade command may take inside the guest.
@@ -120,6 +122,7 @@ pub fn snapshot(cfg: &Config, svc: &ServiceConfig) -> Result<Before> {
         vmid: r.vmid,
         package_manager: pm.as_str().to_string(),
         snapshot: take.then(|| g::snapshot_name(chrono::Utc::now().timestamp())),
+        packages: Vec::new(),
     })
 }
 
@@ -150,9 +153,9 @@ fn failed(what: &[String], o: &g::ExecOutput) -> Error {
     }
 }
 
-/// The packages an upgrade would change (package lists are refreshed;
-/// nothing is installed).
-pub fn pending(cfg: &Config, before: &Before) -> Result<Vec<String>> {
+/// The packages an upgrade would change, with their versions now and
+/// after (package lists are refreshed; nothing is installed).
+pub fn pending(cfg: &Config, before: &Before) -> Result<Vec<PackageChange>> {
     let pve = client(cfg)?;
     let r = record_ref(before).ok_or_else(|| Error::Usage("not a guest record".into()))?;
     let pm = pm_of(before)?;
@@ -162,9 +165,138 @@ pub fn pending(cfg: &Config, before: &Before) -> Result<Vec<String>> {
         if !pm.pending_ok(o.code) {
             return Err(failed(&argv, &o));
         }
-        out = pm.parse_pending(&o.stdout);
+        out = pm.parse_changes(&o.stdout);
+    }
+    if out.iter().any(|c| c.from.is_none()) {
+        // dnf names only the new version: the installed one is asked for.
+        let now = installed(&pve, &r, local(cfg), pm, &out)?;
+        for c in out.iter_mut().filter(|c| c.from.is_none()) {
+            c.from = now.get(&c.name).cloned();
+        }
     }
     Ok(out)
+}
+
+/// The installed versions of the first [`NAMED`] of `changes`' packages
+/// (the ones a report names), by name.
+fn installed(
+    pve: &Pve,
+    r: &GuestRef,
+    local: bool,
+    pm: PackageManager,
+    changes: &[PackageChange],
+) -> Result<BTreeMap<String, String>> {
+    let names: Vec<String> = changes.iter().take(NAMED).map(|c| c.name.clone()).collect();
+    if names.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let argv = pm.installed(&names);
+    // A package not installed makes dpkg-query and rpm exit 1 with the
+    // others printed: the output is what counts.
+    let o = g::exec(pve, r, local, &argv, PENDING_TIMEOUT)?;
+    Ok(pm.parse_installed(&o.stdout, &names))
+}
+
+/// At most this many packages are named in a result or notification;
+/// the rest are counted.
+pub const NAMED: usize = 20;
+
+/// A bounded list of packages and their versions, for reports: a guest's
+/// `check.changes` (from → to), `before` and `after` (the versions
+/// installed then).
+#[derive(Debug, Clone, Serialize)]
+pub struct Packages {
+    /// How many packages in all.
+    pub count: usize,
+    /// The first [`NAMED`] of them.
+    pub packages: Vec<PackageChange>,
+    /// How many are not named.
+    pub more: usize,
+    /// One line: `2 packages: webapp 1 → 2, libc6 2.36-9 → 2.36-10`.
+    pub text: String,
+    /// Why the versions could not be read (the guest did not answer).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Packages {
+    pub fn new(all: &[PackageChange]) -> Packages {
+        let named: Vec<PackageChange> = all.iter().take(NAMED).cloned().collect();
+        let v = |x: &Option<String>| x.clone().unwrap_or_else(|| "?".into());
+        let mut text = format!(
+            "{} package{}",
+            all.len(),
+            if all.len() == 1 { "" } else { "s" }
+        );
+        let items: Vec<String> = named
+            .iter()
+            .map(|c| match &c.to {
+                Some(_) => format!("{} {} \u{2192} {}", c.name, v(&c.from), v(&c.to)),
+                None => format!("{} {}", c.name, v(&c.from)),
+            })
+            .collect();
+        if !items.is_empty() {
+            text.push_str(": ");
+            text.push_str(&items.join(", "));
+        }
+        if all.len() > NAMED {
+            text.push_str(&format!(", and {} more", all.len() - NAMED));
+        }
+        Packages {
+            count: all.len(),
+            packages: named,
+            more: all.len().saturating_sub(NAMED),
+            text,
+            error: None,
+        }
+    }
+}
+
+/// The recorded packages as they were before the update.
+pub fn packages_before(before: &Before) -> Packages {
+    let Before::Guest { packages, .. } = before else {
+        return Packages::new(&[]);
+    };
+    let then: Vec<PackageChange> = packages
+        .iter()
+        .map(|c| PackageChange {
+            to: None,
+            ..c.clone()
+        })
+        .collect();
+    Packages::new(&then)
+}
+
+/// The recorded packages' versions installed now, from → now; never an
+/// error (a guest that does not answer is said in `error`).
+pub fn packages_now(cfg: &Config, before: &Before) -> Packages {
+    let Before::Guest { packages, .. } = before else {
+        return Packages::new(&[]);
+    };
+    let now = (|| -> Result<BTreeMap<String, String>> {
+        if packages.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let pve = client(cfg)?;
+        let r = record_ref(before).ok_or_else(|| Error::Usage("not a guest record".into()))?;
+        installed(&pve, &r, local(cfg), pm_of(before)?, packages)
+    })();
+    match now {
+        Ok(now) => Packages::new(
+            &packages
+                .iter()
+                .map(|c| PackageChange {
+                    name: c.name.clone(),
+                    from: c.from.clone(),
+                    to: now.get(&c.name).cloned(),
+                })
+                .collect::<Vec<_>>(),
+        ),
+        Err(e) => Packages {
+            error: Some(e.to_string()),
+            ..packages_before(before)
+        },
+    }
 }
 
 /// Take the recorded snapshot, then upgrade inside the guest.

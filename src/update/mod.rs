@@ -90,6 +90,11 @@ pub enum Before {
         /// says so when someone else changed it meanwhile.
         compose_sha256: String,
         containers: Vec<compose::ProjectContainer>,
+        /// `update.backup_volumes`: the catalog ID of the backup of the
+        /// project's volumes taken before the update, restored on rollback
+        /// (absent in records written before the key existed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        volume_backup: Option<i64>,
     },
     Docker {
         container: String,
@@ -108,6 +113,10 @@ pub enum Before {
         vmid: u32,
         package_manager: String,
         snapshot: Option<String>,
+        /// The packages the upgrade was to change, with their versions
+        /// before and the new ones (from the check).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        packages: Vec<crate::pve::guest::PackageChange>,
     },
     /// A Caddy config update (see [`caddy::Record`]).
     Caddy(caddy::Record),
@@ -180,6 +189,7 @@ pub fn snapshot(cfg: &Config, svc: &ServiceConfig, state_dir: &std::path::Path) 
                 compose_file: file.display().to_string(),
                 project,
                 containers,
+                volume_backup: None,
             })
         }
         "docker" => {
@@ -226,6 +236,10 @@ pub struct Check {
     /// A guest's packages with an upgrade pending.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub packages: Vec<String>,
+    /// A guest's pending upgrades with their versions, all of them (the
+    /// result shows them bounded: [`guest::Packages`]).
+    #[serde(skip)]
+    pub changes: Vec<crate::pve::guest::PackageChange>,
 }
 
 fn image_checks(before: &Before) -> Vec<(String, String, String)> {
@@ -266,6 +280,7 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             method: "command",
             images: Vec::new(),
             packages: Vec::new(),
+            changes: Vec::new(),
         });
     }
     if let Before::Caddy(rec) = before {
@@ -274,15 +289,17 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
             method: "caddy",
             images: Vec::new(),
             packages: Vec::new(),
+            changes: Vec::new(),
         });
     }
     if let Before::Guest { .. } = before {
-        let packages = guest::pending(cfg, before)?;
+        let changes = guest::pending(cfg, before)?;
         return Ok(Check {
-            available: !packages.is_empty(),
+            available: !changes.is_empty(),
             method: "packages",
             images: Vec::new(),
-            packages,
+            packages: changes.iter().map(|c| c.name.clone()).collect(),
+            changes,
         });
     }
     if pull {
@@ -327,6 +344,7 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
         method: if pull { "pull" } else { "registry" },
         images,
         packages: Vec::new(),
+        changes: Vec::new(),
     })
 }
 
@@ -412,6 +430,7 @@ pub fn rollback(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<Ve
             compose_file,
             compose_sha256,
             containers,
+            ..
         } => {
             let file = std::path::PathBuf::from(compose_file);
             match sha256_file(&file) {
@@ -459,6 +478,35 @@ pub fn rollback(cfg: &Config, svc: &ServiceConfig, before: &Before) -> Result<Ve
         }
     }
     Ok(notes)
+}
+
+/// The first part of a Compose rollback with `update.backup_volumes`
+/// (the record's `volume_backup`, whose archive is `archive`): the
+/// project's containers are stopped and its volumes put back from the
+/// backup (`restore --volumes --force`), so the old images [`rollback`]
+/// starts next find the data they had. Safe to repeat.
+pub fn restore_volumes(
+    before: &Before,
+    archive: &std::path::Path,
+    sha256: Option<String>,
+    store: Option<&crate::state::Store>,
+) -> Result<Vec<String>> {
+    let Before::DockerCompose { project, .. } = before else {
+        return Ok(Vec::new());
+    };
+    for c in compose::project_containers(project)? {
+        crate::docker::engine::act(&c.container, crate::docker::engine::Action::Stop)?;
+    }
+    let manifest = crate::archive::read_manifest(archive)?;
+    let opts = crate::archive::ExtractOptions {
+        expected_sha256: sha256,
+        ..Default::default()
+    };
+    let done = crate::docker::restore::restore_volumes(archive, &manifest, &opts, true, store)?;
+    Ok(done
+        .iter()
+        .map(|v| format!("volume {} restored from {}", v.name, archive.display()))
+        .collect())
 }
 
 /// After a proven update: remove the previous container and the images
@@ -633,6 +681,23 @@ mod tests {
         assert!(e.to_string().contains("a -> b -> a"), "{e}");
         // A dependency not being updated in this run does not reorder.
         assert_eq!(order(&[s("app", &["gone"])]).unwrap(), ["app"]);
+    }
+
+    #[test]
+    fn compose_records_without_a_volume_backup_still_read() {
+        let old = serde_json::json!({
+            "kind": "docker_compose", "project": "p", "compose_file": "/c.yml",
+            "compose_sha256": "00", "containers": []
+        });
+        let b: Before = serde_json::from_value(old.clone()).unwrap();
+        assert!(matches!(
+            b,
+            Before::DockerCompose {
+                volume_backup: None,
+                ..
+            }
+        ));
+        assert_eq!(serde_json::to_value(&b).unwrap(), old);
     }
 
     #[test]

@@ -1,9 +1,10 @@
 //! `run update` through the binary against the real Docker engine and a
 //! real registry (`docker-registry` on a free loopback port, started by
 //! each test): images `v1` (serves "v1", and at /api/ the JSON status
-//! Nginx Proxy Manager's API answers), `v2` (exits at once: broken) and
-//! `v3` (serves "v3" and the status) are built from an imported busybox
-//! rootfs and pushed under one tag in turn.
+//! Nginx Proxy Manager's API answers), `v2` (broken: writes "migrated"
+//! into `/data/state`, as a data migration would, then exits) and `v3`
+//! (serves "v3" and the status) are built from an imported busybox rootfs
+//! and pushed under one tag in turn.
 //!
 //! Names (images, containers, Compose projects, ports) are unique per test
 //! and process, so other tests on the same engine never collide.
@@ -163,12 +164,14 @@ impl Lab {
         format!("127.0.0.1:{}/{}/{repo}", self.port, self.prefix)
     }
 
-    /// Build `version` of `repo` (v2 exits at once), tagged `repo:version`.
+    /// Build `version` of `repo` (v2 migrates /data, then exits), tagged
+    /// `repo:version`.
     fn build(&self, repo: &str, version: &str) -> String {
         let ctx = self.dir.path().join(format!("build-{repo}-{version}"));
         std::fs::create_dir_all(&ctx).unwrap();
         let cmd = if version == "v2" {
-            r#"["sh", "-c", "echo broken; exit 3"]"#.to_string()
+            r#"["sh", "-c", "mkdir -p /data && echo migrated > /data/state; echo broken; exit 3"]"#
+                .to_string()
         } else {
             format!(
                 r#"["sh", "-c", "mkdir -p /www/api && echo {version} > /www/index.html && echo '{{\"status\":\"OK\",\"version\":\"{version}\"}}' > /www/api/index.html && exec httpd -f -p 8080 -h /www"]"#
@@ -224,12 +227,25 @@ impl Lab {
     /// A Compose project serving `repo:latest` on a free port: (compose
     /// file, project, port).
     fn compose(&self, name: &str, repo: &str) -> (String, String, u16) {
-        let (file, project, ports) = self.compose_ports(name, repo, 1);
+        let (file, project, ports) = self.compose_ports(name, repo, 1, false);
         (file, project, ports[0])
     }
 
-    /// A Compose project serving `repo:latest` on `n` free ports.
-    fn compose_ports(&self, name: &str, repo: &str, n: usize) -> (String, String, Vec<u16>) {
+    /// The same, with the project's volume `data` mounted at /data.
+    fn compose_with_volume(&self, name: &str, repo: &str) -> (String, String, u16) {
+        let (file, project, ports) = self.compose_ports(name, repo, 1, true);
+        (file, project, ports[0])
+    }
+
+    /// A Compose project serving `repo:latest` on `n` free ports, with the
+    /// volume `data` at /data when `volume`.
+    fn compose_ports(
+        &self,
+        name: &str,
+        repo: &str,
+        n: usize,
+        volume: bool,
+    ) -> (String, String, Vec<u16>) {
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let published: Vec<String> = ports
             .iter()
@@ -242,9 +258,14 @@ impl Lab {
         std::fs::write(
             &file,
             format!(
-                "version: \"2.4\"\nservices:\n  app:\n    image: {}:latest\n    ports: [{}]\n",
+                "version: \"2.4\"\nservices:\n  app:\n    image: {}:latest\n    ports: [{}]\n{}",
                 self.repo(repo),
-                published.join(", ")
+                published.join(", "),
+                if volume {
+                    "    volumes: [\"data:/data\"]\nvolumes:\n  data: {}\n"
+                } else {
+                    ""
+                }
             ),
         )
         .unwrap();
@@ -322,7 +343,7 @@ fn compose(file: &str, project: &str, args: &[&str]) -> std::process::Output {
 impl Drop for Lab {
     fn drop(&mut self) {
         for (file, project) in self.projects.borrow().iter() {
-            let _ = compose(file, project, &["down", "--rmi", "all", "-t", "1"]);
+            let _ = compose(file, project, &["down", "-v", "--rmi", "all", "-t", "1"]);
         }
         for c in self.containers.borrow().iter() {
             for name in [c.clone(), format!("{c}-hla-previous")] {
@@ -376,6 +397,45 @@ fn outcome<'a>(doc: &'a serde_json::Value, service: &str) -> &'a serde_json::Val
         .unwrap_or_else(|| panic!("no service {service} in {doc:#}"))
 }
 
+/// Start `run update`, and SIGKILL it once its open update has reached
+/// `step` and `also()` holds; the state DB's path.
+pub(crate) fn kill_update_at(t: &Test, step: &str, also: impl Fn() -> bool) -> std::path::PathBuf {
+    let mut child = t
+        .command(&["run", "update"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let db = t.path("state/state.db");
+    wait_for_step(&db, step, also);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    db
+}
+
+/// Wait until the open update in the state DB `db` has reached `step` and
+/// `also()` holds.
+fn wait_for_step(db: &std::path::Path, step: &str, also: impl Fn() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        assert!(Instant::now() < deadline, "the update never reached {step}");
+        if db.exists() && also() {
+            let c = rusqlite::Connection::open(db).unwrap();
+            let now: Option<String> = c
+                .query_row(
+                    "SELECT step FROM updates WHERE finished_at IS NULL",
+                    [],
+                    |r| r.get(0),
+                )
+                .ok();
+            if now.as_deref() == Some(step) {
+                return;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 fn run_update(t: &Test, args: &[&str]) -> Run {
     let mut a = vec!["run", "update", "--json"];
     a.extend_from_slice(args);
@@ -421,6 +481,13 @@ fn a_compose_update_that_passes_stays_and_one_that_fails_is_rolled_back() {
         .map(|n| n["event"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["update_success"]);
+    // The run's message says what changed.
+    let text = doc["notifications"][0]["data"]["summary"].as_str().unwrap();
+    let short = |id: &str| id.trim_start_matches("sha256:")[..12].to_string();
+    assert!(
+        text.contains(&format!("web: app {} → {}", short(&v1_id), short(&v3_id))),
+        "{text}"
+    );
 
     // v2 is broken: rolled back to v3's exact image, which answers again.
     lab.publish("app", "v2");
@@ -630,7 +697,7 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
         compose_service("web", &file, &project, port, "")
     ));
     // Kill it while it waits for v2 to become healthy.
-    let db = kill_update_at(&t, "validating");
+    let db = kill_update_at(&t, "validating", || true);
     assert_ne!(lab.project_image(&project), v1_id, "v2 was applied");
     assert!(get(port).is_none(), "v2 serves nothing");
 
@@ -644,44 +711,6 @@ fn a_killed_update_is_rolled_back_by_the_next_run() {
     assert_eq!(lab.project_image(&project), v1_id);
     wait_body(port, "v1");
     assert_eq!(open_updates(&db), 0, "nothing is left open");
-}
-
-/// Start `run update` and SIGKILL it once its open update reaches
-/// `step`; the state DB's path.
-pub(crate) fn kill_update_at(t: &Test, step: &str) -> std::path::PathBuf {
-    let mut child = t
-        .command(&["run", "update"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let db = t.path("state/state.db");
-    wait_for_step(&db, step);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    db
-}
-
-/// Until the open update in the state DB `db` reaches `step`.
-fn wait_for_step(db: &std::path::Path, step: &str) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        assert!(Instant::now() < deadline, "the update never reached {step}");
-        if db.exists() {
-            let c = rusqlite::Connection::open(db).unwrap();
-            let now: Option<String> = c
-                .query_row(
-                    "SELECT step FROM updates WHERE finished_at IS NULL",
-                    [],
-                    |r| r.get(0),
-                )
-                .ok();
-            if now.as_deref() == Some(step) {
-                return;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// How many updates the state DB `db` has open.
@@ -707,7 +736,7 @@ fn nginx_proxy_manager_updates_as_compose_and_its_default_checks_decide() {
     }
     let lab = Lab::new("npm");
     lab.publish("npm", "v1");
-    let (file, project, ports) = lab.compose_ports("npm", "npm", 2);
+    let (file, project, ports) = lab.compose_ports("npm", "npm", 2, false);
     let (admin, proxy) = (ports[0], ports[1]);
     wait_body(proxy, "v1");
     let v1_id = lab.project_image(&project);
@@ -892,4 +921,324 @@ fn a_step_overridden_for_one_service_decides_its_update() {
         .unwrap()
         .contains("refused by the override"));
     assert!(!t.path("app/next").exists(), "rollback_command ran");
+}
+
+/// `run update --recover`: after a SIGKILL during an update, it finishes
+/// that update (rolled back from the record) and updates nothing else,
+/// though another service has an update to run; with nothing left open it
+/// says so and exits 0; it belongs to the update workflow alone.
+#[test]
+fn recover_finishes_a_killed_update_and_updates_nothing_else() {
+    let t = Test::new();
+    t.write("app/current", "good v1\n");
+    t.write("releases/v1", "good v1\n");
+    t.write("releases/v2", "bad v2\n");
+    // The update installs v2, says so, and hangs until the test lets it go
+    // (the killed run's child would otherwise outlive it).
+    t.config(
+        "updates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 0\nservices:\n  - name: app\n    type: generic\n    backup: false\n    health_checks:\n      - type: command\n        command: [grep, -q, good, {root}/app/current]\n    update:\n      command: [sh, -c, 'cp {root}/releases/v2 {root}/app/current && touch {root}/applied && while [ ! -e {root}/release ]; do sleep 0.1; done']\n      rollback_command: [cp, {root}/releases/v1, {root}/app/current]\n  - name: other\n    type: generic\n    backup: false\n    update:\n      command: [touch, {root}/other-updated]\n",
+    );
+    kill_update_at(&t, "applying", || t.path("applied").exists());
+    let db = t.path("state/state.db");
+    t.write("release", "");
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "bad v2\n"
+    );
+    let open = || -> i64 {
+        rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row(
+                "SELECT COUNT(*) FROM updates WHERE finished_at IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+
+    // A dry run says what it would do and leaves the row open.
+    let r = run_update(&t, &["--recover", "--dry-run"]);
+    r.stderr_has("would roll back");
+    assert_eq!(open(), 1);
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "bad v2\n"
+    );
+
+    let r = run_update(&t, &["--recover"]);
+    r.code(1);
+    let doc = r.json();
+    let services = doc["services"].as_array().unwrap();
+    assert_eq!(services.len(), 1, "only the killed update: {doc:#}");
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert_eq!(res["recovered"], true);
+    assert_eq!(res["step_reached"], "applying");
+    assert_eq!(
+        std::fs::read_to_string(t.path("app/current")).unwrap(),
+        "good v1\n"
+    );
+    assert!(
+        !t.path("other-updated").exists(),
+        "--recover updated another service"
+    );
+    assert_eq!(open(), 0);
+    let c = rusqlite::Connection::open(&db).unwrap();
+    let other: i64 = c
+        .query_row(
+            "SELECT COUNT(*) FROM updates WHERE service = 'other'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(other, 0);
+
+    // Nothing left to finish: exit 0, and a line that says so.
+    let r = t.run(&["run", "update", "--recover"]);
+    r.code(0).stderr_has("nothing to recover");
+    assert!(!t.path("other-updated").exists());
+
+    // Only the update workflow has something to recover.
+    t.run(&["run", "backup", "--recover"])
+        .code(2)
+        .stderr_has("--recover applies to the update workflow");
+}
+
+/// `update.require_backup_hours`: with no recent verified backup one is
+/// taken by the backup workflow before the update starts; with a fresh one
+/// none is; when the backup fails the service is skipped, nothing changed;
+/// and the key must be a positive number.
+#[test]
+fn an_update_needs_a_recent_backup_and_takes_one_when_there_is_none() {
+    let t = Test::new();
+    t.write("app/data", "v1\n");
+    let cfg = |paths: &str, hours: &str| {
+        format!(
+            "global:\n  backup:\n    root: {{root}}/backups\nupdates:\n  health_check_timeout_seconds: 2\n  soak_seconds: 0\nservices:\n  - name: app\n    type: generic\n    backup_paths: [{paths}]\n    update:\n      command: [cp, {{root}}/app/data, {{root}}/app/updated]\n      require_backup_hours: {hours}\n"
+        )
+    };
+    let backups = |t: &Test| -> Vec<(i64, i64)> {
+        let c = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+        let mut st = c
+            .prepare("SELECT id, created_at FROM backups WHERE service = 'app' ORDER BY id")
+            .unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let started = |t: &Test| -> i64 {
+        let c = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+        c.query_row(
+            "SELECT started_at FROM updates WHERE service = 'app' AND outcome = 'updated' \
+             ORDER BY id DESC LIMIT 1",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
+
+    // No backup at all: one is taken, then the update runs.
+    t.config(&cfg("{root}/app", "24"));
+    let r = run_update(&t, &[]);
+    r.code(0);
+    let doc = r.json();
+    assert_eq!(
+        outcome(&doc, "app")["result"]["outcome"],
+        "updated",
+        "{doc:#}"
+    );
+    assert!(t.path("app/updated").exists());
+    let taken = backups(&t);
+    assert_eq!(taken.len(), 1, "{doc:#}");
+    assert!(
+        taken[0].1 <= started(&t),
+        "the backup came after the update began"
+    );
+    let archive = t.run(&["backups", "list", "--json"]).json().to_string();
+    assert!(archive.contains("app_"), "{archive}");
+
+    // A fresh one exists now: none is taken.
+    std::fs::remove_file(t.path("app/updated")).unwrap();
+    run_update(&t, &[]).code(0);
+    assert!(t.path("app/updated").exists());
+    assert_eq!(backups(&t).len(), 1);
+
+    // Older than the limit (0.0001 h is under a second): another is taken.
+    std::thread::sleep(Duration::from_millis(1100));
+    t.config(&cfg("{root}/app", "0.0001"));
+    run_update(&t, &[]).code(0);
+    assert_eq!(backups(&t).len(), 2);
+
+    // The backup cannot be taken (its path is gone): skipped, not updated.
+    std::thread::sleep(Duration::from_millis(1100));
+    std::fs::remove_file(t.path("app/updated")).unwrap();
+    t.config(&cfg("{root}/gone", "0.0001"));
+    let r = run_update(&t, &[]);
+    r.code(0);
+    let doc = r.json();
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "skipped", "{doc:#}");
+    let reason = res["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("require_backup_hours") && reason.contains("taking one failed"),
+        "{reason}"
+    );
+    assert!(!t.path("app/updated").exists(), "updated without a backup");
+    assert_eq!(backups(&t).len(), 2);
+
+    // Not a positive number: the file, line and key.
+    for bad in ["0", "-2", "soon"] {
+        t.config(&cfg("{root}/app", bad));
+        t.run(&["config", "validate"])
+            .code(78)
+            .stderr_has("homelab-autopilot.yaml:")
+            .stderr_has("require_backup_hours");
+    }
+}
+
+/// `update.backup_volumes`: v2 migrates the project's volume and fails its
+/// checks. Without the key the rollback brings v1 back on the migrated
+/// data; with it, the volume backup taken before the update (recorded in
+/// the transaction) is restored before v1 starts again, also by
+/// `run update --recover` after the run was killed.
+#[test]
+fn a_volume_backup_taken_before_the_update_is_restored_by_the_rollback() {
+    if !ready() {
+        return;
+    }
+    let lab = Lab::new("vol");
+    lab.publish("app", "v1");
+    let (file, project, port) = lab.compose_with_volume("web", "app");
+    wait_body(port, "v1");
+    let v1_id = lab.project_image(&project);
+    let mountpoint = docker(&[
+        "volume",
+        "inspect",
+        "--format",
+        "{{.Mountpoint}}",
+        &format!("{project}_data"),
+    ]);
+    let state = std::path::Path::new(&mountpoint).join("state");
+    std::fs::write(&state, "original\n").unwrap();
+    lab.publish("app", "v2");
+    let t = Test::new();
+    let cfg_waiting = |extra: &str, timeout: u32| {
+        format!(
+            "global:\n  backup:\n    root: {{root}}/backups\nupdates:\n  health_check_timeout_seconds: {timeout}\n  soak_seconds: 2\nservices:\n{}",
+            compose_service("web", &file, &project, port, extra)
+        )
+    };
+    let cfg = |extra: &str| cfg_waiting(extra, 6);
+
+    // Without it, v1 comes back on what v2 wrote.
+    t.config(&cfg(""));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    assert_eq!(
+        outcome(&doc, "web")["result"]["outcome"],
+        "rolled_back",
+        "{doc:#}"
+    );
+    wait_body(port, "v1");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "migrated\n");
+
+    // With it, the volume is as it was before the update.
+    std::fs::write(&state, "original\n").unwrap();
+    t.config(&cfg("    update:\n      backup_volumes: true\n"));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    let id = res["check"]["volume_backup"]
+        .as_i64()
+        .expect("a volume backup");
+    assert!(
+        res["rollback"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("restored")),
+        "{res:#}"
+    );
+    assert_eq!(lab.project_image(&project), v1_id);
+    wait_body(port, "v1");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "original\n");
+    // The backup is in the catalog, taken before the transaction began,
+    // and the transaction's record names it.
+    let c = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
+    let (created, status): (i64, String) = c
+        .query_row(
+            "SELECT created_at, status FROM backups WHERE id = ?1",
+            [id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(status, "complete");
+    let (started, before): (i64, String) = c
+        .query_row(
+            "SELECT started_at, before FROM updates WHERE outcome = 'rolled_back' ORDER BY id DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert!(created <= started);
+    let before: serde_json::Value = serde_json::from_str(&before).unwrap();
+    assert_eq!(before["volume_backup"], id);
+
+    // Killed after v2 migrated the volume: `--recover` restores it from
+    // the backup the record names.
+    std::fs::write(&state, "original\n").unwrap();
+    t.config(&cfg_waiting(
+        "    update:\n      backup_volumes: true\n",
+        120,
+    ));
+    kill_update_at(&t, "validating", || {
+        std::fs::read_to_string(&state).is_ok_and(|s| s == "migrated\n")
+    });
+    let r = run_update(&t, &["--recover"]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "rolled_back", "{doc:#}");
+    assert_eq!(res["recovered"], true);
+    assert_eq!(lab.project_image(&project), v1_id);
+    wait_body(port, "v1");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "original\n");
+
+    // Not rolled back (rollback_on_failure: false): the manual steps name
+    // the volume backup, and following them gives the data back.
+    std::fs::write(&state, "original\n").unwrap();
+    t.config(&format!(
+        "global:\n  backup:\n    root: {{root}}/backups\nupdates:\n  rollback_on_failure: false\n  health_check_timeout_seconds: 6\n  soak_seconds: 2\nservices:\n{}",
+        compose_service("web", &file, &project, port, "    update:\n      backup_volumes: true\n")
+    ));
+    let r = run_update(&t, &[]);
+    r.code(1);
+    let doc = r.json();
+    let res = &outcome(&doc, "web")["result"];
+    assert_eq!(res["outcome"], "rollback_failed", "{doc:#}");
+    let id = res["check"]["volume_backup"].as_i64().unwrap();
+    let restore = format!("homelab-autopilot restore {id} --volumes --force");
+    let steps: Vec<&str> = res["manual_steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&restore.as_str()), "{steps:?}");
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "migrated\n");
+    t.run(&["restore", &id.to_string(), "--volumes", "--force"])
+        .code(0);
+    assert_eq!(std::fs::read_to_string(&state).unwrap(), "original\n");
+
+    // Only a Compose project has volumes to back up.
+    t.config(
+        "services:\n  - name: app\n    type: generic\n    backup: false\n    update:\n      command: [\"true\"]\n      backup_volumes: true\n",
+    );
+    t.run(&["config", "validate"])
+        .code(78)
+        .stderr_has("update.backup_volumes");
 }

@@ -233,6 +233,20 @@ pub(super) fn validate_service(
                 );
             }
         }
+        if u.require_backup_hours
+            .is_some_and(|h| !(h.is_finite() && h > 0.0))
+        {
+            v.err(
+                &at.key("update").key("require_backup_hours"),
+                "must be a positive number of hours",
+            );
+        }
+        if u.backup_volumes && s.service_type != ServiceType::DockerCompose {
+            v.err(
+                &at.key("update").key("backup_volumes"),
+                "only a docker_compose service's volumes are backed up before an update",
+            );
+        }
     }
     for (i, d) in s.depends_on.iter().enumerate() {
         let here = at.key("depends_on").item(v.diag, i);

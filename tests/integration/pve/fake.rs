@@ -1716,7 +1716,21 @@ fn agent_command(os: &mut GuestOs, argv: &[String]) -> Option<Value> {
             os.write_health();
             Some(done(0, "Setting up webapp ...\n"))
         }
-        [prog, ..] if ["apt-get", "env", "cat"].contains(prog) => {
+        // Only webapp is a package of this model.
+        ["dpkg-query", "-W", "-f", "${Package} ${Version}\\n", "--", names @ ..] => {
+            let mut out = String::new();
+            let mut err = String::new();
+            for n in names {
+                if *n == "webapp" {
+                    out.push_str(&format!("webapp {}\n", os.version));
+                } else {
+                    err.push_str(&format!("dpkg-query: no packages found matching {n}\n"));
+                }
+            }
+            let code = if err.is_empty() { 0 } else { 1 };
+            Some(json!({"exited": true, "exitcode": code, "out-data": out, "err-data": err}))
+        }
+        [prog, ..] if ["apt-get", "env", "cat", "dpkg-query"].contains(prog) => {
             Some(json!({"exited": true, "exitcode": 100, "err-data": "E: Invalid operation\n"}))
         }
         _ => None,

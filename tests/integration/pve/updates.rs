@@ -58,8 +58,12 @@ pub(super) fn result_of(r: &Run, name: &str) -> serde_json::Value {
 }
 
 fn snapshots(f: &Fake) -> Vec<String> {
+    snapshots_of(f, 100)
+}
+
+fn snapshots_of(f: &Fake, vmid: u32) -> Vec<String> {
     f.with(|s| {
-        s.guests[&100]
+        s.guests[&vmid]
             .snapshots
             .iter()
             .map(|v| v["name"].as_str().unwrap_or_default().to_string())
@@ -90,6 +94,44 @@ fn a_vm_is_snapshotted_upgraded_through_the_agent_and_old_snapshots_of_ours_go()
     assert_eq!(web["outcome"], "updated", "{web}");
     assert_eq!(web["check"]["packages"][0], "webapp", "{web}");
     assert_eq!(f.with(|s| s.os[&100].version.clone()), "2");
+    // The versions: from the simulation, and installed after the upgrade
+    // (dpkg-query through the agent, an argv).
+    assert_eq!(
+        web["check"]["changes"]["packages"][0],
+        serde_json::json!({"name": "webapp", "from": "1", "to": "2"}),
+        "{web}"
+    );
+    assert_eq!(web["before"]["count"], 1, "{web}");
+    assert_eq!(web["before"]["packages"][0]["from"], "1", "{web}");
+    assert_eq!(web["after"]["packages"][0]["to"], "2", "{web}");
+    assert_eq!(
+        web["after"]["text"], "1 package: webapp 1 \u{2192} 2",
+        "{web}"
+    );
+    // The run's message names the versions too.
+    let doc = r.json();
+    let sent: Vec<&serde_json::Value> = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["event"] == "update_success")
+        .collect();
+    assert_eq!(sent.len(), 1, "{doc:#}");
+    let text = sent[0]["data"]["summary"].as_str().unwrap();
+    assert!(text.contains("web: 1 package: webapp 1 → 2"), "{text}");
+    let asked = f.with(|s| s.agent_runs.clone());
+    assert!(
+        asked.iter().any(|(v, a)| *v == 100
+            && a == &[
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package} ${Version}\\n",
+                "--",
+                "webapp"
+            ]),
+        "{asked:?}"
+    );
     // The new snapshot was taken before the upgrade and is kept; the old
     // one of ours is gone; the admin's are untouched.
     let new = ours_new(&f);
@@ -155,6 +197,24 @@ fn a_vm_whose_check_fails_after_the_upgrade_is_rolled_back_and_started() {
         "{web}"
     );
     assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
+    // After the rollback the package is at its old version again.
+    assert_eq!(web["after"]["packages"][0]["to"], "1", "{web}");
+    // ... and the rollback's notification says so.
+    let doc = r.json();
+    let sent = doc["notifications"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|n| n["event"] == "rollback_executed")
+        .unwrap_or_else(|| panic!("{doc}"));
+    assert_eq!(
+        sent["data"]["before"]["text"], "1 package: webapp 1",
+        "{sent}"
+    );
+    assert_eq!(
+        sent["data"]["after"]["text"], "1 package: webapp 1 \u{2192} 1",
+        "{sent}"
+    );
     assert_eq!(f.with(|s| s.guests[&100].status.clone()), "running");
     assert_eq!(
         std::fs::read_to_string(t.path("guest-health")).unwrap(),
@@ -188,6 +248,11 @@ fn a_dry_run_lists_the_pending_packages_and_changes_nothing() {
     let web = result_of(&r, "web");
     assert_eq!(web["outcome"], "available", "{web}");
     assert_eq!(web["check"]["packages"][0], "webapp", "{web}");
+    assert_eq!(
+        web["check"]["changes"]["text"], "1 package: webapp 1 \u{2192} 2",
+        "{web}"
+    );
+    r.stderr_has("upgradable: 1 package: webapp 1 \u{2192} 2");
     assert!(
         web["summary"]
             .as_str()
@@ -279,4 +344,113 @@ fn a_guest_update_killed_while_validating_is_rolled_back_by_the_next_run() {
     assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
     assert_eq!(f.with(|s| s.guests[&100].status.clone()), "running");
     assert_eq!(requests(&f, "POST", "/rollback"), 1);
+}
+
+/// An `lxc` with `proxmox.local: true`: the snapshot through the API, the
+/// commands inside the container through `pct exec VMID -- argv`. Proxmox
+/// cannot run here, so `pct` is a stand-in on PATH that records its argv
+/// and answers as a Debian container whose upgrade takes webapp 1 → 2.
+#[test]
+fn a_container_in_local_mode_is_upgraded_through_pct_exec() {
+    let (f, t) = setup("1", "2", &[]);
+    let cfg = std::fs::read_to_string(t.path("etc/homelab-autopilot.yaml")).unwrap();
+    t.config(&cfg.replace("    fingerprint:", "    local: true\n    fingerprint:"));
+    let log = t.path("pct-argv");
+    let state = t.path("ct-version");
+    t.write(
+        "bin/pct",
+        &format!(
+            r#"#!/bin/sh
+for a in "$@"; do printf '%s\037' "$a" >> {log}; done
+printf '\n' >> {log}
+[ "$1 $2 $3" = "exec 200 --" ] || {{ echo "not a pct exec of 200: $*" >&2; exit 2; }}
+shift 3
+v=$(cat {state} 2>/dev/null || echo 1)
+case "$1 $2" in
+  "cat /etc/os-release") printf 'ID=debian\nVERSION_ID="12"\n' ;;
+  "apt-get update") echo "Reading package lists..." ;;
+  "apt-get -s") [ "$v" = 1 ] && echo "Inst webapp [1] (2 Debian:12/stable [amd64])"; true ;;
+  "env DEBIAN_FRONTEND=noninteractive") echo 2 > {state}; echo "Setting up webapp" ;;
+  "dpkg-query -W") echo "webapp $v" ;;
+  *) echo "E: not in this stand-in: $*" >&2; exit 100 ;;
+esac
+"#,
+            log = log.display(),
+            state = state.display()
+        ),
+    );
+    std::fs::set_permissions(
+        t.path("bin/pct"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        t.path("bin").display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let r = crate::harness::Run::from_output(
+        t.command(&["--json", "run", "update", "--service", "nextcloud"])
+            .env("PATH", path)
+            .output()
+            .unwrap(),
+    );
+    r.code(0);
+    let ct = result_of(&r, "nextcloud");
+    assert_eq!(ct["outcome"], "updated", "{ct}");
+    assert_eq!(
+        ct["after"]["text"], "1 package: webapp 1 \u{2192} 2",
+        "{ct}"
+    );
+    let calls: Vec<Vec<String>> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            l.trim_end_matches('\u{1f}')
+                .split('\u{1f}')
+                .map(String::from)
+                .collect()
+        })
+        .collect();
+    let pct = |a: &[&str]| -> Vec<String> {
+        ["exec", "200", "--"]
+            .iter()
+            .chain(a)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    assert_eq!(
+        calls,
+        [
+            pct(&["cat", "/etc/os-release"]),
+            pct(&["apt-get", "update"]),
+            pct(&["apt-get", "-s", "dist-upgrade"]),
+            pct(&["apt-get", "update"]),
+            pct(&[
+                "env",
+                "DEBIAN_FRONTEND=noninteractive",
+                "apt-get",
+                "-y",
+                "-o",
+                "Dpkg::Options::=--force-confdef",
+                "-o",
+                "Dpkg::Options::=--force-confold",
+                "dist-upgrade"
+            ]),
+            pct(&[
+                "dpkg-query",
+                "-W",
+                "-f",
+                "${Package} ${Version}\\n",
+                "--",
+                "webapp"
+            ]),
+        ]
+    );
+    // The snapshot went through the API, before the upgrade; no agent.
+    let snaps = snapshots_of(&f, 200);
+    assert_eq!(snaps.len(), 1, "{snaps:?}");
+    assert!(snaps[0].starts_with("autopilot-pre-update-2"), "{snaps:?}");
+    assert_eq!(requests(&f, "POST", "/lxc/200/snapshot"), 1);
+    assert!(f.with(|s| s.agent_runs.is_empty()));
 }
