@@ -4,7 +4,8 @@
 //! 1. Every volume is checked first: one that exists is refused unless
 //!    `force` (nothing is written then).
 //! 2. The archive is extracted once, safely and checksum-verified, into a
-//!    private staging directory beside it.
+//!    private staging directory beside it (`.restore-volumes-<pid>`; those
+//!    of killed restores are removed first).
 //! 3. Per volume: created when missing, with the labels it had (Compose's
 //!    `com.docker.compose.project` / `com.docker.compose.volume`, so
 //!    `docker-compose up` adopts it); the containers using it that run are
@@ -79,7 +80,8 @@ pub fn restore_volumes(
         )));
     }
     let dir = archive_path.parent().unwrap_or(Path::new("."));
-    let staging = dir.join(format!(".restore-volumes-{}", std::process::id()));
+    remove_stale_staging(dir);
+    let staging = dir.join(format!("{STAGING_PREFIX}{}", std::process::id()));
     let _ = fs::remove_dir_all(&staging);
     let result = (|| {
         archive::extract(archive_path, &staging, opts)?;
@@ -91,6 +93,53 @@ pub fn restore_volumes(
     })();
     let _ = fs::remove_dir_all(&staging);
     result
+}
+
+/// The staging dir of a volume restore, beside the archive:
+/// `.restore-volumes-<pid>`.
+const STAGING_PREFIX: &str = ".restore-volumes-";
+
+/// Remove what volume restores killed before they finished (SIGKILL, power
+/// loss) left beside the archives in `dir`: their staging dirs
+/// (`.restore-volumes-<pid>`) and the archive's own staging of them
+/// (`..restore-volumes-<pid>.restore-tmp-…`), for a pid no process has any
+/// more. Never follows a symlink; what cannot be removed is a warning.
+fn remove_stale_staging(dir: &Path) {
+    let Ok(rd) = fs::read_dir(dir) else {
+        return;
+    };
+    let me = std::process::id();
+    for e in rd.flatten() {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        let Some(rest) = name
+            .strip_prefix(STAGING_PREFIX)
+            .or_else(|| name.strip_prefix(&format!(".{STAGING_PREFIX}")))
+        else {
+            continue;
+        };
+        let pid = rest.split('.').next().unwrap_or("");
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if pid == me
+            || Path::new(&format!("/proc/{pid}")).exists()
+            || !e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            continue;
+        }
+        let p = e.path();
+        match fs::remove_dir_all(&p) {
+            Ok(()) => tracing::info!(
+                "removed the staging dir of an interrupted volume restore: {}",
+                p.display()
+            ),
+            Err(err) => tracing::warn!(
+                "could not remove the staging dir of an interrupted volume restore {}: {err}",
+                p.display()
+            ),
+        }
+    }
 }
 
 fn one(v: &CapturedVolume, staging: &Path, store: Option<&Store>) -> Result<VolumeRestored> {
@@ -212,6 +261,32 @@ fn copy_tree(src: &Path, dst: &Path) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn staging_dirs_of_dead_restores_go_and_others_stay() {
+        let d = tempfile::tempdir().unwrap();
+        // A pid no process has: past the kernel's pid_max.
+        let dead = 4_194_304 + 17;
+        let me = std::process::id();
+        let stale = d.path().join(format!(".restore-volumes-{dead}"));
+        fs::create_dir_all(stale.join("vol/data")).unwrap();
+        let stale_inner = d.path().join(format!(
+            "..restore-volumes-{dead}.restore-tmp-{dead}-00000000abcd"
+        ));
+        fs::create_dir_all(&stale_inner).unwrap();
+        let live = d.path().join(format!(".restore-volumes-{me}"));
+        fs::create_dir(&live).unwrap();
+        let link = d.path().join(".restore-volumes-4194399");
+        std::os::unix::fs::symlink(&live, &link).unwrap();
+        let file = d.path().join(".restore-volumes-4194398");
+        fs::write(&file, "x").unwrap();
+        let other = d.path().join("web_20261130-100000.tar.zst");
+        fs::write(&other, "archive").unwrap();
+        remove_stale_staging(d.path());
+        assert!(!stale.exists() && !stale_inner.exists());
+        assert!(live.is_dir() && file.is_file() && other.is_file());
+        assert!(fs::symlink_metadata(&link).is_ok(), "the symlink stays");
+    }
 
     #[test]
     fn contents_are_replaced_with_modes_and_links_kept() {
