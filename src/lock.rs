@@ -97,6 +97,34 @@ pub fn acquire(lock_dir: &Path, workflow: &str) -> Result<WorkflowLock> {
     })
 }
 
+/// Who holds the lock of `workflow` now: `None` when nobody does (or the
+/// lock file does not exist yet), else the holder as [`Error::Locked`]
+/// names it. Asked of the kernel (`/proc/locks`), never by taking the lock,
+/// so a run starting at that moment is never turned away by the question.
+pub fn holder_of(lock_dir: &Path, workflow: &str) -> Result<Option<String>> {
+    if !valid_name(workflow) {
+        return Err(Error::Other(format!(
+            "invalid workflow name for a lock file: {workflow:?}"
+        )));
+    }
+    let path = lock_dir.join(format!("{workflow}.lock"));
+    let file = match OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let m = file.metadata().map_err(|e| Error::io(&path, e))?;
+    let locks = std::fs::read_to_string("/proc/locks").map_err(|e| Error::io("/proc/locks", e))?;
+    Ok(
+        proc_locks_pid(&locks, libc::major(m.dev()), libc::minor(m.dev()), m.ino())
+            .map(|_| holder(&file)),
+    )
+}
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 200
@@ -228,9 +256,15 @@ mod tests {
         // The contender did not clobber the holder's info.
         assert_eq!(std::fs::read_to_string(lock.path()).unwrap(), info);
 
+        // Asked without taking it: named while held, free when not.
+        let asked = holder_of(&dir, "backup").unwrap().expect("held");
+        assert!(asked.starts_with(&me), "{asked}");
+        assert_eq!(holder_of(&dir, "update").unwrap(), None, "no file yet");
+
         // Other workflows are independent.
         let other = acquire(&dir, "update").unwrap();
         drop(other);
+        assert_eq!(holder_of(&dir, "update").unwrap(), None);
 
         drop(lock);
         let again = acquire(&dir, "backup").unwrap();

@@ -5,6 +5,8 @@
 //! - `update::kind(svc)`: `#{kind, supported, reason}`;
 //! - `update::blocked_by(svc)`: the dependency of `svc` whose update in
 //!   this run did not end well, or `()`;
+//! - `update::busy(svc)`: `()`, or why the service must not be touched
+//!   now (a backup run holds its lock; a Proxmox guest is locked);
 //! - `update::snapshot(svc)`: the record of what runs now;
 //! - `update::check(svc, before)`: anything new? Pulls the images (nothing
 //!   running changes); in a dry run asks the registries instead, pulling
@@ -222,6 +224,18 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
             }
             Ok(Dynamic::UNIT)
         });
+    let h = host.clone();
+    FuncRegistration::new("busy")
+        .with_volatility(true)
+        .set_into_module(
+            &mut m,
+            move |ctx: NativeCallContext, svc: Map| -> RhaiResult<Dynamic> {
+                let cfg = service_config(&h, &svc, "update::busy")?;
+                Ok(update::busy(&h.config, cfg, &h.paths.lock_dir)
+                    .map_err(|e| to_rhai(e, &ctx))?
+                    .map_or(Dynamic::UNIT, Dynamic::from))
+            },
+        );
     let h = host.clone();
     FuncRegistration::new("snapshot")
         .with_volatility(true)

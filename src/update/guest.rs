@@ -96,6 +96,17 @@ fn record_ref(before: &Before) -> Option<GuestRef> {
     }
 }
 
+/// The guest's Proxmox lock (`backup`, `snapshot`, `migrate`, ...) as
+/// "VM 100 is locked (backup)", or None when it has none.
+pub fn locked(cfg: &Config, svc: &ServiceConfig) -> Result<Option<String>> {
+    let pve = client(cfg)?;
+    let r = guest_ref(&pve, svc)?;
+    Ok(pve
+        .guest_status(&r)?
+        .lock
+        .map(|l| format!("{} {} is locked ({l})", r.kind.label(), r.vmid)))
+}
+
 /// Record the guest, its package manager, and the name the snapshot will
 /// have (none when snapshots are off for it).
 pub fn snapshot(cfg: &Config, svc: &ServiceConfig) -> Result<Before> {

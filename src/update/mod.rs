@@ -153,6 +153,24 @@ pub fn kind_of(cfg: &Config, svc: &ServiceConfig) -> std::result::Result<&'stati
     }
 }
 
+/// Why the service must not be updated right now, or None: a backup run
+/// holds the `backup` workflow lock (it may be stopping, pausing or
+/// archiving this very service), or, for a Proxmox guest, the guest holds
+/// a lock of its own (a backup, a snapshot, a migration).
+pub fn busy(
+    cfg: &Config,
+    svc: &ServiceConfig,
+    lock_dir: &std::path::Path,
+) -> Result<Option<String>> {
+    if let Some(holder) = crate::lock::holder_of(lock_dir, "backup")? {
+        return Ok(Some(format!("a backup run holds its lock ({holder})")));
+    }
+    if kind_of(cfg, svc) == Ok("guest") {
+        return guest::locked(cfg, svc);
+    }
+    Ok(None)
+}
+
 fn compose_of(svc: &ServiceConfig) -> Result<(std::path::PathBuf, String)> {
     let file = svc
         .compose_file

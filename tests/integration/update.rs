@@ -800,6 +800,60 @@ fn nginx_proxy_manager_updates_as_compose_and_its_default_checks_decide() {
     wait_body(proxy, "v3");
 }
 
+/// While a backup run holds its lock (here flock(1) on the lock file, as a
+/// cron line guarding a backup would), nothing is updated: the service is
+/// skipped and says why; once the lock is gone it is updated.
+#[test]
+fn no_update_while_a_backup_run_holds_its_lock() {
+    let t = Test::new();
+    t.write("app/current", "v1\n");
+    t.config(
+        "updates:\n  soak_seconds: 1\nservices:\n  - name: app\n    type: generic\n    backup: false\n    update:\n      command: [cp, {root}/app/current, {root}/app/updated]\n",
+    );
+    std::fs::create_dir_all(t.path("state/locks")).unwrap();
+    let lock = t.path("state/locks/backup.lock");
+    // flock holds the lock while `cat` waits on its stdin (-o: the lock
+    // stays with flock itself); closing stdin ends both.
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .arg("cat")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Command::new("flock")
+        .args(["-n"])
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(Instant::now() < deadline, "flock never took the lock");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let r = run_update(&t, &[]);
+    drop(holder.stdin.take());
+    assert!(holder.wait().unwrap().success());
+    r.code(0);
+    let doc = r.json();
+    let res = &outcome(&doc, "app")["result"];
+    assert_eq!(res["outcome"], "skipped", "{res:#}");
+    let reason = res["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with(&format!("a backup run holds its lock (pid {}", holder.id())),
+        "{reason}"
+    );
+    assert!(!t.path("app/updated").exists(), "nothing ran");
+
+    let r = run_update(&t, &[]);
+    r.code(0);
+    assert_eq!(outcome(&r.json(), "app")["result"]["outcome"], "updated");
+    assert!(t.path("app/updated").exists());
+}
+
 /// A generic service whose update, validation and rollback are the admin's
 /// commands: a good version stays, a bad one is rolled back, and a bad one
 /// without a rollback command is `rollback_failed` with a critical event.

@@ -241,6 +241,23 @@ fn a_vm_whose_check_fails_after_the_upgrade_is_rolled_back_and_started() {
 }
 
 #[test]
+fn a_locked_guest_is_not_updated_and_says_why() {
+    let (f, t) = setup("1", "2", &[]);
+    f.with(|s| s.guests.get_mut(&100).unwrap().lock = Some("backup".into()));
+    let r = t.run(&["--json", "run", "update", "--service", "web"]);
+    r.code(0);
+    let web = result_of(&r, "web");
+    assert_eq!(web["outcome"], "skipped", "{web}");
+    assert_eq!(
+        web["reason"], "VM 100 is locked (backup): not updated now",
+        "{web}"
+    );
+    assert!(ours_new(&f).is_empty(), "{:?}", snapshots(&f));
+    assert_eq!(f.with(|s| s.os[&100].version.clone()), "1");
+    assert!(f.with(|s| s.agent_runs.is_empty()), "nothing ran inside");
+}
+
+#[test]
 fn a_dry_run_lists_the_pending_packages_and_changes_nothing() {
     let (f, t) = setup("1", "2", &[]);
     let r = t.run(&["--json", "run", "update", "--dry-run", "--service", "web"]);
