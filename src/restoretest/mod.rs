@@ -508,6 +508,21 @@ pub fn finish(
     checked: &Checked,
     error: Option<String>,
 ) -> Result<TestResult> {
+    finish_until(store, cfg, env, checked, error, cleanup_after(cfg))
+}
+
+/// [`finish`], the copy kept until `after` (unix seconds) if nothing
+/// removes it earlier: a drill's copies (the drill removes them itself)
+/// are due at once, so that the next sweep removes what a killed drill
+/// left.
+pub fn finish_until(
+    store: &Store,
+    cfg: &Config,
+    env: &Environment,
+    checked: &Checked,
+    error: Option<String>,
+    after: i64,
+) -> Result<TestResult> {
     let target = rto_target(cfg);
     let rto = checked
         .passed_at_ms
@@ -544,7 +559,6 @@ pub fn finish(
         ),
         (None, _, None) => format!("{}: the checks never all passed", env.service),
     };
-    let after = cleanup_after(cfg);
     let checks_json = serde_json::to_value(&checked.checks).unwrap_or_default();
     store.finish_restore_test(
         env.id,
@@ -665,10 +679,12 @@ pub fn sweep(store: &Store, cfg: &Config, current: Option<i64>) -> Result<Vec<St
 }
 
 fn describe_removal(r: &RestoreTestRecord, res: Result<isolate::Removed>) -> String {
-    let why = if r.finished_at.is_none() {
-        "left by an interrupted run"
-    } else {
-        "kept for inspection until now"
+    let why = match (r.finished_at, r.cleanup_after) {
+        (None, _) => "left by an interrupted run",
+        // Due as it finished: a drill's copy, which the drill removes
+        // itself unless it was killed.
+        (Some(f), Some(c)) if c <= f => "left by an interrupted drill",
+        _ => "kept for inspection until now",
     };
     match res {
         Ok(_) if r.kind == KIND_GUEST => format!(
