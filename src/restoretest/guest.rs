@@ -25,6 +25,11 @@
 //! The test's row records the VMID before the restore is started, so the
 //! next run ([`super::sweep`]) destroys what a killed run left, after
 //! waiting for a restore task still running on it.
+//!
+//! In a drill ([`super::drill`]) the same functions restore, check and
+//! destroy each guest; [`run_dependency_checks`] runs its checks between
+//! guests inside the dependent one, `{restore_address:NAME}` read from the
+//! dependency's interfaces.
 
 use super::{now_ms, record, CheckOutcome, Checked, Environment};
 use crate::config::{
