@@ -652,6 +652,9 @@ pub fn run_dependency_checks(
         Err(e) => return all_fail(&e.to_string()),
     };
     let local = is_local(cfg);
+    if let Err(why) = crate::pve::guest::exec_support(g.kind, local) {
+        return all_fail(&why);
+    }
     let default_timeout = cfg.monitoring.timeout_seconds.max(1);
     let deadline = Instant::now() + allowed;
     let mut found: Vec<(String, String)> = Vec::new();

@@ -679,12 +679,10 @@ pub fn sweep(store: &Store, cfg: &Config, current: Option<i64>) -> Result<Vec<St
 }
 
 fn describe_removal(r: &RestoreTestRecord, res: Result<isolate::Removed>) -> String {
-    let why = match (r.finished_at, r.cleanup_after) {
-        (None, _) => "left by an interrupted run",
-        // Due as it finished: a drill's copy, which the drill removes
-        // itself unless it was killed.
-        (Some(f), Some(c)) if c <= f => "left by an interrupted drill",
-        _ => "kept for inspection until now",
+    let why = if r.finished_at.is_none() {
+        "left by an interrupted run"
+    } else {
+        "kept for inspection until now"
     };
     match res {
         Ok(_) if r.kind == KIND_GUEST => format!(

@@ -258,7 +258,8 @@ fn a_killed_drill_leaves_guests_the_next_drill_destroys() {
         assert!(
             cleanup
                 .iter()
-                .any(|l| l.contains(&format!("({svc}, left by an interrupted "))
+                .any(|l| l.starts_with("removed the copy of restore test")
+                    && l.contains(&format!("({svc}, "))
                     && l.contains(&vmid.to_string())),
             "{cleanup:?}"
         );
@@ -287,4 +288,27 @@ fn plans_that_mix_guests_with_other_copies_in_a_check_are_refused() {
     r.stderr_has("plan.yaml:4:18: services[1].depends_on[0]: files cannot check its dependency on web: a Docker or archive copy is isolated from vm / lxc copies by design")
         .stderr_has("plan.yaml:7:29: services[1].dependency_checks[0].command[2]: {restore_address:NAME} applies to vm / lxc copies only")
         .stderr_has("plan.yaml:11:15: services[2].dependency_checks[0].type: from a vm / lxc copy a dependency check is a command run inside the guest");
+}
+
+#[test]
+fn a_container_without_pct_exec_says_its_dependency_cannot_be_checked() {
+    let (f, t) = setup(VLAN);
+    t.write(
+        "plan.yaml",
+        "services:\n  - service: web\n  - service: nextcloud\n    depends_on: [web]\n    dependency_checks:\n      - type: command\n        name: reaches the app\n        command: [nc, -z, \"{restore_address:web}\", \"80\"]\n",
+    );
+    let r = drill(&t);
+    r.code(1);
+    let doc = r.json();
+    let ct = service(&doc, "nextcloud");
+    assert_eq!(ct["dependency_checks"][0]["ok"], false, "{ct}");
+    assert!(
+        ct["dependency_checks"][0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("cannot run commands inside a container"),
+        "{ct}"
+    );
+    assert!(nc_runs(&f).is_empty(), "{:?}", nc_runs(&f));
+    assert!(copies(&f).is_empty(), "{:?}", copies(&f));
 }
