@@ -37,7 +37,9 @@ pub struct DrillService {
     pub depends_on: Vec<String>,
     /// Checks that this service reaches what it depends on: `http` / `tcp`
     /// naming the other copy's services (`http://db:8080/`), run from
-    /// inside this service's copy; for archives, `command` checks.
+    /// inside this service's copy; for archives, `command` checks; for vm /
+    /// lxc, `command` checks run inside the guest, `{restore_address:NAME}`
+    /// standing for dependency NAME's address.
     pub dependency_checks: Vec<HealthCheckConfig>,
     /// Manual verification steps, after this service is restored.
     pub verify: Vec<String>,
@@ -110,6 +112,97 @@ pub fn load_plan(path: &Path, cfg: &Config) -> Result<DrillPlan> {
     Ok(plan)
 }
 
+fn is_guest(cfg: &Config, service: &str) -> bool {
+    cfg.services.iter().any(|c| {
+        c.name == service
+            && matches!(
+                c.service_type,
+                super::ServiceType::Vm | super::ServiceType::Lxc
+            )
+    })
+}
+
+/// Dependency checks only between copies that can reach each other: a
+/// guest's copies are on the isolated VLAN (or disconnected), a Docker
+/// copy on the drill's internal Docker network, an archive's on this host;
+/// so a check between a guest and another kind could never pass.
+fn check_reach(
+    plan: &DrillPlan,
+    cfg: &Config,
+    s: &DrillService,
+    at: &str,
+    file: usize,
+    diag: &Diagnostics,
+) {
+    if s.dependency_checks.is_empty() {
+        return;
+    }
+    let guest = is_guest(cfg, &s.service);
+    for (j, d) in s.depends_on.iter().enumerate() {
+        if plan.services.iter().any(|o| &o.service == d) && is_guest(cfg, d) != guest {
+            let (a, b) = if guest {
+                ("a vm / lxc copy", "Docker and archive copies")
+            } else {
+                ("a Docker or archive copy", "vm / lxc copies")
+            };
+            diag.error_at(
+                file,
+                &format!("{at}.depends_on[{j}]"),
+                format!(
+                    "{} cannot check its dependency on {d}: {a} is isolated from {b} by design \
+                     (guests on the test environment's network, Docker copies on the drill's \
+                     internal network); drop the dependency_checks, or check {d} on its own",
+                    s.service
+                ),
+            );
+        }
+    }
+    for (j, c) in s.dependency_checks.iter().enumerate() {
+        let cat = format!("{at}.dependency_checks[{j}]");
+        let argv: &[String] = match &c.command {
+            Some(super::CommandSpec::Argv(a)) => a,
+            _ => &[],
+        };
+        if guest {
+            if c.check_type != HealthCheckType::Command {
+                diag.error_at(
+                    file,
+                    &format!("{cat}.type"),
+                    "from a vm / lxc copy a dependency check is a command run inside the guest \
+                     (e.g. [nc, -z, \"{restore_address:db}\", \"5432\"])",
+                );
+            } else if matches!(c.command, Some(super::CommandSpec::Shell(_))) {
+                diag.error_at(
+                    file,
+                    &format!("{cat}.command"),
+                    "a check inside a guest takes an argv list, not a shell string",
+                );
+            }
+        }
+        for (k, a) in argv.iter().enumerate() {
+            for (tag, ok_here) in [("{restore_address:", guest), ("{restore_path:", !guest)] {
+                let Some(rest) = a.split(tag).nth(1) else {
+                    continue;
+                };
+                let name = rest.split('}').next().unwrap_or("");
+                let why = if !ok_here {
+                    Some(format!(
+                        "{tag}NAME}} applies to {} copies only",
+                        if guest { "archive" } else { "vm / lxc" }
+                    ))
+                } else if !s.depends_on.iter().any(|d| d == name) {
+                    Some(format!("'{name}' is not in this service's depends_on"))
+                } else {
+                    None
+                };
+                if let Some(why) = why {
+                    diag.error_at(file, &format!("{cat}.command[{k}]"), why);
+                }
+            }
+        }
+    }
+}
+
 fn check(plan: &DrillPlan, cfg: &Config, file: usize, diag: &Diagnostics) {
     if plan.services.is_empty() {
         diag.error_at(file, "services", "a drill plan lists at least one service");
@@ -122,37 +215,17 @@ fn check(plan: &DrillPlan, cfg: &Config, file: usize, diag: &Diagnostics) {
             continue;
         }
         let field = format!("{at}.service");
-        match cfg.services.iter().find(|c| c.name == s.service) {
-            None => {
-                let known: Vec<&str> = cfg.services.iter().map(|c| c.name.as_str()).collect();
-                diag.error_at(
-                    file,
-                    &field,
-                    format!(
-                        "no configured service named '{}' (configured: {})",
-                        s.service,
-                        known.join(", ")
-                    ),
-                );
-            }
-            Some(c)
-                if matches!(
-                    c.service_type,
-                    super::ServiceType::Vm | super::ServiceType::Lxc
-                ) =>
-            {
-                diag.error_at(
-                    file,
-                    &field,
-                    format!(
-                        "service {} is of type {}: drills restore archives and Docker services \
-                         in this version",
-                        s.service,
-                        c.service_type.as_str()
-                    ),
-                );
-            }
-            Some(_) => {}
+        if !cfg.services.iter().any(|c| c.name == s.service) {
+            let known: Vec<&str> = cfg.services.iter().map(|c| c.name.as_str()).collect();
+            diag.error_at(
+                file,
+                &field,
+                format!(
+                    "no configured service named '{}' (configured: {})",
+                    s.service,
+                    known.join(", ")
+                ),
+            );
         }
         if seen.insert(&s.service, i).is_some() {
             diag.error_at(
@@ -170,6 +243,7 @@ fn check(plan: &DrillPlan, cfg: &Config, file: usize, diag: &Diagnostics) {
                 );
             }
         }
+        check_reach(plan, cfg, s, &at, file, diag);
         for (j, c) in s.dependency_checks.iter().enumerate() {
             let ok = matches!(
                 c.check_type,

@@ -40,6 +40,43 @@ pub fn exec_support(kind: GuestKind, local: bool) -> Result<(), String> {
     }
 }
 
+/// The addresses a running guest reports: a VM's through its guest agent
+/// (`GET .../agent/network-get-interfaces`), a container's from
+/// `GET .../interfaces`; loopback, link-local and unspecified ones left
+/// out.
+pub fn addresses(pve: &Pve, g: &GuestRef) -> PveResult<Vec<std::net::IpAddr>> {
+    use super::Method;
+    let list = match g.kind {
+        GuestKind::Qemu => {
+            let path = format!("{}/agent/network-get-interfaces", g.path());
+            pve.t.call(Method::Get, &path, &Vec::new())?["result"].take()
+        }
+        GuestKind::Lxc => {
+            let path = format!("{}/interfaces", g.path());
+            pve.t.call(Method::Get, &path, &Vec::new())?
+        }
+    };
+    let mut out = Vec::new();
+    for i in list.as_array().into_iter().flatten() {
+        for a in i["ip-addresses"].as_array().into_iter().flatten() {
+            let Some(ip) = a["ip-address"]
+                .as_str()
+                .and_then(|s| s.parse::<std::net::IpAddr>().ok())
+            else {
+                continue;
+            };
+            let link_local = match ip {
+                std::net::IpAddr::V4(v4) => v4.is_link_local(),
+                std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+            };
+            if !ip.is_loopback() && !ip.is_unspecified() && !link_local {
+                out.push(ip);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Run `argv` inside the guest and wait for it (at most `timeout`).
 pub fn exec(
     pve: &Pve,

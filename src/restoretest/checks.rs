@@ -422,7 +422,8 @@ fn enter_netns(pid: u32) -> Result<(), String> {
 /// as the containers see each other (`http://db:8080/`) and run from the
 /// network namespace of `from`'s first container, on the drill's shared
 /// network; `command` checks run as the copy's own checks do, with
-/// `{restore_path:NAME}` replaced by dependency NAME's restored tree.
+/// `{restore_path:NAME}` replaced by dependency NAME's restored tree. From
+/// a guest copy: [`super::guest::run_dependency_checks`].
 /// Retried like [`run_checks`] while a Docker copy may still be starting.
 pub fn run_dependency_checks(
     cfg: &Config,
@@ -432,6 +433,9 @@ pub fn run_dependency_checks(
     allowed: Duration,
     cancel: &dyn Fn() -> bool,
 ) -> Vec<CheckOutcome> {
+    if from.kind == super::KIND_GUEST {
+        return super::guest::run_dependency_checks(cfg, checks, from, deps, allowed, cancel);
+    }
     let default_timeout = cfg.monitoring.timeout_seconds.max(1);
     let deadline = Instant::now() + allowed;
     let mut targets = from.clone();

@@ -3,7 +3,11 @@
 //! plan restored in dependency order into the copies a restore test builds
 //! ([`super::begin`], [`super::restore`], [`super::run_checks`]), the
 //! Docker copies on one shared `internal` network so that the checks
-//! between them work by service name; the plan's manual verification
+//! between them work by service name, the vm / lxc copies restored as
+//! their restore tests restore them ([`super::guest`]) and so all isolated
+//! alike (`test_environment`: on the isolated VLAN they reach each other
+//! and nothing else), the checks between guests run inside the dependent
+//! guest; the plan's manual verification
 //! steps; the checks that each service reaches what it depends on;
 //! cleanup, always; a report in Markdown and in one self-contained HTML
 //! file.
@@ -13,7 +17,7 @@
 //! kind [`super::KIND_DRILL`]); [`super::sweep`], at the start of every
 //! drill and restore-test run, removes what a killed drill left.
 
-use super::{Environment, KIND_DOCKER, KIND_DRILL};
+use super::{Environment, KIND_DOCKER, KIND_DRILL, KIND_GUEST};
 use crate::config::drill::{DrillPlan, DrillService};
 use crate::config::{Config, ServiceConfig};
 use crate::docker::isolate;
@@ -76,6 +80,9 @@ pub struct DrillReport {
     pub duration_seconds: f64,
     pub ok: bool,
     pub network: Option<String>,
+    /// Where the vm / lxc copies are (every one alike): the test
+    /// environment and what was done to their NICs.
+    pub guest_network: Option<String>,
     pub services: Vec<ServiceRun>,
     pub steps: Vec<Step>,
     pub cleaned_up: bool,
@@ -148,6 +155,13 @@ pub fn run(
     let any_docker = services
         .iter()
         .any(|(_, s)| super::kind_for(s.service_type) == Some(KIND_DOCKER));
+    let guest_network = services
+        .iter()
+        .any(|(_, s)| super::kind_for(s.service_type) == Some(KIND_GUEST))
+        .then(|| {
+            let (name, iso) = super::guest::isolation(cfg);
+            format!("{name}: {}", iso.describe())
+        });
     let drill_row =
         store.begin_restore_test(run_id, &format!("dr-drill:{}", plan.name), KIND_DRILL, None)?;
     let drill_dir = state_dir.join("restore-tests").join(drill_row.to_string());
@@ -177,6 +191,9 @@ pub fn run(
                 true,
             );
         }
+        if let Some(n) = &guest_network {
+            book.add(None, "restore", format!("guest copies: {n}"), true);
+        }
         for (d, svc) in &services {
             if stop() {
                 return Err(Error::Other("stopped by a signal".into()));
@@ -202,6 +219,15 @@ pub fn run(
     let mut cleaned = true;
     for env in envs.iter().rev() {
         match super::remove(store, cfg, env.id, Some(&env.dir)) {
+            Ok(_) if env.kind == KIND_GUEST => book.add(
+                Some(&env.service),
+                "cleanup",
+                format!(
+                    "copy destroyed: {}, temp dir",
+                    super::guest::describe(&serde_json::to_value(env).unwrap_or_default())
+                ),
+                true,
+            ),
             Ok(rm) => book.add(
                 Some(&env.service),
                 "cleanup",
@@ -258,6 +284,7 @@ pub fn run(
         duration_seconds: book.started.elapsed().as_secs_f64(),
         ok,
         network: any_docker.then_some(key),
+        guest_network,
         services: runs,
         steps: book.steps,
         cleaned_up: cleaned,
@@ -330,7 +357,11 @@ fn one_service(
     r.restore_test_id = Some(env.id);
     envs.push(env.clone());
     let t0 = Instant::now();
-    let restored = super::restore(store, &mut env);
+    let restored = if env.kind == KIND_GUEST {
+        super::guest::restore(store, cfg, svc, &mut env)
+    } else {
+        super::restore(store, &mut env)
+    };
     if let Some(e) = envs.last_mut() {
         *e = env.clone();
     }
@@ -346,14 +377,26 @@ fn one_service(
                     "backup {} restored in {:.1} s{}",
                     backup.id,
                     r.restore_seconds.unwrap_or_default(),
-                    env.project
-                        .as_deref()
-                        .map(|p| format!(" as {p}"))
-                        .unwrap_or_default()
+                    match (&env.project, &env.guest) {
+                        (Some(p), _) => format!(" as {p}"),
+                        (None, Some(g)) => format!(
+                            " as {} {} ({}) on node {}",
+                            g.kind,
+                            g.vmid.unwrap_or_default(),
+                            g.name,
+                            g.node
+                        ),
+                        (None, None) => String::new(),
+                    }
                 ),
                 true,
             );
-            (super::run_checks(cfg, svc, &env, allowed, stop), None)
+            let checked = if env.kind == KIND_GUEST {
+                super::guest::run_checks(cfg, svc, &env, allowed, stop)
+            } else {
+                super::run_checks(cfg, svc, &env, allowed, stop)
+            };
+            (checked, None)
         }
         Err(e) => {
             book.add(Some(name), "restore", format!("restore failed: {e}"), false);
@@ -368,7 +411,8 @@ fn one_service(
             c.ok,
         );
     }
-    let result = super::finish(store, cfg, &env, &checked, error.clone())?;
+    let now = chrono::Utc::now().timestamp();
+    let result = super::finish_until(store, cfg, &env, &checked, error.clone(), now)?;
     r.rto_seconds = result.rto_seconds;
     r.checks = result.checks.clone();
     r.ok = result.ok;
@@ -467,6 +511,9 @@ pub fn markdown(r: &DrillReport) -> String {
     ));
     if let Some(n) = &r.network {
         o.push_str(&format!("- Shared network: `{n}`\n"));
+    }
+    if let Some(n) = &r.guest_network {
+        o.push_str(&format!("- Guest copies: {}\n", cell(n)));
     }
     o.push_str("\n## Services\n\n| # | service | depends on | backup | restore | checks | RTO | result |\n|---|---|---|---|---|---|---|---|\n");
     for (i, s) in r.services.iter().enumerate() {
@@ -576,6 +623,9 @@ pub fn render_html(r: &DrillReport) -> String {
             "<li>Shared network: <code>{}</code></li>\n",
             esc(n)
         ));
+    }
+    if let Some(n) = &r.guest_network {
+        o.push_str(&format!("<li>Guest copies: {}</li>\n", esc(n)));
     }
     o.push_str("</ul>\n<h2>Services</h2>\n<table><tr><th>#</th><th>service</th><th>depends on</th><th>backup</th><th>restore</th><th>checks</th><th>RTO</th><th>result</th></tr>\n");
     for (i, s) in r.services.iter().enumerate() {

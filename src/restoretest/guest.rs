@@ -25,6 +25,11 @@
 //! The test's row records the VMID before the restore is started, so the
 //! next run ([`super::sweep`]) destroys what a killed run left, after
 //! waiting for a restore task still running on it.
+//!
+//! In a drill ([`super::drill`]) the same functions restore, check and
+//! destroy each guest; [`run_dependency_checks`] runs its checks between
+//! guests inside the dependent one, `{restore_address:NAME}` read from the
+//! dependency's interfaces.
 
 use super::{now_ms, record, CheckOutcome, Checked, Environment};
 use crate::config::{
@@ -569,6 +574,140 @@ fn one(
                 other.as_str()
             ),
         ),
+    }
+}
+
+/// The placeholder a drill's dependency check uses for dependency NAME's
+/// address: `{restore_address:NAME}`.
+pub fn address_placeholder(service: &str) -> String {
+    format!("{{restore_address:{service}}}")
+}
+
+/// The address other copies reach `env`'s copy at: the first one inside
+/// `test_environment.network` when that is set, else its first IPv4, else
+/// its first other address.
+fn address_of(cfg: &Config, pve: &Pve, env: &Environment) -> Result<String> {
+    let g = target_of(env)
+        .ok_or_else(|| Error::Other(format!("{}: no copy was restored", env.service)))?;
+    let all = crate::pve::guest::addresses(pve, &g).map_err(pve_err)?;
+    let net = cfg.global.backup.restore_testing().test_environment.network;
+    let pick = match &net {
+        Some(n) => all.iter().find(|a| in_cidr(&a.to_string(), n)),
+        None => all.iter().find(|a| a.is_ipv4()).or_else(|| all.first()),
+    };
+    pick.map(|a| a.to_string()).ok_or_else(|| {
+        Error::Other(format!(
+            "{g} reports no address{}",
+            net.map(|n| format!(" inside the test network {n}"))
+                .unwrap_or_default()
+        ))
+    })
+}
+
+/// A drill's dependency checks from the guest copy `from`: each a
+/// `command` run inside that guest (as its own command checks are), with
+/// `{restore_address:NAME}` replaced by the address dependency NAME's copy
+/// reports; retried while the guests boot, until all pass or `allowed` has
+/// passed. Copies whose NICs are disconnected (`namespace`, or no bridge or
+/// VLAN) cannot reach each other: then nothing is run and every check
+/// fails saying so.
+pub fn run_dependency_checks(
+    cfg: &Config,
+    checks: &[HealthCheckConfig],
+    from: &Environment,
+    deps: &[&Environment],
+    allowed: Duration,
+    cancel: &dyn Fn() -> bool,
+) -> Vec<CheckOutcome> {
+    let all_fail = |why: &str| -> Vec<CheckOutcome> {
+        checks
+            .iter()
+            .map(|c| fail(&crate::monitor::check_name(c), why))
+            .collect()
+    };
+    let Some(g) = target_of(from) else {
+        return all_fail("no copy was restored");
+    };
+    let copy = from.guest.clone().unwrap_or_default();
+    if copy.isolation.link_down {
+        return all_fail(&format!(
+            "not checked: the copies are disconnected (test_environment type {}: {}), so {}              cannot reach {}; a dependency between guests is checked on an isolated network              (isolated_vlan with vlan_id or bridge)",
+            copy.environment,
+            copy.network,
+            from.service,
+            deps.iter()
+                .map(|d| d.service.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if let Some(d) = deps.iter().find(|d| d.guest.is_none()) {
+        return all_fail(&format!(
+            "{} is not a guest copy: a guest reaches only the other guests of the drill",
+            d.service
+        ));
+    }
+    let pve = match client(cfg) {
+        Ok(p) => p,
+        Err(e) => return all_fail(&e.to_string()),
+    };
+    let local = is_local(cfg);
+    if let Err(why) = crate::pve::guest::exec_support(g.kind, local) {
+        return all_fail(&why);
+    }
+    let default_timeout = cfg.monitoring.timeout_seconds.max(1);
+    let deadline = Instant::now() + allowed;
+    let mut found: Vec<(String, String)> = Vec::new();
+    let mut last: Vec<Option<CheckOutcome>> = vec![None; checks.len()];
+    loop {
+        for (i, c) in checks.iter().enumerate() {
+            if last[i].as_ref().is_some_and(|o| o.ok) {
+                continue;
+            }
+            let name = crate::monitor::check_name(c);
+            let timeout = Duration::from_secs(c.timeout_seconds.unwrap_or(default_timeout));
+            let argv = match (&c.check_type, &c.command) {
+                (HealthCheckType::Command, Some(CommandSpec::Argv(a))) if !a.is_empty() => a,
+                _ => {
+                    last[i] = Some(fail(
+                        &name,
+                        "from a guest copy a dependency check is a command (argv) run inside it",
+                    ));
+                    continue;
+                }
+            };
+            let mut missing = None;
+            for d in deps {
+                let key = address_placeholder(&d.service);
+                if !argv.iter().any(|a| a.contains(&key))
+                    || found.iter().any(|(s, _)| s == &d.service)
+                {
+                    continue;
+                }
+                match address_of(cfg, &pve, d) {
+                    Ok(a) => found.push((d.service.clone(), a)),
+                    Err(e) => missing = Some(format!("the address of {}'s copy: {e}", d.service)),
+                }
+            }
+            if let Some(m) = missing {
+                last[i] = Some(fail(&name, m));
+                continue;
+            }
+            let argv: Vec<String> = argv
+                .iter()
+                .map(|a| {
+                    found.iter().fold(a.clone(), |a, (svc, addr)| {
+                        a.replace(&address_placeholder(svc), addr)
+                    })
+                })
+                .collect();
+            last[i] = Some(exec(&pve, &g, local, &name, &argv, timeout));
+        }
+        let all = last.iter().all(|o| o.as_ref().is_some_and(|o| o.ok));
+        if all || Instant::now() >= deadline || cancel() {
+            return last.into_iter().flatten().collect();
+        }
+        std::thread::sleep(Duration::from_secs(1));
     }
 }
 

@@ -508,6 +508,21 @@ pub fn finish(
     checked: &Checked,
     error: Option<String>,
 ) -> Result<TestResult> {
+    finish_until(store, cfg, env, checked, error, cleanup_after(cfg))
+}
+
+/// [`finish`], the copy kept until `after` (unix seconds) if nothing
+/// removes it earlier: a drill's copies (the drill removes them itself)
+/// are due at once, so that the next sweep removes what a killed drill
+/// left.
+pub fn finish_until(
+    store: &Store,
+    cfg: &Config,
+    env: &Environment,
+    checked: &Checked,
+    error: Option<String>,
+    after: i64,
+) -> Result<TestResult> {
     let target = rto_target(cfg);
     let rto = checked
         .passed_at_ms
@@ -544,7 +559,6 @@ pub fn finish(
         ),
         (None, _, None) => format!("{}: the checks never all passed", env.service),
     };
-    let after = cleanup_after(cfg);
     let checks_json = serde_json::to_value(&checked.checks).unwrap_or_default();
     store.finish_restore_test(
         env.id,

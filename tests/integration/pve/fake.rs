@@ -195,6 +195,10 @@ pub struct State {
     /// The configuration of each guest as it was when a start was asked
     /// for, in order.
     pub started_configs: Vec<(u32, GuestConf)>,
+    /// The IPv4 address a running guest reports on eth0 (through the
+    /// agent for a VM, `lxc/{vmid}/interfaces` for a container), by VMID;
+    /// default `10.99.0.<10 + VMID % 200>`.
+    pub addresses: BTreeMap<u32, String>,
     counter: u32,
 }
 
@@ -1267,7 +1271,8 @@ fn route(
             st.configs.insert(v, conf);
             ok(Value::Null)
         }
-        ("POST", [_, _, "qemu", _, "agent", "ping"]) => {
+        ("GET", [_, _, "qemu", _, "agent", "network-get-interfaces"])
+        | ("POST", [_, _, "qemu", _, "agent", "ping"]) => {
             let v = vmid.unwrap();
             if st.guests[&v].status != "running" {
                 return err(false, 500, &format!("VM {v} is not running"));
@@ -1278,7 +1283,28 @@ fn route(
             if !on {
                 return err(false, 500, "No QEMU guest agent configured");
             }
-            ok(json!({"result": {}}))
+            if method == "POST" {
+                return ok(json!({"result": {}}));
+            }
+            ok(json!({ "result": interfaces(st, v) }))
+        }
+        ("GET", [_, _, "lxc", _, "interfaces"]) => {
+            let v = vmid.unwrap();
+            if st.guests[&v].status != "running" {
+                return err(false, 500, &format!("CT {v} not running"));
+            }
+            let mut list = interfaces(st, v);
+            for i in list.iter_mut() {
+                i["hwaddr"] = i["hardware-address"].clone();
+                let v4 = i["ip-addresses"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["ip-address-type"] == "ipv4"))
+                    .map(|x| format!("{}/{}", x["ip-address"].as_str().unwrap_or(""), x["prefix"]));
+                if let Some(v4) = v4 {
+                    i["inet"] = json!(v4);
+                }
+            }
+            ok(json!(list))
         }
         _ => err(
             false,
@@ -1589,6 +1615,24 @@ fn archive_conf(st: &State, volid: &str) -> GuestConf {
 }
 
 /// A guest's configuration: the one held, or a minimal one of its kind.
+/// A running guest's interfaces as the QEMU agent's
+/// `network-get-interfaces` lists them: `lo`, and `eth0` with its address.
+fn interfaces(st: &State, v: u32) -> Vec<Value> {
+    let addr = st
+        .addresses
+        .get(&v)
+        .cloned()
+        .unwrap_or_else(|| format!("10.99.0.{}", 10 + v % 200));
+    vec![
+        json!({"name": "lo", "hardware-address": "00:00:00:00:00:00", "ip-addresses": [
+            {"ip-address": "127.0.0.1", "ip-address-type": "ipv4", "prefix": 8},
+            {"ip-address": "::1", "ip-address-type": "ipv6", "prefix": 128}]}),
+        json!({"name": "eth0", "hardware-address": "BC:24:11:AA:00:01", "ip-addresses": [
+            {"ip-address": "fe80::be24:11ff:feaa:1", "ip-address-type": "ipv6", "prefix": 64},
+            {"ip-address": addr, "ip-address-type": "ipv4", "prefix": 24}]}),
+    ]
+}
+
 fn guest_conf(st: &State, v: u32) -> GuestConf {
     if let Some(c) = st.configs.get(&v) {
         return c.clone();

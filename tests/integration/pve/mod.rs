@@ -3,6 +3,7 @@
 //! absent, the compact description of the endpoints the client calls
 //! (`endpoints.json`): every test runs either way.
 
+mod drill;
 mod endpoints;
 mod fake;
 mod restore;

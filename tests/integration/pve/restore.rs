@@ -13,11 +13,11 @@ use super::updates::result_of;
 use crate::harness::*;
 use std::time::{Duration, Instant};
 
-const RANGE: (u32, u32) = (9900, 9999);
+pub(super) const RANGE: (u32, u32) = (9900, 9999);
 
 /// `isolated_vlan` on VLAN 999 and bridge vmbr9, or `namespace`.
-const VLAN: &str = "        type: isolated_vlan\n        vlan_id: 999\n        bridge: vmbr9\n        network: 10.99.0.0/24\n";
-const NAMESPACE: &str = "        type: namespace\n";
+pub(super) const VLAN: &str = "        type: isolated_vlan\n        vlan_id: 999\n        bridge: vmbr9\n        network: 10.99.0.0/24\n";
+pub(super) const NAMESPACE: &str = "        type: namespace\n";
 
 /// The fake, and a test root configured for it: VM `web` (100, with a
 /// command check run through its agent) and CT `nextcloud` (200), backed
@@ -27,7 +27,7 @@ fn setup(target: &str, env: &str, extra_global: &str) -> (Fake, Test) {
 }
 
 /// [`setup`] with `ct` added to the container's service.
-fn setup_with(target: &str, env: &str, extra_global: &str, ct: &str) -> (Fake, Test) {
+pub(super) fn setup_with(target: &str, env: &str, extra_global: &str, ct: &str) -> (Fake, Test) {
     let f = pve_fake();
     let t = Test::new();
     t.write("etc/secrets/pve_token", TOKEN_SECRET);
@@ -46,7 +46,8 @@ fn setup_with(target: &str, env: &str, extra_global: &str, ct: &str) -> (Fake, T
     (f, t)
 }
 
-const TO_STORAGE: &str = "    direct_storage:\n      enabled: true\n      storage: local\n";
+pub(super) const TO_STORAGE: &str =
+    "    direct_storage:\n      enabled: true\n      storage: local\n";
 const TO_PBS: &str = "    proxmox_backup_server:\n      enabled: true\n      storage: pbs\n";
 
 /// `--json run restore-test` of both guests.
@@ -63,7 +64,7 @@ fn test_both(t: &Test) -> Run {
 }
 
 /// The guests the fake holds in the reserved range.
-fn copies(f: &Fake) -> Vec<u32> {
+pub(super) fn copies(f: &Fake) -> Vec<u32> {
     f.with(|s| {
         s.guests
             .keys()
@@ -74,7 +75,7 @@ fn copies(f: &Fake) -> Vec<u32> {
 }
 
 /// The parameters of every request `method` whose path ends with `suffix`.
-fn calls(f: &Fake, method: &str, suffix: &str) -> Vec<Vec<(String, String)>> {
+pub(super) fn calls(f: &Fake, method: &str, suffix: &str) -> Vec<Vec<(String, String)>> {
     f.requests()
         .iter()
         .filter(|r| r.method == method && r.path.ends_with(suffix))
@@ -82,13 +83,13 @@ fn calls(f: &Fake, method: &str, suffix: &str) -> Vec<Vec<(String, String)>> {
         .collect()
 }
 
-fn param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
+pub(super) fn param<'a>(p: &'a [(String, String)], k: &str) -> Option<&'a str> {
     p.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
 }
 
 /// The configuration of each copy as the fake held it when the copy was
 /// started (the NICs must be isolated by then).
-fn configs_at_start(f: &Fake) -> Vec<(u32, GuestConf)> {
+pub(super) fn configs_at_start(f: &Fake) -> Vec<(u32, GuestConf)> {
     f.with(|s| s.started_configs.clone())
         .into_iter()
         .filter(|(v, _)| (RANGE.0..=RANGE.1).contains(v))
@@ -347,18 +348,11 @@ fn a_killed_test_leaves_a_guest_the_next_run_destroys() {
     t.run(&["run", "backup", "--service", "web"]).code(0);
     // Slow tasks: the run is killed while the restore runs.
     f.with(|s| s.task_ms = 3000);
-    let mut child = t
+    let child = t
         .command(&["run", "restore-test", "--service", "web"])
         .spawn()
         .unwrap();
-    let started = Instant::now();
-    while calls(&f, "POST", "/nodes/pve1/qemu").is_empty() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no restore");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    f.with(|s| s.task_ms = 300);
+    kill_when_restoring(&f, child, "qemu");
     // The VMID was recorded before the restore was asked for.
     let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
     let env: String = db
@@ -386,6 +380,19 @@ fn a_killed_test_leaves_a_guest_the_next_run_destroys() {
     std::thread::sleep(Duration::from_millis(400));
     f.with(|s| s.poll());
     assert!(copies(&f).is_empty(), "{:?}", copies(&f));
+}
+
+/// Kill `child` (SIGKILL) as soon as it has asked for the restore of a
+/// `kind` guest, then make the fake's tasks fast again.
+pub(super) fn kill_when_restoring(f: &Fake, mut child: std::process::Child, kind: &str) {
+    let started = Instant::now();
+    while calls(f, "POST", &format!("/nodes/pve1/{kind}")).is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(60), "no restore");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    f.with(|s| s.task_ms = 300);
 }
 
 /// The verification state of catalog row 1: (status, verified_at).
