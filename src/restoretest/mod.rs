@@ -679,10 +679,16 @@ pub fn sweep(store: &Store, cfg: &Config, current: Option<i64>) -> Result<Vec<St
 }
 
 fn describe_removal(r: &RestoreTestRecord, res: Result<isolate::Removed>) -> String {
-    let why = if r.finished_at.is_none() {
-        "left by an interrupted run"
-    } else {
+    // A finished test whose removal was due when it finished (no delay, or
+    // a drill's copy) was left by a run that died before removing it.
+    let kept = match (r.finished_at, r.cleanup_after) {
+        (Some(done), Some(due)) => due > done,
+        _ => false,
+    };
+    let why = if kept {
         "kept for inspection until now"
+    } else {
+        "left by an interrupted run"
     };
     match res {
         Ok(_) if r.kind == KIND_GUEST => format!(

@@ -566,10 +566,11 @@ fn a_copy_kept_for_inspection_is_removed_once_its_delay_has_passed() {
     // Not yet due: the next run keeps it (and makes and keeps its own).
     t.run(&["run", "restore-test"]).code(0);
     assert_eq!(left_in_state(&t).len(), 2);
-    // Its time has come.
+    // Its time has come: as if it had finished an hour ago.
     let db = rusqlite::Connection::open(t.path("state/state.db")).unwrap();
     db.execute(
-        "UPDATE restore_tests SET cleanup_after = 0 WHERE id = 1",
+        "UPDATE restore_tests SET cleanup_after = finished_at - 1800, \
+         finished_at = finished_at - 3600, started_at = started_at - 3600 WHERE id = 1",
         [],
     )
     .unwrap();

@@ -259,7 +259,7 @@ fn a_killed_drill_leaves_guests_the_next_drill_destroys() {
             cleanup
                 .iter()
                 .any(|l| l.starts_with("removed the copy of restore test")
-                    && l.contains(&format!("({svc}, "))
+                    && l.contains(&format!("({svc}, left by an interrupted run)"))
                     && l.contains(&vmid.to_string())),
             "{cleanup:?}"
         );
