@@ -3,8 +3,8 @@
 //! its site on free loopback ports, its data and config directories in the
 //! test's root).
 
+use crate::harness::free_port;
 use crate::harness::{Run, Test};
-use crate::update::free_port;
 use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};

@@ -481,3 +481,35 @@ pub fn require(req: &Requirement) -> bool {
         }
     }
 }
+
+/// A loopback port nothing listens on, for a server a test starts (or a
+/// receiver that must be down). Taken below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768 and up by default), so that no outgoing
+/// connection of a concurrent test is given it between this check and the
+/// server's bind; distinct within this process, and started at an offset
+/// of the pid so that test processes running side by side rarely meet.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let port = (LOW + NEXT.fetch_add(1, Ordering::SeqCst) % SPAN) as u16;
+        let v4_free = std::net::TcpListener::bind(("127.0.0.1", port)).is_ok();
+        // Free on ::1 too, where there is IPv6 at all.
+        let v6_free = match std::net::TcpListener::bind(("::1", port)) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::AddrInUse,
+        };
+        if v4_free && v6_free {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {LOW} and {}", LOW + SPAN);
+}

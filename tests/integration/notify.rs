@@ -237,8 +237,7 @@ fn serve<S: Read + Write>(
 
 /// A port nothing listens on.
 pub fn closed_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    crate::harness::free_port()
 }
 
 /// Every file under the test root (state DB, logs) plus the given outputs

@@ -10,21 +10,12 @@
 //! and process, so other tests on the same engine never collide.
 
 use crate::docker::docker;
-use crate::harness::{Run, Test};
-use std::net::TcpListener;
+use crate::harness::{free_port, Run, Test};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn ready() -> bool {
     crate::harness::require(&crate::harness::REGISTRY)
-}
-
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// GET http://127.0.0.1:PORT/ with a short timeout: the body, or None.

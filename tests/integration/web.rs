@@ -36,8 +36,7 @@ fn chromium_available() -> Result<(), String> {
 
 /// A port nothing listens on.
 fn closed_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+    crate::harness::free_port()
 }
 
 fn config(extra_services: &str) -> String {
