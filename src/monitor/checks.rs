@@ -310,15 +310,8 @@ async fn http(c: &HealthCheckConfig, timeout: Duration) -> Outcome {
 /// Most body bytes read for `body_contains` / `body_regex`.
 const BODY_MAX: usize = 1 << 20;
 
-async fn body_check(c: &HealthCheckConfig, status: u16, mut resp: reqwest::Response) -> Outcome {
-    let mut body = Vec::new();
-    while let Ok(Some(chunk)) = resp.chunk().await {
-        body.extend_from_slice(&chunk);
-        if body.len() >= BODY_MAX {
-            body.truncate(BODY_MAX);
-            break;
-        }
-    }
+async fn body_check(c: &HealthCheckConfig, status: u16, resp: reqwest::Response) -> Outcome {
+    let body = crate::notify::transport::read_capped(resp, BODY_MAX).await;
     let text = String::from_utf8_lossy(&body);
     if let Some(want) = &c.body_contains {
         if !text.contains(want.as_str()) {

@@ -248,7 +248,7 @@ async fn http_with_retry_body(req: &HttpRequest, p: &Policy) -> (u32, Result<Vec
             Ok(resp) => {
                 let status = resp.status();
                 let headers = resp.headers().clone();
-                let body = answer(resp).await;
+                let body = read_capped(resp, ANSWER_MAX).await;
                 if status.is_success() {
                     return (attempt, Ok(body.to_vec()));
                 }
@@ -445,12 +445,14 @@ async fn command(ch: &Channel<'_>, m: &Message, p: &Policy) -> Result<(), String
 /// receiver that answers without end is not read further.
 const ANSWER_MAX: usize = 1 << 20;
 
-async fn answer(mut resp: reqwest::Response) -> Vec<u8> {
+/// The first `max` bytes of a response's body (all of it when shorter);
+/// the rest is never read. A read error ends the body where it came.
+pub async fn read_capped(mut resp: reqwest::Response, max: usize) -> Vec<u8> {
     let mut body = Vec::new();
     while let Ok(Some(chunk)) = resp.chunk().await {
-        let room = ANSWER_MAX - body.len();
+        let room = max - body.len();
         body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        if body.len() == ANSWER_MAX {
+        if body.len() == max {
             break;
         }
     }
