@@ -62,6 +62,16 @@ fn admin_url(svc: &ServiceConfig) -> String {
         .unwrap_or_else(|| CADDY_ADMIN_DEFAULT.to_string())
 }
 
+/// Send the request's head and body, and read the answer (HTTP/1.0: to
+/// the end of the stream), at most [`ANSWER_MAX`] bytes of it.
+fn exchange(mut s: impl Read + Write, head: &str, body: &[u8]) -> std::io::Result<Vec<u8>> {
+    s.write_all(head.as_bytes())?;
+    s.write_all(body)?;
+    let mut answer = Vec::new();
+    s.take(ANSWER_MAX).read_to_end(&mut answer)?;
+    Ok(answer)
+}
+
 /// One HTTP/1.0 request to the admin API: (status, body).
 fn request(admin: &CaddyAdmin, method: &str, path: &str, body: &[u8]) -> Result<(u16, Vec<u8>)> {
     let timeout = Some(Duration::from_secs(CADDY_TIMEOUT));
@@ -85,8 +95,7 @@ fn request(admin: &CaddyAdmin, method: &str, path: &str, body: &[u8]) -> Result<
         ));
     }
     head.push_str("\r\n");
-    let mut answer = Vec::new();
-    match admin {
+    let answer = match admin {
         CaddyAdmin::Tcp { host, port } => {
             let addrs =
                 std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), *port)).map_err(fail)?;
@@ -101,26 +110,22 @@ fn request(admin: &CaddyAdmin, method: &str, path: &str, body: &[u8]) -> Result<
                     Err(e) => last = Some(e),
                 }
             }
-            let mut s = stream.ok_or_else(|| {
+            let s = stream.ok_or_else(|| {
                 fail(last.unwrap_or_else(|| {
                     std::io::Error::other("the name resolves to no loopback address")
                 }))
             })?;
             s.set_read_timeout(timeout).map_err(fail)?;
             s.set_write_timeout(timeout).map_err(fail)?;
-            s.write_all(head.as_bytes()).map_err(fail)?;
-            s.write_all(body).map_err(fail)?;
-            s.take(ANSWER_MAX).read_to_end(&mut answer).map_err(fail)?;
+            exchange(s, &head, body).map_err(fail)?
         }
         CaddyAdmin::Unix(p) => {
-            let mut s = std::os::unix::net::UnixStream::connect(p).map_err(fail)?;
+            let s = std::os::unix::net::UnixStream::connect(p).map_err(fail)?;
             s.set_read_timeout(timeout).map_err(fail)?;
             s.set_write_timeout(timeout).map_err(fail)?;
-            s.write_all(head.as_bytes()).map_err(fail)?;
-            s.write_all(body).map_err(fail)?;
-            s.take(ANSWER_MAX).read_to_end(&mut answer).map_err(fail)?;
+            exchange(s, &head, body).map_err(fail)?
         }
-    }
+    };
     let split = answer
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
