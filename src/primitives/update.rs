@@ -259,6 +259,9 @@ pub(super) fn module(host: &Arc<Host>) -> Module {
                 let c = update::check(&h.config, cfg, &before, !h.dry_run)
                     .map_err(|e| to_rhai(e, &ctx))?;
                 let mut out = to_dyn(&c)?;
+                if let (Some(text), Some(mut m)) = (c.changed(), out.write_lock::<Map>()) {
+                    m.insert("changed".into(), text.into());
+                }
                 let mut checked = Checked::default();
                 if let Before::Guest { .. } = before {
                     let changes = update::guest::Packages::new(&c.changes);

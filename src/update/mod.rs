@@ -366,6 +366,32 @@ pub fn check(cfg: &Config, svc: &ServiceConfig, before: &Before, pull: bool) -> 
     })
 }
 
+impl Check {
+    /// What the update changes, in one line: a guest's pending upgrades
+    /// with their versions (`1 package: webapp 1 → 2`), or the images
+    /// whose ID changed with the short IDs (`app 1a2b3c4d5e6f →
+    /// 9f8e7d6c5b4a`); None when nothing is known to change.
+    pub fn changed(&self) -> Option<String> {
+        if !self.changes.is_empty() {
+            return Some(guest::Packages::new(&self.changes).text);
+        }
+        let images: Vec<String> = self
+            .images
+            .iter()
+            .filter_map(|i| {
+                let new = i.new_id.as_deref().filter(|n| *n != i.current_id)?;
+                Some(format!(
+                    "{} {} \u{2192} {}",
+                    i.name,
+                    short(&i.current_id),
+                    short(new)
+                ))
+            })
+            .collect();
+        (!images.is_empty()).then(|| images.join(", "))
+    }
+}
+
 /// The service's `update.command` (empty when unset).
 fn update_command(svc: &ServiceConfig) -> Vec<String> {
     svc.update
