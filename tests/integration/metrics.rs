@@ -2,8 +2,9 @@
 //! `global.paths.metrics_dir`, atomically, describing every workflow;
 //! left alone by a dry run.
 
+use crate::harness::free_port;
 use crate::harness::{basic_config, Test};
-use crate::notify::{closed_port, Receiver, Reply};
+use crate::notify::{Receiver, Reply};
 use std::os::unix::fs::PermissionsExt;
 
 /// The value of the one sample named `series` (with its labels).
@@ -17,7 +18,7 @@ fn runs_write_the_textfile_for_node_exporter() {
     let t = Test::new();
     t.data("data/web");
     let web = Receiver::start(Reply::Status(503, vec![], "down".into()));
-    let dead = closed_port();
+    let dead = free_port();
     t.config(&basic_config(
         &format!(
             "  paths:\n    metrics_dir: {{root}}/metrics\nmonitoring:\n  fail_after: 1\nnotifications:\n  cooldown_minutes: 0\n  channels:\n    - name: hook\n      type: webhook\n      url: http://127.0.0.1:{dead}/hook\n"

@@ -2,8 +2,9 @@
 //! runs (fail_after, recover_after), parent suppression, maintenance by a
 //! held workflow lock, TLS expiry, `status`.
 
+use crate::harness::free_port;
 use crate::harness::Test;
-use crate::notify::{closed_port, ok, tls_cert, Receiver, Reply};
+use crate::notify::{ok, tls_cert, Receiver, Reply};
 use std::time::Duration;
 
 fn down() -> Reply {
@@ -120,7 +121,7 @@ fn a_down_parent_suppresses_its_children_and_names_them() {
     let t = Test::new();
     let hooks = Receiver::start(ok());
     let web = Receiver::start(down());
-    let dead = closed_port();
+    let dead = free_port();
     config(
         &t,
         &hooks,
@@ -260,7 +261,7 @@ fn failures_inside_a_maintenance_window_are_recorded_not_alerted() {
 fn read_only_check_primitives_answer_scripts_and_run_in_dry_runs() {
     let t = Test::new();
     let web = Receiver::start(Reply::Status(200, vec![], "all systems go".into()));
-    let dead = closed_port();
+    let dead = free_port();
     t.write("pid", &format!("{}\n", std::process::id()));
     t.config("services: []\n").script(
         "probe.rhai",

@@ -2,6 +2,7 @@
 //! receivers that record every request, and to a real SMTP server
 //! (aiosmtpd under /usr/bin/python3).
 
+use crate::harness::free_port;
 use crate::harness::{basic_config, Test};
 use serde_json::{json, Value};
 use std::collections::VecDeque;
@@ -233,11 +234,6 @@ fn serve<S: Read + Write>(
             let _ = s.flush();
         }
     }
-}
-
-/// A port nothing listens on.
-pub fn closed_port() -> u16 {
-    crate::harness::free_port()
 }
 
 /// Every file under the test root (state DB, logs) plus the given outputs
@@ -517,7 +513,7 @@ fn a_receiver_that_is_down_or_hangs_never_fails_the_workflow() {
         "etc/homelab-autopilot.yaml",
         &format!(
             "{cfg}notifications:\n  channels:\n    - name: down\n      type: webhook\n      url: http://127.0.0.1:{}/hook\n      fallback: good\n    - name: hangs\n      type: webhook\n      url: {}\n    - name: good\n      type: webhook\n      url: {}\n      events: [backup_failed]\n",
-            closed_port(),
+            free_port(),
             hang.url("/hang"),
             good.url("/good")
         ),
@@ -645,7 +641,7 @@ fn notify_test_reports_each_channel() {
     t.config(&format!(
         "notifications:\n  channels:\n    - name: good\n      type: webhook\n      url: {}\n    - name: broken\n      type: webhook\n      url: http://127.0.0.1:{}/x\n    - name: hc\n      type: healthchecks\n      url: {}\nservices: []\n",
         rx.url("/good"),
-        closed_port(),
+        free_port(),
         rx.url("/hc/abc"),
     ));
     let run = t.run(&["notify", "test"]);
@@ -710,7 +706,7 @@ pub fn smtp_server(dir: &std::path::Path) -> Option<(std::process::Child, u16)> 
     if !crate::harness::require(&crate::harness::SMTP) {
         return None;
     }
-    let port = closed_port();
+    let port = free_port();
     let child = std::process::Command::new("/usr/bin/python3")
         .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
         .args(["-c", "aiosmtpd.handlers.Mailbox"])
@@ -842,7 +838,7 @@ fn smtp_tls_roundtrip(mode: &str) {
     t.write("cert.pem", &tls.ca_pem);
     t.write("key.pem", &tls.key_pem);
     std::fs::create_dir_all(t.path("mail")).unwrap();
-    let port = closed_port();
+    let port = free_port();
     let mut child = std::process::Command::new("/usr/bin/python3")
         .arg(t.path("smtp.py"))
         .arg(port.to_string())
@@ -921,7 +917,7 @@ fn the_next_message_that_gets_through_mentions_earlier_failures() {
             "notifications:\n  cooldown_minutes: 0\n  channels:\n    - name: hook\n      type: webhook\n      url: {url}\nservices: []\n"
         )
     };
-    t.config(&yaml(format!("http://127.0.0.1:{}/hook", closed_port())))
+    t.config(&yaml(format!("http://127.0.0.1:{}/hook", free_port())))
         .script(
             "notifytest.rhai",
             &sender(&[("backup_failed", r#"#{ summary: "x" }"#)]),

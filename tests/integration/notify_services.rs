@@ -5,9 +5,10 @@
 //! is read: real line breaks, no JSON, the title and priority the service
 //! takes.
 
+use crate::harness::free_port;
 use crate::harness::Test;
 use crate::notify::{
-    assert_nowhere, closed_port, ok, smtp_server, tls_cert, wait_for_mail, Receiver, Reply, Req,
+    assert_nowhere, ok, smtp_server, tls_cert, wait_for_mail, Receiver, Reply, Req,
 };
 use serde_json::json;
 
@@ -74,7 +75,7 @@ fn a_failed_backup_reads_cleanly_in_every_service() {
     let maildir = t.path("maildir");
     let smtp = smtp_server(&maildir);
     let (p, ps, pm, pa, pr) = (rx.port, rxs.port, mx.port, api.port, refused.port);
-    let mail_port = smtp.as_ref().map(|s| s.1).unwrap_or_else(closed_port);
+    let mail_port = smtp.as_ref().map(|s| s.1).unwrap_or_else(free_port);
     t.write("data/web/index.html", "hello");
     t.write("data/broken/f", "x");
     // The service's own step fails, as a full disk or a failing hook would.

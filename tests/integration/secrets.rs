@@ -5,8 +5,9 @@
 //! the bodies a webhook receiver gets. And a configuration file holding
 //! credentials only inside URLs must be private (exit 77).
 
+use crate::harness::free_port;
 use crate::harness::{basic_config, walk, Run, Test};
-use crate::notify::{closed_port, ok, Receiver, Reply};
+use crate::notify::{ok, Receiver, Reply};
 use std::os::unix::fs::PermissionsExt;
 
 /// One sentinel per kind of secret. The inline one holds a `"` and a `\`
@@ -80,7 +81,7 @@ fn assert_tree_clean(dir: &std::path::Path) -> usize {
 fn every_secret_is_masked_from_load_on_in_every_output() {
     let t = Test::new();
     let rx = Receiver::start(ok());
-    let smtp = closed_port();
+    let smtp = free_port();
     let pw_file = private(&t, "secrets/smtp", &format!("{PASSWORD_FILE}\n"));
     let tok_file = private(&t, "secrets/pve_token", TOKEN_FILE);
     // What a password manager's command prints: only the command knows it.
@@ -141,7 +142,7 @@ services:
     type: generic
     backup_paths: [{{root}}/data/web]
 "#,
-        pve = closed_port(),
+        pve = free_port(),
         ntfy = rx.url("/topic"),
         hook = rx.url(&format!("/hook?token={QUERY_TOKEN}")),
         gotify = rx.url(&format!("/gotify/{PATH_TOKEN}")),

@@ -4,6 +4,7 @@
 //! the configuration's errors, and the page rendered by a real headless
 //! chromium.
 
+use crate::harness::free_port;
 use crate::harness::{require, Requirement, Test};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -34,11 +35,6 @@ fn chromium_available() -> Result<(), String> {
     }
 }
 
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    crate::harness::free_port()
-}
-
 fn config(extra_services: &str) -> String {
     format!(
         r#"http:
@@ -64,8 +60,8 @@ services:
   - name: db
     backup_paths: ["{{root}}/data/db"]
 {extra_services}"#,
-        closed_port(),
-        closed_port()
+        free_port(),
+        free_port()
     )
 }
 
