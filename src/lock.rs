@@ -45,18 +45,12 @@ impl WorkflowLock {
 /// Take the lock of `workflow` without waiting; `Error::Locked` naming the
 /// holder if another process (or another open of the file) has it.
 pub fn acquire(lock_dir: &Path, workflow: &str) -> Result<WorkflowLock> {
-    if !valid_name(workflow) {
-        return Err(Error::Other(format!(
-            "invalid workflow name for a lock file: {workflow:?} (letters, digits, '.', '_', '-', \
-             '@', '+'; not starting with '.')"
-        )));
-    }
+    let path = lock_path(lock_dir, workflow)?;
     DirBuilder::new()
         .recursive(true)
         .mode(0o700)
         .create(lock_dir)
         .map_err(|e| Error::io(lock_dir, e))?;
-    let path = lock_dir.join(format!("{workflow}.lock"));
     let file = OpenOptions::new()
         .read(true)
         .write(true)
@@ -102,12 +96,7 @@ pub fn acquire(lock_dir: &Path, workflow: &str) -> Result<WorkflowLock> {
 /// names it. Asked of the kernel (`/proc/locks`), never by taking the lock,
 /// so a run starting at that moment is never turned away by the question.
 pub fn holder_of(lock_dir: &Path, workflow: &str) -> Result<Option<String>> {
-    if !valid_name(workflow) {
-        return Err(Error::Other(format!(
-            "invalid workflow name for a lock file: {workflow:?}"
-        )));
-    }
-    let path = lock_dir.join(format!("{workflow}.lock"));
+    let path = lock_path(lock_dir, workflow)?;
     let file = match OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
@@ -123,6 +112,17 @@ pub fn holder_of(lock_dir: &Path, workflow: &str) -> Result<Option<String>> {
         proc_locks_pid(&locks, libc::major(m.dev()), libc::minor(m.dev()), m.ino())
             .map(|_| holder(&file)),
     )
+}
+
+/// `lock_dir/<workflow>.lock`, for a name that can be a file name.
+fn lock_path(lock_dir: &Path, workflow: &str) -> Result<PathBuf> {
+    if !valid_name(workflow) {
+        return Err(Error::Other(format!(
+            "invalid workflow name for a lock file: {workflow:?} (letters, digits, '.', '_', '-', \
+             '@', '+'; not starting with '.')"
+        )));
+    }
+    Ok(lock_dir.join(format!("{workflow}.lock")))
 }
 
 fn valid_name(name: &str) -> bool {
